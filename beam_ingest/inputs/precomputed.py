@@ -1,0 +1,181 @@
+"""Precomputed per-chunk inputs: `edges_x_y_z.proto.zst` and `components_x_y_z.proto`."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import zstandard
+from google.protobuf.message import DecodeError
+
+from .protos import ChunkComponentsMsg, ChunkEdgesMsg
+
+EDGE_KINDS = ("in_chunk", "between_chunk", "cross_chunk")
+
+
+class InputError(ValueError):
+    """An input file that cannot be read; the message names the file and chunk."""
+
+
+@dataclasses.dataclass
+class Edges:
+    """Parallel arrays of one edge kind."""
+    ids1: np.ndarray
+    ids2: np.ndarray
+    affinities: np.ndarray
+    areas: np.ndarray
+
+    @classmethod
+    def empty(cls) -> "Edges":
+        return cls(np.empty(0, np.uint64), np.empty(0, np.uint64),
+                   np.empty(0, np.float32), np.empty(0, np.uint64))
+
+    def __len__(self):
+        return len(self.ids1)
+
+
+@dataclasses.dataclass
+class ChunkInputs:
+    """Everything layer 2 needs of one chunk."""
+    coord: tuple[int, int, int]
+    edges: dict[str, Edges]
+    component_svs: np.ndarray     # uint64, the SVs the components file maps
+    component_labels: np.ndarray  # int64, component index of each
+
+    @classmethod
+    def empty(cls, coord) -> "ChunkInputs":
+        return cls(tuple(coord), {k: Edges.empty() for k in EDGE_KINDS},
+                   np.empty(0, np.uint64), np.empty(0, np.int64))
+
+
+def edges_filename(coord) -> str:
+    x, y, z = (int(c) for c in coord)
+    return f"edges_{x}_{y}_{z}.proto.zst"
+
+
+def components_filename(coord) -> str:
+    x, y, z = (int(c) for c in coord)
+    return f"components_{x}_{y}_{z}.proto"
+
+
+def _array(buf: bytes, dtype, what: str, where: str) -> np.ndarray:
+    itemsize = np.dtype(dtype).itemsize
+    if len(buf) % itemsize:
+        raise InputError(f"{where}: field {what} has {len(buf)} bytes, not a multiple of {itemsize}")
+    return np.frombuffer(buf, dtype=dtype)
+
+
+def decode_edges(data: bytes, where: str) -> dict[str, Edges]:
+    """Decode a zstd-compressed ChunkEdgesMsg; `where` names the file and chunk in errors."""
+    try:
+        raw = zstandard.ZstdDecompressor().decompress(data, max_output_size=1 << 34)
+    except zstandard.ZstdError as exc:
+        raise InputError(f"{where}: not a valid zstd stream ({exc})") from None
+    try:
+        msg = ChunkEdgesMsg.FromString(raw)
+    except DecodeError as exc:
+        raise InputError(f"{where}: not a valid ChunkEdgesMsg protobuf ({exc})") from None
+    out = {}
+    for kind in EDGE_KINDS:
+        part = getattr(msg, kind)
+        ids1 = _array(part.node_ids1, "<u8", f"{kind}.node_ids1", where)
+        ids2 = _array(part.node_ids2, "<u8", f"{kind}.node_ids2", where)
+        aff = _array(part.affinities, "<f4", f"{kind}.affinities", where)
+        areas = _array(part.areas, "<u8", f"{kind}.areas", where)
+        n = len(ids1)
+        if len(ids2) != n or (len(aff) not in (0, n)) or (len(areas) not in (0, n)):
+            raise InputError(
+                f"{where}: {kind} arrays have mismatched lengths "
+                f"(node_ids1 {n}, node_ids2 {len(ids2)}, affinities {len(aff)}, areas {len(areas)})")
+        out[kind] = Edges(ids1.astype(np.uint64), ids2.astype(np.uint64),
+                          aff.astype(np.float32) if len(aff) else np.zeros(n, np.float32),
+                          areas.astype(np.uint64) if len(areas) else np.zeros(n, np.uint64))
+    return out
+
+
+def encode_edges(edges: dict[str, Edges], level: int = 3) -> bytes:
+    msg = ChunkEdgesMsg()
+    for kind, e in edges.items():
+        part = getattr(msg, kind)
+        part.node_ids1 = np.ascontiguousarray(e.ids1, "<u8").tobytes()
+        part.node_ids2 = np.ascontiguousarray(e.ids2, "<u8").tobytes()
+        part.affinities = np.ascontiguousarray(e.affinities, "<f4").tobytes()
+        part.areas = np.ascontiguousarray(e.areas, "<u8").tobytes()
+    return zstandard.ZstdCompressor(level=level).compress(msg.SerializeToString())
+
+
+def decode_components(data: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """Decode a ChunkComponentsMsg run of `[n, sv_1 .. sv_n]` groups -> (svs, component index)."""
+    try:
+        flat = np.asarray(ChunkComponentsMsg.FromString(data).components, dtype=np.uint64)
+    except DecodeError as exc:
+        raise InputError(f"{where}: not a valid ChunkComponentsMsg protobuf ({exc})") from None
+    # Group starts are data dependent, so walk the headers (one step per component, on a
+    # plain list, which is much faster than indexing numpy scalars); members are then
+    # gathered with one vectorized mask.
+    values = flat.tolist()
+    is_header = np.zeros(len(values), dtype=bool)
+    sizes = []
+    pos = 0
+    total = len(values)
+    while pos < total:
+        n = values[pos]
+        if pos + 1 + n > total:
+            raise InputError(f"{where}: component group at position {pos} claims {n} members, "
+                             f"only {total - pos - 1} remain")
+        is_header[pos] = True
+        sizes.append(n)
+        pos += 1 + n
+    svs = flat[~is_header]
+    labels = np.repeat(np.arange(len(sizes), dtype=np.int64), np.asarray(sizes, dtype=np.int64))
+    return svs, labels
+
+
+def encode_components(svs: np.ndarray, labels: np.ndarray) -> bytes:
+    """Encode an SV -> component-label mapping as `[n, sv_1 .. sv_n]` groups (label order)."""
+    order = np.argsort(labels, kind="stable")
+    svs, labels = np.asarray(svs, np.uint64)[order], np.asarray(labels)[order]
+    _, starts, counts = np.unique(labels, return_index=True, return_counts=True)
+    flat = np.insert(svs, starts, counts.astype(np.uint64))
+    return ChunkComponentsMsg(components=flat).SerializeToString()
+
+
+class PrecomputedReader:
+    """Reads one chunk's edges and components files through cloud-files (any storage URL)."""
+
+    def __init__(self, edges_url: str, components_url: str):
+        self.edges_url = edges_url
+        self.components_url = components_url
+        self._edges = self._components = None
+
+    def _files(self):
+        if self._edges is None:
+            from cloudfiles import CloudFiles
+            self._edges = CloudFiles(self.edges_url, progress=False)
+            self._components = CloudFiles(self.components_url, progress=False)
+        return self._edges, self._components
+
+    def _get(self, cf, base: str, name: str, coord):
+        try:
+            return cf.get(name, raw=True)
+        except Exception as exc:  # storage errors vary by backend
+            raise InputError(f"{base.rstrip('/')}/{name} (chunk {tuple(coord)}): cannot be read ({exc})") from None
+
+    def read(self, coord) -> ChunkInputs:
+        coord = tuple(int(c) for c in coord)
+        edges_cf, comps_cf = self._files()
+        edges_name, comps_name = edges_filename(coord), components_filename(coord)
+        edges_data = self._get(edges_cf, self.edges_url, edges_name, coord)
+        comps_data = self._get(comps_cf, self.components_url, comps_name, coord)
+        inputs = ChunkInputs.empty(coord)
+        if edges_data is not None:
+            inputs.edges = decode_edges(edges_data, f"{self.edges_url.rstrip('/')}/{edges_name} (chunk {coord})")
+        if comps_data is not None:
+            inputs.component_svs, inputs.component_labels = decode_components(
+                comps_data, f"{self.components_url.rstrip('/')}/{comps_name} (chunk {coord})")
+        return inputs
+
+    def __getstate__(self):
+        return {"edges_url": self.edges_url, "components_url": self.components_url}
+
+    def __setstate__(self, state):
+        self.__init__(state["edges_url"], state["components_url"])

@@ -1,0 +1,70 @@
+"""Before the pipeline: validate the config, derive the layout, and prepare the table."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from .config import ConfigError, Settings, load_config
+from .inputs.watershed import read_watershed_info
+from .layout import GraphLayout, LayoutError
+from .store.meta import dumps_meta, loads_meta, meta_for
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class IngestPlan:
+    graph_id: str
+    settings: Settings
+    layout: GraphLayout
+    project: str | None
+    instance: str | None
+    ingest_ms: int | None = None
+
+
+def plan_ingest(config_path: str, graph_id: str) -> IngestPlan:
+    """Cheap checks first: config, watershed info, bit budget. Raises with a clear message."""
+    if not graph_id or any(c.isspace() for c in graph_id):
+        raise ConfigError(f"--graph_id: must be a non-empty table id without spaces, got {graph_id!r}")
+    settings = load_config(config_path)
+    ds = settings.data_source
+    if not ds.EDGES or not ds.COMPONENTS:
+        missing = "EDGES" if not ds.EDGES else "COMPONENTS"
+        raise ConfigError(f"data_source.{missing}: required key is missing (precomputed input needs "
+                          "both EDGES and COMPONENTS)")
+    ws = read_watershed_info(ds.WATERSHED, ds.CV_MIP)
+    gc = settings.graph_config
+    try:
+        layout = GraphLayout(chunk_size=gc.CHUNK_SIZE, voxel_offset=ws.voxel_offset, voxel_counts=ws.size,
+                             layer_id_bits=gc.LAYER_ID_BITS, spatial_bits=gc.SPATIAL_BITS, fanout=gc.FANOUT)
+    except LayoutError as exc:
+        raise ConfigError(str(exc)) from None
+    return IngestPlan(graph_id, settings, layout, settings.backend.PROJECT, settings.backend.INSTANCE)
+
+
+def meta_mismatch(plan: IngestPlan):
+    """A function telling why a table's meta cell describes another graph (or None)."""
+    ours = meta_for(plan.graph_id, plan.settings)
+
+    def compare(existing: bytes):
+        try:
+            theirs = loads_meta(existing)
+        except Exception as exc:  # any unpickling failure means "not ours"
+            return f"its meta row cannot be read ({exc})"
+        for name in ("graph_config", "data_source"):
+            a, b = getattr(theirs, name), getattr(ours, name)
+            if tuple(a) != tuple(b):
+                diffs = [f"{f}: table {x!r} vs config {y!r}" for f, x, y in zip(a._fields, a, b) if x != y]
+                return f"{name} differs: " + "; ".join(diffs)
+        return None
+
+    return compare
+
+
+def prepare_table(plan: IngestPlan, if_exists: str, ingest_ms: int | None) -> int:
+    from .store import bigtable
+    plan.project, plan.instance = bigtable.resolve_instance(plan.project, plan.instance)
+    table = bigtable.open_table(plan.project, plan.instance, plan.graph_id, admin=True)
+    meta_bytes = dumps_meta(meta_for(plan.graph_id, plan.settings))
+    plan.ingest_ms = bigtable.prepare_table(table, if_exists, meta_bytes, ingest_ms, meta_mismatch(plan))
+    return plan.ingest_ms

@@ -1,0 +1,31 @@
+"""Per-layer summary of a run, from its Beam metrics."""
+from __future__ import annotations
+
+from apache_beam.metrics.metric import MetricsFilter
+
+from .transforms import NAMESPACE
+
+
+def ingest_counters(result) -> dict[str, int]:
+    counters = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]
+    out: dict[str, int] = {}
+    for c in counters:
+        value = c.committed if c.committed is not None else c.attempted
+        out[c.key.metric.name] = out.get(c.key.metric.name, 0) + int(value or 0)
+    return out
+
+
+def format_summary(counters: dict[str, int], layer_count: int, seconds: float) -> str:
+    lines = [f"{'layer':>5}  {'chunks':>8}  {'nodes':>10}  {'skipped':>8}  {'dangling':>8}"]
+    for layer in range(2, layer_count + 1):
+        lines.append(
+            f"{layer:>5}  {counters.get(f'layer{layer}_chunks', 0):>8}  "
+            f"{counters.get(f'layer{layer}_nodes', 0):>10}  "
+            f"{counters.get(f'layer{layer}_skipped_singletons', 0):>8}  "
+            f"{counters.get(f'layer{layer}_dangling_cross_edges', 0):>8}")
+    lines.append(
+        f"SVs {counters.get('layer2_svs', 0)}, edges {counters.get('layer2_edges', 0)} "
+        f"(active {counters.get('layer2_active_edges', 0)}), roots {counters.get('roots', 0)}, "
+        f"rows written {counters.get('rows_written', 0)} ({counters.get('bytes_written', 0)} bytes) "
+        f"in {seconds:.1f} s")
+    return "\n".join(lines)

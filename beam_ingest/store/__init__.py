@@ -1,0 +1,1 @@
+"""Table schema, cell encodings, the meta pickle, and the Bigtable admin and sink."""

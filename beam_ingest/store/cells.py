@@ -1,0 +1,109 @@
+"""Row keys and cell encodings of the PyChunkedGraph v2 table (spec/table-format.md)."""
+from __future__ import annotations
+
+import numpy as np
+import zstandard
+
+from ..layout import ROOT_COUNTER_BUCKETS
+
+FAMILY_HIERARCHY = "0"
+FAMILY_COUNTERS = "1"
+FAMILY_OPERATIONS = "2"
+FAMILY_CROSS_EDGES = "3"
+
+PARENTS = b"parents"
+CHILDREN = b"children"
+COUNTER = b"counter"
+META = b"meta"
+VERSION = b"version"
+META_ROW = b"meta"
+VERSION_ROW = b"version"
+
+ZSTD_LEVEL = 3
+
+
+def cross_edges_qualifier(layer: int) -> bytes:
+    return b"atomic_cross_edges_%d" % int(layer)
+
+
+def row_keys(ids: np.ndarray) -> list[bytes]:
+    """`%.20d` row keys of many node ids at once."""
+    ids = np.asarray(ids, dtype=np.uint64)
+    return np.char.zfill(ids.astype("S20"), 20).tolist()
+
+
+def row_key(node_id) -> bytes:
+    return b"%020d" % int(node_id)
+
+
+def counter_key(chunk_id) -> bytes:
+    return b"i%020d" % int(chunk_id)
+
+
+def root_counter_key(root_chunk_id, bucket: int) -> bytes:
+    if not 0 <= bucket < ROOT_COUNTER_BUCKETS:
+        raise ValueError(f"root counter bucket {bucket} out of range")
+    return b"i%020d_%d" % (int(root_chunk_id), bucket)
+
+
+def encode_id(node_id) -> bytes:
+    return int(node_id).to_bytes(8, "little")
+
+
+def decode_id(value: bytes) -> int:
+    return int.from_bytes(value, "little")
+
+
+def encode_counter(value: int) -> bytes:
+    return int(value).to_bytes(8, "big", signed=True)
+
+
+def decode_counter(value: bytes) -> int:
+    return int.from_bytes(value, "big", signed=True)
+
+
+def encode_ids(ids: np.ndarray, compressor=None) -> bytes:
+    compressor = compressor or zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+    return compressor.compress(np.ascontiguousarray(ids, dtype="<u8").tobytes())
+
+
+def decode_ids(value: bytes) -> np.ndarray:
+    return np.frombuffer(zstandard.ZstdDecompressor().decompress(value), dtype="<u8").astype(np.uint64)
+
+
+def decode_edges(value: bytes) -> np.ndarray:
+    return decode_ids(value).reshape(-1, 2)
+
+
+def rows_to_cells(rows, compressor=None):
+    """Yield `(row key, [(family, qualifier, value), ...])` for every row in a `Rows` batch.
+
+    Cells of one key are merged into one row, so each node is one mutation entry.
+    """
+    compressor = compressor or zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+    cells: dict[bytes, list] = {}
+    if len(rows.node_ids):
+        parent_bytes = np.ascontiguousarray(rows.parent_ids, dtype="<u8").tobytes()
+        for i, key in enumerate(row_keys(rows.node_ids)):
+            cells.setdefault(key, []).append((FAMILY_HIERARCHY, PARENTS, parent_bytes[8 * i: 8 * i + 8]))
+    if len(rows.children_of):
+        values = rows.children.values
+        offsets = rows.children.offsets.tolist()
+        for i, key in enumerate(row_keys(rows.children_of)):
+            chunk = values[offsets[i]:offsets[i + 1]]
+            cells.setdefault(key, []).append((FAMILY_HIERARCHY, CHILDREN, encode_ids(chunk, compressor)))
+    if len(rows.cross_node):
+        # Runs of equal (node, layer): rows are sorted by node then layer.
+        change = np.flatnonzero((rows.cross_node[1:] != rows.cross_node[:-1])
+                                | (rows.cross_layer[1:] != rows.cross_layer[:-1])) + 1
+        starts = np.concatenate([[0], change]).tolist()
+        ends = starts[1:] + [len(rows.cross_node)]
+        edges = np.stack([rows.cross_own, rows.cross_other], axis=1)
+        keys = row_keys(rows.cross_node[starts])
+        layers = rows.cross_layer[starts].tolist()
+        for key, layer, s, e in zip(keys, layers, starts, ends):
+            cells.setdefault(key, []).append(
+                (FAMILY_CROSS_EDGES, cross_edges_qualifier(layer), encode_ids(edges[s:e], compressor)))
+    for key, value in zip(rows.counter_keys, rows.counter_values):
+        cells.setdefault(key, []).append((FAMILY_COUNTERS, COUNTER, encode_counter(value)))
+    return cells.items()

@@ -1,0 +1,173 @@
+"""The Beam wiring: PTransforms around the pure build and the Bigtable writer."""
+from __future__ import annotations
+
+import logging
+import time
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from .build.layer2 import build_layer2
+from .build.parents import build_parent_layer
+from .build.roots import build_roots, root_bucket
+from .layout import ROOT_COUNTER_BUCKETS, GraphLayout
+
+NAMESPACE = "ingest"
+ROWS = "rows"
+ROOTS = "roots"
+log = logging.getLogger(__name__)
+
+
+class InjectedFailure(RuntimeError):
+    """Raised by `--fail_at_layer` (tests of recovery)."""
+
+
+def _count(name: str, value: int = 1):
+    Metrics.counter(NAMESPACE, name).inc(int(value))
+
+
+class _BuildFn(beam.DoFn):
+    def __init__(self, layout: GraphLayout, layer: int, fail_at_layer: int | None):
+        self.layout = layout
+        self.layer = layer
+        self.fail_at_layer = fail_at_layer
+
+    def _emit(self, rows, summary, root_bound, coord):
+        if self.fail_at_layer == self.layer:
+            raise InjectedFailure(f"injected failure at layer {self.layer} chunk {tuple(coord)}")
+        _count(f"layer{self.layer}_chunks")
+        if len(rows.node_ids) or len(rows.children_of) or rows.counter_keys:
+            yield beam.pvalue.TaggedOutput(ROWS, rows)
+        if root_bound is not None and len(root_bound.components):
+            yield beam.pvalue.TaggedOutput(ROOTS, (root_bucket(root_bound.source_chunk), root_bound))
+        if len(summary.nodes):
+            yield tuple(int(c) >> 1 for c in coord), summary  # the parent chunk (FANOUT 2)
+
+
+class BuildLayer2Fn(_BuildFn):
+    def __init__(self, layout, reader, fail_at_layer=None):
+        super().__init__(layout, 2, fail_at_layer)
+        self.reader = reader
+
+    def process(self, coord):
+        inputs = self.reader.read(coord)
+        rows, summary, root_bound, stats = build_layer2(inputs, self.layout)
+        _count("layer2_svs", stats.svs)
+        _count("layer2_edges", stats.edges)
+        _count("layer2_active_edges", stats.active_edges)
+        _count("layer2_nodes", stats.nodes)
+        yield from self._emit(rows, summary, root_bound, coord)
+
+
+class BuildParentLayerFn(_BuildFn):
+    def process(self, element):
+        coord, summaries = element
+        rows, summary, root_bound, stats = build_parent_layer(self.layer, coord, summaries, self.layout)
+        _count(f"layer{self.layer}_nodes", stats.nodes)
+        _count(f"layer{self.layer}_skipped_singletons", stats.skipped)
+        if stats.dangling_edges:
+            _count(f"layer{self.layer}_dangling_cross_edges", stats.dangling_edges)
+            log.warning("layer %d chunk %s: %d cross edge copies without a mirror (kept, join nothing)",
+                        self.layer, tuple(coord), stats.dangling_edges)
+        yield from self._emit(rows, summary, root_bound, coord)
+
+
+class BuildRootsFn(beam.DoFn):
+    def __init__(self, layout: GraphLayout):
+        self.layout = layout
+
+    def process(self, element):
+        bucket, parts = element
+        rows = build_roots(bucket, [p for p in parts if p is not None], self.layout)
+        _count("roots", len(rows.children_of))
+        yield rows
+
+
+class WriteRowsFn(beam.DoFn):
+    """Writes `Rows` batches to Bigtable (or only counts them with `skip_writes`)."""
+
+    def __init__(self, project, instance, table_id, ingest_ms, skip_writes=False, batch_rows=2000):
+        self.project, self.instance, self.table_id = project, instance, table_id
+        self.ingest_ms = ingest_ms
+        self.skip_writes = skip_writes
+        self.batch_rows = batch_rows
+
+    def setup(self):
+        import zstandard
+        self.compressor = zstandard.ZstdCompressor(level=3)
+        self.writer = None
+        if not self.skip_writes:
+            from .store.bigtable import RowWriter, open_table
+            table = open_table(self.project, self.instance, self.table_id)
+            self.writer = RowWriter(table, self.ingest_ms, batch_rows=self.batch_rows)
+
+    def process(self, rows):
+        from .store.cells import rows_to_cells
+        row_cells = rows_to_cells(rows, self.compressor)
+        if self.writer is None:
+            n = len(row_cells)
+            nbytes = sum(len(v) for _, cs in row_cells for _, _, v in cs)
+        else:
+            before_rows, before_bytes = self.writer.rows_written, self.writer.bytes_written
+            self.writer.write(row_cells)
+            self.writer.flush()
+            n = self.writer.rows_written - before_rows
+            nbytes = self.writer.bytes_written - before_bytes
+        _count("rows_written", n)
+        _count("bytes_written", nbytes)
+
+
+def _expand_slab(x, layout):
+    _, ny, nz = layout.n_chunks
+    for y in range(ny):
+        for z in range(nz):
+            yield (x, y, z)
+
+
+class BuildGraph(beam.PTransform):
+    """Layer-2 chunk coordinates -> every row of the graph (a PCollection of `Rows`)."""
+
+    def __init__(self, layout: GraphLayout, reader, coords=None, fail_at_layer=None):
+        super().__init__()
+        self.layout = layout
+        self.reader = reader
+        self.coords = coords
+        self.fail_at_layer = fail_at_layer
+
+    def expand(self, pbegin):
+        layout = self.layout
+        if self.coords is None:
+            coords = (pbegin
+                      | "Layer2Slabs" >> beam.Create(list(range(layout.n_chunks[0])))
+                      | "Layer2Coords" >> beam.FlatMap(_expand_slab, layout))
+        else:
+            coords = pbegin | "Layer2Coords" >> beam.Create([tuple(c) for c in self.coords])
+        coords = coords | "SpreadChunks" >> beam.Reshuffle()
+        built = coords | "BuildLayer2" >> beam.ParDo(
+            BuildLayer2Fn(layout, self.reader, self.fail_at_layer)).with_outputs(ROWS, ROOTS, main="summary")
+        rows = [built[ROWS]]
+        roots = [built[ROOTS]]
+        summaries = built.summary
+        for layer in range(3, layout.layer_count + 1):
+            built = (summaries
+                     | f"GroupLayer{layer}" >> beam.GroupByKey()
+                     | f"BuildLayer{layer}" >> beam.ParDo(
+                         BuildParentLayerFn(layout, layer, self.fail_at_layer)).with_outputs(ROWS, ROOTS, main="summary"))
+            rows.append(built[ROWS])
+            roots.append(built[ROOTS])
+            summaries = built.summary
+        seeds = pbegin | "RootBuckets" >> beam.Create([(n, None) for n in range(ROOT_COUNTER_BUCKETS)])
+        root_rows = ((roots + [seeds])
+                     | "AllRootBound" >> beam.Flatten()
+                     | "GroupRootBuckets" >> beam.GroupByKey()
+                     | "AssignRootIds" >> beam.ParDo(BuildRootsFn(layout)))
+        return (rows + [root_rows]) | "AllRows" >> beam.Flatten()
+
+
+class WriteToChunkedGraph(beam.PTransform):
+    def __init__(self, project, instance, table_id, ingest_ms, skip_writes=False, batch_rows=2000):
+        super().__init__()
+        self.fn = WriteRowsFn(project, instance, table_id, ingest_ms, skip_writes, batch_rows)
+
+    def expand(self, rows):
+        return rows | "WriteRows" >> beam.ParDo(self.fn)

@@ -1,0 +1,110 @@
+#!/usr/bin/env python
+"""Build a PyChunkedGraph table from precomputed EDGES/COMPONENTS with Apache Beam.
+
+    python pipeline.py --config config.yml --graph_id my_graph
+
+runs on the local runner (in process; add `--direct_running_mode=multi_processing
+--direct_num_workers=N` for worker processes) and writes to the Bigtable instance named by
+the config or the BIGTABLE_* environment variables (BIGTABLE_EMULATOR_HOST for an emulator).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from beam_ingest.config import ConfigError
+from beam_ingest.inputs.precomputed import InputError, PrecomputedReader
+from beam_ingest.launcher import plan_ingest, prepare_table
+from beam_ingest.report import format_summary, ingest_counters
+from beam_ingest.store.bigtable import TableError
+from beam_ingest.transforms import BuildGraph, WriteToChunkedGraph
+
+USER_ERRORS = (ConfigError, InputError, TableError)
+
+
+class IngestOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument("--config", help="Path or URL of the ingest config.yml (required).")
+        parser.add_argument("--graph_id", help="Id of the graph = the Bigtable table id (required).")
+        parser.add_argument(
+            "--if_exists", default="fail", choices=("fail", "continue", "recreate"),
+            help="What to do when the table exists: fail (default), continue an interrupted "
+                 "ingest of the same graph (checked against its meta row; reuses its ingest "
+                 "time so the result equals a clean run), or recreate (delete, start over).")
+        parser.add_argument(
+            "--ingest_timestamp", type=int, default=None,
+            help="Timestamp of every cell, in ms since the epoch (default: now). Two runs with "
+                 "the same value write identical cells.")
+        parser.add_argument(
+            "--skip_writes", action="store_true", default=False,
+            help="Build the whole graph but drop the rows instead of writing them (no table is "
+                 "touched); for benchmarks and dry checks of input.")
+        parser.add_argument(
+            "--write_batch_rows", type=int, default=2000,
+            help="Rows per Bigtable mutate_rows call; bounds the in-flight mutations per worker.")
+        parser.add_argument("--fail_at_layer", type=int, default=None, help="(testing) fail at this layer.")
+
+
+def run(argv=None):
+    """Run the ingest; returns `(pipeline result, counters dict, plan)`."""
+    options = PipelineOptions(argv)
+    opts = options.view_as(IngestOptions)
+    if not opts.config:
+        raise ConfigError("--config: required (path or URL of config.yml)")
+    if not opts.graph_id:
+        raise ConfigError("--graph_id: required (the table id of the graph)")
+    standard = options.view_as(StandardOptions)
+    if standard.runner is None:
+        standard.runner = "FnApiRunner"  # in process; no attempt to download the Prism runner
+
+    plan = plan_ingest(opts.config, opts.graph_id)
+    layout = plan.layout
+    logging.info("graph %s: %d layers, %s layer-2 chunks (%d in all)", plan.graph_id, layout.layer_count,
+                 "x".join(map(str, layout.n_chunks)), layout.chunk_count(2))
+    if opts.skip_writes:
+        ingest_ms = opts.ingest_timestamp or int(time.time() * 1000)
+    else:
+        ingest_ms = prepare_table(plan, opts.if_exists, opts.ingest_timestamp)
+
+    ds = plan.settings.data_source
+    reader = PrecomputedReader(ds.EDGES, ds.COMPONENTS)
+    pipeline = beam.Pipeline(options=options)
+    _ = (pipeline
+         | "BuildGraph" >> BuildGraph(layout, reader, fail_at_layer=opts.fail_at_layer)
+         | "WriteToBigtable" >> WriteToChunkedGraph(plan.project, plan.instance, plan.graph_id, ingest_ms,
+                                                    skip_writes=opts.skip_writes,
+                                                    batch_rows=opts.write_batch_rows))
+    result = pipeline.run()
+    result.wait_until_finish()
+    return result, ingest_counters(result), plan
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    argv = sys.argv[1:] if argv is None else argv
+    if "-h" in argv or "--help" in argv:
+        parser = argparse.ArgumentParser(
+            description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+            epilog="Any Apache Beam pipeline option (--runner, --project, ...) is accepted too.")
+        IngestOptions._add_argparse_args(parser)
+        parser.print_help()
+        return 0
+    start = time.time()
+    try:
+        _, counters, plan = run(argv)
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(format_summary(counters, plan.layout.layer_count, time.time() - start))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

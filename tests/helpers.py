@@ -1,0 +1,120 @@
+"""Test helpers: run an ingest, and read a table back into comparable structure."""
+from __future__ import annotations
+
+import os
+import sys
+from collections import defaultdict
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import pipeline  # noqa: E402
+from beam_ingest.layout import ROOT_COUNTER_BUCKETS  # noqa: E402
+from beam_ingest.store import bigtable, cells  # noqa: E402
+from beam_ingest.store.reader import read_all  # noqa: E402
+
+TS = 1_700_000_000_123
+
+
+def run_ingest(config, graph_id, *extra, timestamp=TS):
+    argv = ["--config", str(config), "--graph_id", graph_id]
+    if timestamp is not None:
+        argv.append(f"--ingest_timestamp={timestamp}")
+    return pipeline.run(argv + list(extra))
+
+
+def open_table(graph_id):
+    return bigtable.open_table("emulator", "emulator", graph_id, admin=True)
+
+
+class TableStructure:
+    """A table decoded and checked for internal consistency (asserts inside)."""
+
+    def __init__(self, graph_id, layout, expect_ms=TS):
+        self.raw = read_all(open_table(graph_id))
+        lc = layout.layer_count
+        self.parent, self.children, self.cross, self.counters = {}, {}, {}, {}
+        for key, cols in self.raw.items():
+            for (fam, q), versions in cols.items():
+                assert len(versions) == 1, f"{key} {fam}:{q} has {len(versions)} versions"
+                value, stamp = versions[0]
+                if expect_ms is not None:
+                    assert int(stamp.timestamp() * 1000) == expect_ms, (key, fam, q)
+            if key in (b"meta", b"version"):
+                continue
+            if key.startswith(b"i"):
+                self.counters[key] = cells.decode_counter(cols[("1", b"counter")][0][0])
+                continue
+            node = int(key)
+            assert key == b"%020d" % node
+            if ("0", b"parents") in cols:
+                self.parent[node] = cells.decode_id(cols[("0", b"parents")][0][0])
+            if ("0", b"children") in cols:
+                kids = cells.decode_ids(cols[("0", b"children")][0][0])
+                assert np.all(np.diff(kids.astype(np.int64) if len(kids) else kids) > 0) or len(kids) <= 1, \
+                    "children not ascending"
+                self.children[node] = kids.tolist()
+            for (fam, q), versions in cols.items():
+                if fam == "3":
+                    layer = int(q.decode().rsplit("_", 1)[1])
+                    self.cross.setdefault(node, {})[layer] = cells.decode_edges(versions[0][0]).tolist()
+
+        # parent/children consistency
+        for node, kids in self.children.items():
+            assert kids, f"node {node} has no children"
+            for k in kids:
+                assert self.parent.get(k) == node, f"child {k} of {node} has parent {self.parent.get(k)}"
+        for node, p in self.parent.items():
+            assert node in self.children.get(p, []), f"{node} not among children of its parent {p}"
+
+        layer_of = lambda n: int(layout.layer_of(np.uint64(n)))
+        self.svs = {n for n in self.parent if layer_of(n) == 1}
+        assert not any(layer_of(n) == 1 for n in self.children)
+        leaves = {}
+
+        def leaves_of(n):
+            if n in self.svs:
+                return frozenset([n])
+            if n not in leaves:
+                leaves[n] = frozenset().union(*(leaves_of(k) for k in self.children[n]))
+            return leaves[n]
+
+        self.nodes = {(layer_of(n), leaves_of(n)) for n in self.children}
+        self.ancestor_layers = {}
+        for sv in self.svs:
+            chain, n = [], self.parent[sv]
+            while True:
+                chain.append(layer_of(n))
+                if n not in self.parent:
+                    break
+                n = self.parent[n]
+            assert chain[-1] == lc, f"SV {sv} ends at layer {chain[-1]}, not the root layer {lc}"
+            assert chain == sorted(chain) and len(set(chain)) == len(chain)
+            self.ancestor_layers[sv] = chain
+        self.l2_cross = {leaves_of(n): {k: sorted(map(tuple, v)) for k, v in e.items()}
+                         for n, e in self.cross.items()}
+        for n, e in self.cross.items():
+            assert layer_of(n) == 2
+        self.roots = [n for n in self.children if n not in self.parent]
+        self._check_counters(layout)
+
+    def _check_counters(self, layout):
+        root_chunk = int(layout.root_chunk_id)
+        max_seg = defaultdict(int)
+        root_k = defaultdict(int)
+        for n in self.children:
+            layer = int(layout.layer_of(np.uint64(n)))
+            chunk = int(layout.chunk_of(np.uint64(n), layer))
+            seg = int(layout.segment_of(np.uint64(n), layer))
+            if chunk == root_chunk:
+                assert seg // ROOT_COUNTER_BUCKETS >= 1, f"root id {n} has k = 0"
+                root_k[seg % ROOT_COUNTER_BUCKETS] = max(root_k[seg % ROOT_COUNTER_BUCKETS],
+                                                        seg // ROOT_COUNTER_BUCKETS)
+            else:
+                max_seg[chunk] = max(max_seg[chunk], seg)
+        for r in self.roots:
+            assert int(layout.chunk_of(np.uint64(r), layout.layer_count)) == root_chunk
+        expected = {cells.counter_key(c): v for c, v in max_seg.items()}
+        expected.update({cells.root_counter_key(root_chunk, b): root_k[b] for b in range(ROOT_COUNTER_BUCKETS)})
+        assert self.counters == expected

@@ -130,7 +130,7 @@ class GraphLayout:
 
     def coords_of(self, node_ids, layer: int) -> np.ndarray:
         """(n, 3) chunk coordinates of ids known to be of `layer` (layer-1 ids use layer-2 bits)."""
-        ids = np.asarray(node_ids, dtype=np.uint64)
+        ids = np.atleast_1d(np.asarray(node_ids, dtype=np.uint64))
         b = self.bits[layer]
         mask = np.uint64((1 << b) - 1)
         shifts = [64 - self.layer_id_bits - k * b for k in (1, 2, 3)]

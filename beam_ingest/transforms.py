@@ -67,7 +67,7 @@ class BuildParentLayerFn(_BuildFn):
         _count(f"layer{self.layer}_skipped_singletons", stats.skipped)
         if stats.dangling_edges:
             _count(f"layer{self.layer}_dangling_cross_edges", stats.dangling_edges)
-            log.warning("layer %d chunk %s: %d cross edge copies without a mirror (kept, join nothing)",
+            log.debug("layer %d chunk %s: %d cross edge copies without a mirror (kept, join nothing)",
                         self.layer, tuple(coord), stats.dangling_edges)
         yield from self._emit(rows, summary, root_bound, coord)
 

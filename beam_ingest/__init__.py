@@ -1,0 +1,1 @@
+"""PyChunkedGraph ingest as one Apache Beam batch pipeline."""

@@ -1,0 +1,190 @@
+"""Operator commands: `python -m beam_ingest {generate,inspect,demo} ...`."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+EXAMPLES = """examples:
+  python -m beam_ingest generate --out demo_data --chunks 4 4 2 --svs_per_chunk 200
+  python -m beam_ingest inspect --graph_id my_graph --sv 72620543991349249
+  python -m beam_ingest inspect --graph_id my_graph --summary
+  python -m beam_ingest demo
+"""
+
+
+def _table(args):
+    from .store import bigtable
+    project, instance = bigtable.resolve_instance(args.project or os.environ.get("BIGTABLE_PROJECT"),
+                                                  args.instance or os.environ.get("BIGTABLE_INSTANCE"))
+    table = bigtable.open_table(project, instance, args.graph_id, admin=True)
+    if not table.exists():
+        raise SystemExit(f"error: table {args.graph_id!r} does not exist in {project}/{instance}")
+    return table
+
+
+def _layout_of(table):
+    from .inputs.watershed import read_watershed_info
+    from .layout import GraphLayout
+    from .store import cells
+    from .store.bigtable import read_cell
+    from .store.meta import loads_meta
+    found = read_cell(table, cells.META_ROW, cells.FAMILY_HIERARCHY, cells.META)
+    if found is None:
+        raise SystemExit(f"error: table {table.table_id!r} has no meta row")
+    meta = loads_meta(found[0])
+    gc, ds = meta.graph_config, meta.data_source
+    ws = read_watershed_info(ds.WATERSHED, ds.CV_MIP)
+    return GraphLayout(tuple(gc.CHUNK_SIZE), ws.voxel_offset, ws.size, gc.LAYER_ID_BITS, gc.SPATIAL_BITS,
+                       gc.FANOUT)
+
+
+def describe_chain(table, sv: int) -> list[str]:
+    """One line per node from `sv` up to its root: layer, id, children count."""
+    from .store.reader import read_node
+    layout = _layout_of(table)
+    lines = []
+    node_id = sv
+    seen = set()
+    while node_id is not None and node_id not in seen:
+        seen.add(node_id)
+        layer = int(layout.layer_of(np.uint64(node_id)))
+        node = read_node(table, node_id)
+        if node is None:
+            lines.append(f"layer {layer:>2}  {node_id}  (no row!)")
+            break
+        kids = "" if node["children"] is None else f"  children: {len(node['children'])}"
+        edges = "".join(f"  cross_edges_{k}: {len(v)}" for k, v in sorted(node["cross_edges"].items()))
+        coord = tuple(int(v) for v in layout.coords_of(np.uint64(node_id), max(layer, 1))[0])
+        lines.append(f"layer {layer:>2}  {node_id}  chunk {coord}{kids}{edges}")
+        node_id = node["parent"]
+    return lines
+
+
+def layer_summary(table) -> list[str]:
+    """Nodes per layer (a full scan of the hierarchy family; for small and test graphs)."""
+    from google.cloud.bigtable import row_filters
+    layout = _layout_of(table)
+    counts = {}
+    for row in table.read_rows(filter_=row_filters.FamilyNameRegexFilter("0")):
+        if row.row_key in (b"meta", b"version"):
+            continue
+        layer = int(layout.layer_of(np.uint64(int(row.row_key))))
+        counts[layer] = counts.get(layer, 0) + 1
+    names = {1: "supervoxels"}
+    return [f"layer {layer:>2}: {counts[layer]:>9} {names.get(layer, 'nodes')}"
+            + ("  (roots)" if layer == layout.layer_count else "") for layer in sorted(counts)]
+
+
+def cmd_inspect(args):
+    table = _table(args)
+    if args.summary:
+        print("\n".join(layer_summary(table)))
+    if args.sv is not None:
+        print("\n".join(describe_chain(table, args.sv)))
+    if args.sv is None and not args.summary:
+        raise SystemExit("error: inspect needs --sv ID and/or --summary")
+    return 0
+
+
+def cmd_generate(args):
+    from .synthetic import SyntheticSpec, generate
+    spec = SyntheticSpec(chunks=tuple(args.chunks), svs_per_chunk=args.svs_per_chunk, seed=args.seed)
+    info = generate(args.out, spec)
+    print(f"wrote {info['svs']} SVs, {info['edges']} edges in {info['chunks']} chunks "
+          f"({info['layer_count']} layers); config: {info['config']}")
+    return 0
+
+
+def cmd_demo(args):
+    """Generate a small dataset, ingest it into an emulator, print the summary and one chain."""
+    import time
+
+    from .emulator import Emulator
+    from .synthetic import SyntheticSpec, generate
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    import pipeline
+
+    info = generate(args.out, SyntheticSpec(chunks=tuple(args.chunks), svs_per_chunk=args.svs_per_chunk))
+    print(f"generated {info['svs']} SVs in {info['chunks']} chunks under {args.out}")
+    emulator = None
+    if not (os.environ.get("BIGTABLE_EMULATOR_HOST") or os.environ.get("BIGTABLE_PROJECT")):
+        emulator = Emulator()
+        os.environ["BIGTABLE_EMULATOR_HOST"] = emulator.host
+        print(f"no Bigtable configured: started the emulator at {emulator.host}")
+    try:
+        start = time.time()
+        _, counters, plan = pipeline.run(["--config", info["config"], "--graph_id", args.graph_id,
+                                          "--if_exists=recreate"])
+        from .report import format_summary
+        print(format_summary(counters, plan.layout.layer_count, time.time() - start))
+        args.project = args.instance = None
+        table = _table(args)
+        print("\n".join(layer_summary(table)))
+        sv = _some_sv(table, plan.layout)
+        print(f"\nthe chain of SV {sv} up to its root:")
+        print("\n".join(describe_chain(table, sv)))
+    finally:
+        if emulator:
+            emulator.stop()
+    return 0
+
+
+def _some_sv(table, layout):
+    """An SV whose root is several layers up (the most interesting chain), from a short scan."""
+    from .store.reader import read_node
+    best, best_len = None, -1
+    for row in table.read_rows(limit=400):
+        if row.row_key in (b"meta", b"version") or row.row_key.startswith(b"i"):
+            continue
+        node_id = int(row.row_key)
+        if int(layout.layer_of(np.uint64(node_id))) != 1:
+            continue
+        n, length = node_id, 0
+        while n is not None:
+            n = read_node(table, n)["parent"]
+            length += 1
+        if length > best_len:
+            best, best_len = node_id, length
+    return best
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m beam_ingest", epilog=EXAMPLES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     description="Operator commands of the Beam ChunkedGraph ingest.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("inspect", help="print an SV's ancestors up to its root, read from Bigtable")
+    p.add_argument("--graph_id", required=True, help="table id of the graph")
+    p.add_argument("--sv", type=int, help="supervoxel id to follow to its root")
+    p.add_argument("--summary", action="store_true", help="count rows per layer (scans the table)")
+    p.add_argument("--project", help="Bigtable project (default: $BIGTABLE_PROJECT)")
+    p.add_argument("--instance", help="Bigtable instance (default: $BIGTABLE_INSTANCE)")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("generate", help="write a synthetic dataset in the real input formats")
+    p.add_argument("--out", required=True, help="output folder (edges/, components/, watershed/, config.yml)")
+    p.add_argument("--chunks", type=int, nargs=3, default=[4, 4, 2], metavar=("X", "Y", "Z"),
+                   help="layer-2 chunks per axis (default 4 4 2)")
+    p.add_argument("--svs_per_chunk", type=int, default=200, help="mean SVs per chunk (default 200)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("demo", help="generate a small dataset, ingest it (starting the emulator if no "
+                                    "Bigtable is configured), print a summary and one SV's chain")
+    p.add_argument("--out", default="demo_data")
+    p.add_argument("--graph_id", default="demo_graph")
+    p.add_argument("--chunks", type=int, nargs=3, default=[4, 4, 2], metavar=("X", "Y", "Z"))
+    p.add_argument("--svs_per_chunk", type=int, default=200)
+    p.set_defaults(func=cmd_demo)
+
+    args = parser.parse_args(argv)
+    import logging
+    import warnings
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message="Connecting to Bigtable emulator")
+    return args.func(args)

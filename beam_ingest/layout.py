@@ -6,6 +6,7 @@ Everything here is a pure function of the graph config and the watershed bounds
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import numpy as np
@@ -55,12 +56,7 @@ class GraphLayout:
             raise LayoutError(f"graph_config.CHUNK_SIZE must be positive, got {list(self.chunk_size)}")
         if any(v <= 0 for v in self.voxel_counts):
             raise LayoutError(f"watershed volume is empty: size {list(self.voxel_counts)}")
-        bits = self.bits
-        for axis, n in zip("xyz", self.n_chunks):
-            if n > (1 << bits[2]):
-                raise LayoutError(
-                    f"graph_config.SPATIAL_BITS={self.spatial_bits} cannot encode {n} chunks "
-                    f"along {axis} (at most {1 << bits[2]}); raise SPATIAL_BITS or CHUNK_SIZE")
+        self.bits  # raises when SPATIAL_BITS cannot encode the grid
         if self.segment_bits(2) < 1:
             raise LayoutError(
                 f"LAYER_ID_BITS={self.layer_id_bits} and SPATIAL_BITS={self.spatial_bits} "
@@ -71,7 +67,7 @@ class GraphLayout:
     def n_chunks(self) -> tuple[int, int, int]:
         return tuple(int(-(-v // c)) for v, c in zip(self.voxel_counts, self.chunk_size))
 
-    @property
+    @functools.cached_property
     def layer_count(self) -> int:
         return layer_count_for(self.n_chunks)
 
@@ -79,7 +75,7 @@ class GraphLayout:
     def root_layer(self) -> int:
         return self.layer_count
 
-    @property
+    @functools.cached_property
     def bits(self) -> dict[int, int]:
         return bits_per_layer(self.layer_count, self.spatial_bits)
 

@@ -48,14 +48,21 @@ _FOREIGN_NAMES = {GraphConfig: "GraphConfig", DataSource: "DataSource",
 
 
 class _MetaPickler(pickle._Pickler):
-    """Writes the stand-in classes as globals of PyChunkedGraph's module."""
+    """Writes the stand-in classes as globals of PyChunkedGraph's module.
 
-    def save_global(self, obj, name=None):
+    It owns its dispatch table: other libraries (dill) patch the shared one of
+    `pickle._Pickler`, which would bypass an overridden `save_global`.
+    """
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def _save_class(self, obj):
         foreign = _FOREIGN_NAMES.get(obj)
         if foreign is None:
-            return super().save_global(obj, name)
+            return pickle._Pickler.save_global(self, obj)
         self.write(pickle.GLOBAL + f"{PCG_META_MODULE}\n{foreign}\n".encode("ascii"))
         self.memoize(obj)
+
+    dispatch[type] = _save_class
 
 
 def meta_for(graph_id: str, settings) -> ChunkedGraphMeta:

@@ -1,0 +1,1 @@
+"""The pure build: numpy in, numpy out; no Beam, no Bigtable."""

@@ -1,0 +1,58 @@
+"""Small vectorized graph helpers shared by the layer builds."""
+from __future__ import annotations
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+PAIR = np.dtype([("a", "<u8"), ("b", "<u8")])
+
+
+def pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Structured (a, b) records, which sort and search lexicographically."""
+    out = np.empty(len(a), PAIR)
+    out["a"] = a
+    out["b"] = b
+    return out
+
+
+def components(n: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Connected-component label of each of `n` vertices, numbered by smallest vertex.
+
+    Vertex i's label is the rank of its component when components are ordered by their
+    smallest vertex index, so callers that sort vertices by id get ids numbered by their
+    smallest member.
+    """
+    if n == 0:
+        return np.empty(0, np.int64)
+    graph = coo_matrix((np.ones(len(src), np.int8), (src, dst)), shape=(n, n)).tocsr()
+    _, labels = connected_components(graph, directed=False)
+    _, first = np.unique(labels, return_index=True)
+    rank = np.empty(len(first), np.int64)
+    rank[np.argsort(first)] = np.arange(len(first))
+    return rank[labels]
+
+
+def index_of(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Position of each of `ids` in `sorted_ids` (all must be present)."""
+    return np.searchsorted(sorted_ids, ids)
+
+
+def lookup(sorted_keys: np.ndarray, values: np.ndarray, ids: np.ndarray, missing) -> np.ndarray:
+    """`values[sorted_keys == id]` for each id, `missing` where id is absent."""
+    out = np.full(len(ids), missing, dtype=values.dtype)
+    if len(sorted_keys) == 0 or len(ids) == 0:
+        return out
+    pos = np.searchsorted(sorted_keys, ids)
+    pos_clip = np.minimum(pos, len(sorted_keys) - 1)
+    hit = sorted_keys[pos_clip] == ids
+    out[hit] = values[pos_clip[hit]]
+    return out
+
+
+def min_per_group(labels: np.ndarray, values: np.ndarray, n: int, empty) -> np.ndarray:
+    """Minimum of `values` per integer label in [0, n); `empty` for labels with no value."""
+    out = np.full(n, empty, dtype=np.result_type(values, np.asarray(empty)))
+    if len(labels):
+        np.minimum.at(out, labels, values)
+    return out

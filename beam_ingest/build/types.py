@@ -1,0 +1,113 @@
+"""Columnar values that travel between the build stages (numpy arrays, no per-node objects)."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+_U64 = np.uint64
+
+
+def _empty_u64():
+    return np.empty(0, _U64)
+
+
+@dataclasses.dataclass
+class Summary:
+    """What a chunk hands to its parent chunk.
+
+    `nodes` still need a parent above this layer; `edge_*` are their remaining atomic
+    cross edges, one row per edge: the node holding it, its own SV, the SV in the other
+    chunk, and the edge's cross layer.
+    """
+    nodes: np.ndarray = dataclasses.field(default_factory=_empty_u64)
+    edge_node: np.ndarray = dataclasses.field(default_factory=_empty_u64)
+    edge_own: np.ndarray = dataclasses.field(default_factory=_empty_u64)
+    edge_other: np.ndarray = dataclasses.field(default_factory=_empty_u64)
+    edge_layer: np.ndarray = dataclasses.field(default_factory=lambda: np.empty(0, np.int64))
+
+    @classmethod
+    def concat(cls, parts) -> "Summary":
+        parts = list(parts)
+        if not parts:
+            return cls()
+        return cls(*(np.concatenate([getattr(p, f.name) for p in parts])
+                     for f in dataclasses.fields(cls)))
+
+
+@dataclasses.dataclass
+class Groups:
+    """A ragged array: group i is `values[offsets[i]:offsets[i + 1]]`."""
+    values: np.ndarray = dataclasses.field(default_factory=_empty_u64)
+    offsets: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(1, np.int64))
+
+    def __len__(self):
+        return len(self.offsets) - 1
+
+    @classmethod
+    def from_labels(cls, labels: np.ndarray, values: np.ndarray, n_groups: int) -> "Groups":
+        """Group `values` by integer `labels` in [0, n_groups); each group sorted ascending."""
+        order = np.lexsort((values, labels))
+        counts = np.bincount(labels, minlength=n_groups)
+        offsets = np.zeros(n_groups + 1, np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        return cls(values[order], offsets)
+
+    @classmethod
+    def concat(cls, parts) -> "Groups":
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return cls()
+        values = np.concatenate([p.values for p in parts])
+        sizes = np.concatenate([np.diff(p.offsets) for p in parts])
+        offsets = np.zeros(len(sizes) + 1, np.int64)
+        np.cumsum(sizes, out=offsets[1:])
+        return cls(values, offsets)
+
+    def firsts(self) -> np.ndarray:
+        return self.values[self.offsets[:-1]]
+
+    def take(self, index: np.ndarray) -> "Groups":
+        """The groups at `index`, in that order."""
+        index = np.asarray(index, np.int64)
+        starts = self.offsets[index]
+        sizes = self.offsets[index + 1] - starts
+        offsets = np.zeros(len(index) + 1, np.int64)
+        np.cumsum(sizes, out=offsets[1:])
+        gather = np.repeat(starts - offsets[:-1], sizes) + np.arange(offsets[-1])
+        return Groups(self.values[gather], offsets)
+
+
+@dataclasses.dataclass
+class RootBound:
+    """Components whose parent is a root, from one chunk: each group is a root's children."""
+    source_chunk: int
+    components: Groups
+
+
+@dataclasses.dataclass
+class Rows:
+    """The Bigtable cells one build step produces, column by column.
+
+    - `parents`: `node_ids[i]` gets `0:parents = parent_ids[i]`.
+    - `children`: `children_of[i]` gets `0:children = children.group(i)`.
+    - atomic cross edges on layer-2 nodes: edge i is `[cross_own[i], cross_other[i]]` on
+      node `cross_node[i]`, qualifier layer `cross_layer[i]`; sorted by node, layer.
+    - counters: `counter_keys[i]` (bytes) gets `1:counter = counter_values[i]`.
+    """
+    node_ids: np.ndarray = dataclasses.field(default_factory=_empty_u64)
+    parent_ids: np.ndarray = dataclasses.field(default_factory=_empty_u64)
+    children_of: np.ndarray = dataclasses.field(default_factory=_empty_u64)
+    children: Groups = dataclasses.field(default_factory=Groups)
+    cross_node: np.ndarray = dataclasses.field(default_factory=_empty_u64)
+    cross_own: np.ndarray = dataclasses.field(default_factory=_empty_u64)
+    cross_other: np.ndarray = dataclasses.field(default_factory=_empty_u64)
+    cross_layer: np.ndarray = dataclasses.field(default_factory=lambda: np.empty(0, np.int64))
+    counter_keys: list = dataclasses.field(default_factory=list)
+    counter_values: list = dataclasses.field(default_factory=list)
+    chunk: str = ""  # for messages and progress: "layer L chunk (x, y, z)"
+
+    def row_count(self) -> int:
+        """Distinct row keys written (a node row may carry several cells)."""
+        nodes = np.unique(np.concatenate([self.node_ids, self.children_of, self.cross_node]))
+        return len(nodes) + len(self.counter_keys)

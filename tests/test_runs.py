@@ -1,0 +1,67 @@
+"""Whole-run properties: determinism across runs and runners, existing tables, recovery."""
+import pytest
+
+from beam_ingest.store.bigtable import TableError
+from beam_ingest.synthetic import SyntheticSpec, generate
+from beam_ingest.store.reader import read_all
+from helpers import TableStructure, open_table, run_ingest
+from test_end_to_end import check_against_reference
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    # 5 x 3 x 4 chunks: 5 layers, so a failure at layer 4 leaves layers 2-3 written
+    return generate(str(tmp_path_factory.mktemp("runs") / "data"),
+                    SyntheticSpec(chunks=(5, 3, 4), svs_per_chunk=30, seed=11))
+
+
+def cells_of(graph_id):
+    rows = read_all(open_table(graph_id))
+    rows.pop(b"meta")  # holds the graph id, which differs between tables
+    return rows
+
+
+def test_same_timestamp_same_cells_in_process_and_multiprocess(dataset, graph_id):
+    run_ingest(dataset["config"], graph_id + "-a")
+    run_ingest(dataset["config"], graph_id + "-b")
+    run_ingest(dataset["config"], graph_id + "-mp", "--direct_running_mode=multi_processing",
+               "--direct_num_workers=2")
+    a = cells_of(graph_id + "-a")
+    assert len(a) > 500
+    assert cells_of(graph_id + "-b") == a
+    assert cells_of(graph_id + "-mp") == a
+
+
+def test_existing_table_is_never_silently_reused(dataset, graph_id, tmp_path):
+    run_ingest(dataset["config"], graph_id)
+    with pytest.raises(TableError, match="already exists; pass --if_exists=continue"):
+        run_ingest(dataset["config"], graph_id)
+    other = tmp_path / "other.yml"
+    other.write_text(open(dataset["config"]).read().replace("- 64\n", "- 128\n", 1))
+    with pytest.raises(TableError, match=r"different graph \(graph_config differs: CHUNK_SIZE"):
+        run_ingest(str(other), graph_id, "--if_exists=continue", timestamp=None)
+    with pytest.raises(TableError, match="differs from the table's ingest time"):
+        run_ingest(dataset["config"], graph_id, "--if_exists=continue", timestamp=123)
+    # recreate: a fresh table with the new timestamp only
+    _, _, plan = run_ingest(dataset["config"], graph_id, "--if_exists=recreate", timestamp=1_800_000_000_000)
+    TableStructure(graph_id, plan.layout, expect_ms=1_800_000_000_000)
+
+
+def test_recovery_after_failure_equals_clean_run(dataset, graph_id):
+    clean = graph_id + "-clean"
+    run_ingest(dataset["config"], clean)
+    broken = graph_id + "-broken"
+    with pytest.raises(Exception, match="injected failure at layer 4"):
+        run_ingest(dataset["config"], broken, "--fail_at_layer=4")
+    partial = cells_of(broken)
+    assert 0 < len(partial) < len(cells_of(clean))
+    # continue: no timestamp given, the table's ingest time is reused
+    _, _, plan = run_ingest(dataset["config"], broken, "--if_exists=continue", timestamp=None)
+    assert cells_of(broken) == cells_of(clean)
+    check_against_reference(dataset["config"], broken, plan.layout)
+
+
+def test_skip_writes_touches_no_table(dataset, graph_id):
+    _, counters, _ = run_ingest(dataset["config"], graph_id, "--skip_writes")
+    assert counters["rows_written"] > 500
+    assert not open_table(graph_id).exists()

@@ -102,14 +102,12 @@ class WriteRowsFn(beam.DoFn):
             self.writer = RowWriter(table, self.ingest_ms, batch_rows=self.batch_rows)
 
     def process(self, rows):
-        from .store.cells import rows_to_cells
-        row_cells = rows_to_cells(rows, self.compressor)
         if self.writer is None:
-            n = len(row_cells)
-            nbytes = sum(len(v) for _, cs in row_cells for _, _, v in cs)
+            n, nbytes = rows.row_count(), 0  # dropped unencoded: the build alone is measured
         else:
+            from .store.cells import rows_to_cells
             before_rows, before_bytes = self.writer.rows_written, self.writer.bytes_written
-            self.writer.write(row_cells)
+            self.writer.write(rows_to_cells(rows, self.compressor))
             self.writer.flush()
             n = self.writer.rows_written - before_rows
             nbytes = self.writer.bytes_written - before_bytes

@@ -8,7 +8,7 @@ import numpy as np
 from ..inputs.precomputed import ChunkInputs, Edges, InputError
 from ..layout import GraphLayout
 from ..store.cells import counter_key
-from .graph import components, lookup, pairs
+from .graph import components
 from .types import Groups, RootBound, Rows, Summary
 
 
@@ -20,27 +20,24 @@ class Layer2Stats:
     nodes: int = 0
 
 
-def _unique_edges(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    if len(a) == 0:
-        return a, b
-    u = np.unique(pairs(a, b))
-    return u["a"], u["b"]
-
-
-def _oriented(edges: Edges, kind: str, in_chunk, where: str) -> tuple[np.ndarray, np.ndarray]:
-    """Between/cross edges with `ids1` in this chunk; an edge with neither end here is bad input."""
-    a, b = edges.ids1, edges.ids2
-    a_here, b_here = in_chunk(a), in_chunk(b)
-    if np.any(a_here & b_here):
-        i = int(np.flatnonzero(a_here & b_here)[0])
+def _check_orientation(kind: str, a_here, b_here, a, b, where: str) -> np.ndarray:
+    """Which between/cross edges to swap so `ids1` is in this chunk; bad edges raise."""
+    both = a_here & b_here
+    if np.any(both):
+        i = int(np.flatnonzero(both)[0])
         raise InputError(f"{where}: {kind} edge #{i} ({a[i]}, {b[i]}) has both ends in this chunk")
     neither = ~a_here & ~b_here
     if np.any(neither):
         i = int(np.flatnonzero(neither)[0])
         raise InputError(f"{where}: {kind} edge #{i} ({a[i]}, {b[i]}) has neither end in this chunk "
                          f"({int(neither.sum())} such edges)")
-    swap = ~a_here
-    return np.where(swap, b, a), np.where(swap, a, b)
+    return ~a_here
+
+
+def _distinct(a: np.ndarray, b: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct (a, b) pairs of dense indices < size, ordered by (a, b)."""
+    keys = np.unique(a * size + b)
+    return keys // size, keys % size
 
 
 def build_layer2(inputs: ChunkInputs, layout: GraphLayout, where: str = ""):
@@ -49,78 +46,87 @@ def build_layer2(inputs: ChunkInputs, layout: GraphLayout, where: str = ""):
     Returns `(rows, summary, root_bound, stats)`: the chunk's cells, what its layer-3
     parent needs (nodes with cross edges and those edges), the nodes whose parent is a
     root (no cross edge at all), and counts for metrics.
+
+    Every id of the chunk's inputs is replaced by its rank among them (one sort), so the
+    rest works on small dense integers: no further searches over 64-bit ids.
     """
     where = where or f"layer-2 chunk {tuple(inputs.coord)}"
     x, y, z = inputs.coord
-    sv_chunk = layout.chunk_id(1, x, y, z)
+    inside, between, cross = (inputs.edges[k] for k in ("in_chunk", "between_chunk", "cross_chunk"))
+    parts = [inside.ids1, inside.ids2, between.ids1, between.ids2, cross.ids1, cross.ids2,
+             inputs.component_svs]
+    ids, dense = np.unique(np.concatenate(parts), return_inverse=True)
+    dense = dense.astype(np.int64)
+    bounds = np.cumsum([0] + [len(p) for p in parts])
+    in1, in2, bt1, bt2, cx1, cx2, comp = (dense[bounds[i]:bounds[i + 1]] for i in range(len(parts)))
+    n_ids = len(ids)
+    here = layout.chunk_of(ids, 1) == layout.chunk_id(1, x, y, z)
 
-    def in_chunk(ids):
-        return layout.chunk_of(ids, 1) == sv_chunk
-
-    inside = inputs.edges["in_chunk"]
-    if len(inside) and not np.all(in_chunk(inside.ids1) & in_chunk(inside.ids2)):
-        bad = int(np.flatnonzero(~(in_chunk(inside.ids1) & in_chunk(inside.ids2)))[0])
+    outside = ~(here[in1] & here[in2])
+    if np.any(outside):
+        bad = int(np.flatnonzero(outside)[0])
         raise InputError(f"{where}: in_chunk edge #{bad} ({inside.ids1[bad]}, {inside.ids2[bad]}) "
                          "has an end outside this chunk")
-    in_a, in_b = _unique_edges(inside.ids1, inside.ids2)
-    bt_a, bt_b = _unique_edges(*_oriented(inputs.edges["between_chunk"], "between_chunk", in_chunk, where))
-    cx_a, cx_b = _unique_edges(*_oriented(inputs.edges["cross_chunk"], "cross_chunk", in_chunk, where))
+    swap = _check_orientation("between_chunk", here[bt1], here[bt2], between.ids1, between.ids2, where)
+    bt1, bt2 = np.where(swap, bt2, bt1), np.where(swap, bt1, bt2)
+    swap = _check_orientation("cross_chunk", here[cx1], here[cx2], cross.ids1, cross.ids2, where)
+    cx1, cx2 = np.where(swap, cx2, cx1), np.where(swap, cx1, cx2)
+    # Duplicate copies need no removal here: they change neither the SV set nor the
+    # components, and the stored cross edges are made distinct below.
 
     # Component mapping: SV -> component index (-1 = none).
-    order = np.argsort(inputs.component_svs, kind="stable")
-    comp_svs = inputs.component_svs[order]
-    comp_labels = inputs.component_labels[order]
-    if len(comp_svs) > 1 and np.any(comp_svs[1:] == comp_svs[:-1]):
-        dup = comp_svs[1:][comp_svs[1:] == comp_svs[:-1]][0]
+    comp_of = np.full(n_ids, -1, np.int64)
+    if len(comp) and np.bincount(comp, minlength=n_ids).max() > 1:
+        dup = ids[np.flatnonzero(np.bincount(comp, minlength=n_ids) > 1)[0]]
         raise InputError(f"{where}: components file lists SV {dup} in more than one component")
+    comp_of[comp] = inputs.component_labels
+    in_active = (comp_of[in1] >= 0) & (comp_of[in1] == comp_of[in2])
+    bt_active = (comp_of[bt1] >= 0) & (comp_of[bt1] == comp_of[bt2])
 
-    def same_component(a, b):
-        la = lookup(comp_svs, comp_labels, a, -1)
-        lb = lookup(comp_svs, comp_labels, b, -1)
-        return (la >= 0) & (la == lb)
-
-    in_active = same_component(in_a, in_b)
-    bt_active = same_component(bt_a, bt_b)
-
-    svs = np.unique(np.concatenate([in_a, in_b, bt_a, cx_a]))
-    stats = Layer2Stats(svs=len(svs), edges=len(in_a) + len(bt_a) + len(cx_a),
-                        active_edges=int(in_active.sum() + bt_active.sum()) + len(cx_a))
+    is_sv = np.zeros(n_ids, bool)
+    for part in (in1, in2, bt1, cx1):
+        is_sv[part] = True
+    sv_dense = np.flatnonzero(is_sv)
+    svs = ids[sv_dense]
+    stats = Layer2Stats(svs=len(svs), edges=len(in1) + len(bt1) + len(cx1),
+                        active_edges=int(in_active.sum() + bt_active.sum()) + len(cx1))
     if len(svs) == 0:
         return Rows(chunk=where), Summary(), None, stats
 
-    labels = components(len(svs), np.searchsorted(svs, in_a[in_active]),
-                        np.searchsorted(svs, in_b[in_active]))
+    local = np.full(n_ids, -1, np.int64)
+    local[sv_dense] = np.arange(len(svs))
+    labels = components(len(svs), local[in1[in_active]], local[in2[in_active]])
     n_nodes = int(labels.max()) + 1
     stats.nodes = n_nodes
     members = Groups.from_labels(labels, svs, n_nodes)
+    chunk_id = layout.chunk_id(2, x, y, z)
 
     if layout.layer_count == 2:
         # The whole volume is this chunk: its components are the roots.
-        return Rows(chunk=where), Summary(), RootBound(int(layout.chunk_id(2, x, y, z)), members), stats
+        return Rows(chunk=where), Summary(), RootBound(int(chunk_id), members), stats
 
-    node_ids = layout.chunk_id(2, x, y, z) | np.arange(1, n_nodes + 1, dtype=np.uint64)
+    node_ids = chunk_id | np.arange(1, n_nodes + 1, dtype=np.uint64)
 
     # Atomic cross edges: every active between/cross edge, by the node of its own SV.
-    own = np.concatenate([bt_a[bt_active], cx_a])
-    other = np.concatenate([bt_b[bt_active], cx_b])
-    own, other = _unique_edges(own, other)
-    edge_node = node_ids[labels[np.searchsorted(svs, own)]]
+    own, other = _distinct(np.concatenate([bt1[bt_active], cx1]), np.concatenate([bt2[bt_active], cx2]), n_ids)
+    own_label = labels[local[own]]
+    own, other = ids[own], ids[other]
     edge_layer = layout.cross_layer(np.broadcast_to(np.asarray(inputs.coord), (len(other), 3)),
                                     layout.coords_of(other, 1))
-    order = np.lexsort((other, own, edge_layer, edge_node))
-    edge_node, own, other, edge_layer = edge_node[order], own[order], other[order], edge_layer[order]
+    order = np.lexsort((edge_layer, own_label))  # by node, then layer; (own, other) order kept
+    own_label, own, other, edge_layer = own_label[order], own[order], other[order], edge_layer[order]
+    edge_node = node_ids[own_label]
 
     rows = Rows(
         node_ids=svs, parent_ids=node_ids[labels],
         children_of=node_ids, children=members,
         cross_node=edge_node, cross_own=own, cross_other=other, cross_layer=edge_layer,
-        counter_keys=[counter_key(layout.chunk_id(2, x, y, z))], counter_values=[n_nodes],
+        counter_keys=[counter_key(chunk_id)], counter_values=[n_nodes],
         chunk=where)
 
     has_edges = np.zeros(n_nodes, bool)
-    has_edges[labels[np.searchsorted(svs, own)]] = True
+    has_edges[own_label] = True
     summary = Summary(node_ids[has_edges], edge_node, own, other, edge_layer)
     lonely = node_ids[~has_edges]
-    root_bound = RootBound(int(layout.chunk_id(2, x, y, z)),
-                           Groups(lonely, np.arange(len(lonely) + 1, dtype=np.int64)))
+    root_bound = RootBound(int(chunk_id), Groups(lonely, np.arange(len(lonely) + 1, dtype=np.int64)))
     return rows, summary, root_bound, stats

@@ -7,7 +7,7 @@ import numpy as np
 
 from ..layout import GraphLayout
 from ..store.cells import counter_key
-from .graph import components, min_per_group, pairs
+from .graph import components, min_per_group, pair_keys
 from .types import Groups, RootBound, Rows, Summary
 
 NO_LAYER = np.iinfo(np.int64).max
@@ -32,10 +32,11 @@ def mirrored_partners(summary: Summary, layer: int):
     own, other, node = summary.edge_own[join], summary.edge_other[join], summary.edge_node[join]
     if len(own) == 0:
         return node, node, 0
-    keys = pairs(own, other)
+    i_own, i_other, size = pair_keys(own, other)
+    keys = i_own * size + i_other
     order = np.argsort(keys)
     keys_sorted = keys[order]
-    wanted = pairs(other, own)
+    wanted = i_other * size + i_own
     pos = np.minimum(np.searchsorted(keys_sorted, wanted), len(keys_sorted) - 1)
     found = keys_sorted[pos] == wanted
     partner = node[order[pos[found]]]

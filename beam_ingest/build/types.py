@@ -46,8 +46,9 @@ class Groups:
 
     @classmethod
     def from_labels(cls, labels: np.ndarray, values: np.ndarray, n_groups: int) -> "Groups":
-        """Group `values` by integer `labels` in [0, n_groups); each group sorted ascending."""
-        order = np.lexsort((values, labels))
+        """Group ascending `values` by integer `labels` in [0, n_groups); groups stay sorted."""
+        small = labels.astype(np.uint16) if n_groups <= 1 << 16 else labels
+        order = np.argsort(small, kind="stable")  # a radix sort for 16-bit keys
         counts = np.bincount(labels, minlength=n_groups)
         offsets = np.zeros(n_groups + 1, np.int64)
         np.cumsum(counts, out=offsets[1:])

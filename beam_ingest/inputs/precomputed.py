@@ -103,28 +103,41 @@ def encode_edges(edges: dict[str, Edges], level: int = 3) -> bytes:
     return zstandard.ZstdCompressor(level=level).compress(msg.SerializeToString())
 
 
+def _group_headers(flat: np.ndarray, where: str) -> np.ndarray:
+    """Positions of the `n` headers in a run of `[n, sv_1 .. sv_n]` groups.
+
+    Each header says where the next one is, so the chain is followed by pointer doubling:
+    after round r the first 2**r headers are known and `jump` skips 2**r groups at once.
+    O(len * log(groups)) in numpy instead of a Python step per group.
+    """
+    total = len(flat)
+    if total == 0:
+        return np.empty(0, np.int64)
+    jump = np.arange(1, total + 2, dtype=np.int64)
+    jump[:total] += np.minimum(flat, total).astype(np.int64)
+    np.minimum(jump, total, out=jump)
+    path = np.zeros(1, np.int64)
+    while path[-1] < total:
+        path = np.concatenate([path, jump[path]])
+        jump = jump[jump]
+    headers = path[path < total]
+    last = int(headers[-1])
+    if int(flat[last]) != total - last - 1:
+        raise InputError(f"{where}: component group at position {last} claims {int(flat[last])} members, "
+                         f"only {total - last - 1} remain")
+    return headers
+
+
 def decode_components(data: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
     """Decode a ChunkComponentsMsg run of `[n, sv_1 .. sv_n]` groups -> (svs, component index)."""
     try:
         flat = np.asarray(ChunkComponentsMsg.FromString(data).components, dtype=np.uint64)
     except DecodeError as exc:
         raise InputError(f"{where}: not a valid ChunkComponentsMsg protobuf ({exc})") from None
-    # Group starts are data dependent, so walk the headers (one step per component, on a
-    # plain list, which is much faster than indexing numpy scalars); members are then
-    # gathered with one vectorized mask.
-    values = flat.tolist()
-    is_header = np.zeros(len(values), dtype=bool)
-    sizes = []
-    pos = 0
-    total = len(values)
-    while pos < total:
-        n = values[pos]
-        if pos + 1 + n > total:
-            raise InputError(f"{where}: component group at position {pos} claims {n} members, "
-                             f"only {total - pos - 1} remain")
-        is_header[pos] = True
-        sizes.append(n)
-        pos += 1 + n
+    headers = _group_headers(flat, where)
+    is_header = np.zeros(len(flat), dtype=bool)
+    is_header[headers] = True
+    sizes = flat[headers].astype(np.int64)
     svs = flat[~is_header]
     labels = np.repeat(np.arange(len(sizes), dtype=np.int64), np.asarray(sizes, dtype=np.int64))
     return svs, labels

@@ -50,8 +50,12 @@ class BuildLayer2Fn(_BuildFn):
         self.reader = reader
 
     def process(self, coord):
+        start = time.perf_counter()
         inputs = self.reader.read(coord)
+        read_done = time.perf_counter()
         rows, summary, root_bound, stats = build_layer2(inputs, self.layout)
+        _count("layer2_read_us", (read_done - start) * 1e6)
+        _count("layer2_us", (time.perf_counter() - start) * 1e6)
         _count("layer2_svs", stats.svs)
         _count("layer2_edges", stats.edges)
         _count("layer2_active_edges", stats.active_edges)
@@ -62,7 +66,9 @@ class BuildLayer2Fn(_BuildFn):
 class BuildParentLayerFn(_BuildFn):
     def process(self, element):
         coord, summaries = element
+        start = time.perf_counter()
         rows, summary, root_bound, stats = build_parent_layer(self.layer, coord, summaries, self.layout)
+        _count(f"layer{self.layer}_us", (time.perf_counter() - start) * 1e6)
         _count(f"layer{self.layer}_nodes", stats.nodes)
         _count(f"layer{self.layer}_skipped_singletons", stats.skipped)
         if stats.dangling_edges:
@@ -78,7 +84,9 @@ class BuildRootsFn(beam.DoFn):
 
     def process(self, element):
         bucket, parts = element
+        start = time.perf_counter()
         rows = build_roots(bucket, [p for p in parts if p is not None], self.layout)
+        _count("roots_us", (time.perf_counter() - start) * 1e6)
         _count("roots", len(rows.children_of))
         yield rows
 
@@ -102,6 +110,11 @@ class WriteRowsFn(beam.DoFn):
             self.writer = RowWriter(table, self.ingest_ms, batch_rows=self.batch_rows)
 
     def process(self, rows):
+        start = time.perf_counter()
+        self._write(rows)
+        _count("write_us", (time.perf_counter() - start) * 1e6)
+
+    def _write(self, rows):
         if self.writer is None:
             n, nbytes = rows.row_count(), 0  # dropped unencoded: the build alone is measured
         else:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.sparse import coo_matrix
+from scipy.sparse import csr_array
 from scipy.sparse.csgraph import connected_components
 
 def pair_keys(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
@@ -34,7 +34,7 @@ def components(n: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """
     if n == 0:
         return np.empty(0, np.int64)
-    graph = coo_matrix((np.ones(len(src), np.int8), (src, dst)), shape=(n, n)).tocsr()
+    graph = csr_array((np.ones(len(src)), (src, dst)), shape=(n, n))  # float data: no conversion inside
     _, labels = connected_components(graph, directed=False)
     labels = labels.astype(np.int64)
     # scipy numbers components in order of their lowest vertex; check that cheaply

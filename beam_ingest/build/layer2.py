@@ -34,6 +34,39 @@ def _check_orientation(kind: str, a_here, b_here, a, b, where: str) -> np.ndarra
     return ~a_here
 
 
+def dense_ids(all_ids: np.ndarray, sv_chunk, segment_bits: int):
+    """Replace ids by small integers ordered like the ids.
+
+    Returns `(ids, dense, here)`: `ids[dense] == all_ids`, `ids` ascending, and `here`
+    tells which entries of `ids` belong to chunk `sv_chunk`. Segment ids inside a chunk
+    are nearly contiguous in practice, so the chunk's own SVs index by segment id with no
+    sort; only the (few) ids of other chunks are sorted. Sparse segment ids fall back
+    to a full sort.
+    """
+    sv_chunk = np.uint64(sv_chunk)
+    mask = np.uint64((1 << segment_bits) - 1)
+    in_chunk = (all_ids & ~mask) == sv_chunk
+    segments = (all_ids & mask).astype(np.int64)
+    top = int(segments[in_chunk].max()) if in_chunk.any() else 0
+    if top > 4 * len(all_ids) + 1024:
+        ids, dense = np.unique(all_ids, return_inverse=True)
+        return ids, dense.astype(np.int64), (ids & ~mask) == sv_chunk
+    foreign, foreign_dense = np.unique(all_ids[~in_chunk], return_inverse=True)
+    # other chunks' ids sort after or before ours as a block; keep `ids` ascending
+    below = foreign < sv_chunk
+    n_below = int(below.sum())
+    own = sv_chunk | np.arange(top + 1, dtype=np.uint64)
+    ids = np.concatenate([foreign[:n_below], own, foreign[n_below:]])
+    dense = np.empty(len(all_ids), np.int64)
+    dense[in_chunk] = segments[in_chunk] + n_below
+    shifted = foreign_dense.astype(np.int64)
+    shifted[shifted >= n_below] += top + 1
+    dense[~in_chunk] = shifted
+    here = np.zeros(len(ids), bool)
+    here[n_below:n_below + top + 1] = True
+    return ids, dense, here
+
+
 def _distinct(a: np.ndarray, b: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Distinct (a, b) pairs of dense indices < size, ordered by (a, b)."""
     keys = np.unique(a * size + b)
@@ -55,12 +88,10 @@ def build_layer2(inputs: ChunkInputs, layout: GraphLayout, where: str = ""):
     inside, between, cross = (inputs.edges[k] for k in ("in_chunk", "between_chunk", "cross_chunk"))
     parts = [inside.ids1, inside.ids2, between.ids1, between.ids2, cross.ids1, cross.ids2,
              inputs.component_svs]
-    ids, dense = np.unique(np.concatenate(parts), return_inverse=True)
-    dense = dense.astype(np.int64)
+    ids, dense, here = dense_ids(np.concatenate(parts), layout.chunk_id(1, x, y, z), layout.segment_bits(1))
     bounds = np.cumsum([0] + [len(p) for p in parts])
     in1, in2, bt1, bt2, cx1, cx2, comp = (dense[bounds[i]:bounds[i + 1]] for i in range(len(parts)))
     n_ids = len(ids)
-    here = layout.chunk_of(ids, 1) == layout.chunk_id(1, x, y, z)
 
     outside = ~(here[in1] & here[in2])
     if np.any(outside):

@@ -48,6 +48,9 @@ class IngestOptions(PipelineOptions):
         parser.add_argument(
             "--write_batch_rows", type=int, default=2000,
             help="Rows per Bigtable mutate_rows call; bounds the in-flight mutations per worker.")
+        parser.add_argument(
+            "--max_inflight_writes", type=int, default=2,
+            help="MutateRows requests in flight per worker (flow control; 1 = synchronous writes).")
         parser.add_argument("--fail_at_layer", type=int, default=None, help="(testing) fail at this layer.")
 
 
@@ -79,7 +82,8 @@ def run(argv=None):
          | "BuildGraph" >> BuildGraph(layout, reader, fail_at_layer=opts.fail_at_layer)
          | "WriteToBigtable" >> WriteToChunkedGraph(plan.project, plan.instance, plan.graph_id, ingest_ms,
                                                     skip_writes=opts.skip_writes,
-                                                    batch_rows=opts.write_batch_rows))
+                                                    batch_rows=opts.write_batch_rows,
+                                                    max_inflight=opts.max_inflight_writes))
     result = pipeline.run()
     result.wait_until_finish()
     return result, ingest_counters(result), plan

@@ -92,40 +92,54 @@ class BuildRootsFn(beam.DoFn):
 
 
 class WriteRowsFn(beam.DoFn):
-    """Writes `Rows` batches to Bigtable (or only counts them with `skip_writes`)."""
+    """Writes `Rows` batches to Bigtable (or only counts them with `skip_writes`).
 
-    def __init__(self, project, instance, table_id, ingest_ms, skip_writes=False, batch_rows=2000):
+    Rows are encoded as they arrive and sent in the background; a bundle is complete
+    only once every one of its rows is acknowledged (`finish_bundle` drains the writer),
+    so a failed write fails the bundle and Beam's retry rewrites identical cells.
+    """
+
+    def __init__(self, project, instance, table_id, ingest_ms, skip_writes=False, batch_rows=2000,
+                 max_inflight=2):
         self.project, self.instance, self.table_id = project, instance, table_id
         self.ingest_ms = ingest_ms
         self.skip_writes = skip_writes
         self.batch_rows = batch_rows
+        self.max_inflight = max_inflight
 
     def setup(self):
         import zstandard
         self.compressor = zstandard.ZstdCompressor(level=3)
         self.writer = None
         if not self.skip_writes:
-            from .store.bigtable import RowWriter, open_table
-            table = open_table(self.project, self.instance, self.table_id)
-            self.writer = RowWriter(table, self.ingest_ms, batch_rows=self.batch_rows)
+            from .store.bigtable import RowWriter
+            self.writer = RowWriter(self.project, self.instance, self.table_id, self.ingest_ms,
+                                    batch_rows=self.batch_rows, max_inflight=self.max_inflight)
+
+    def start_bundle(self):
+        self._reported = (0, 0) if self.writer is None else (self.writer.rows_written, self.writer.bytes_written)
 
     def process(self, rows):
         start = time.perf_counter()
-        self._write(rows)
+        if self.writer is None:
+            _count("rows_written", rows.row_count())  # dropped unencoded: the build alone is measured
+        else:
+            self.writer.write_rows(rows, self.compressor)
         _count("write_us", (time.perf_counter() - start) * 1e6)
 
-    def _write(self, rows):
+    def finish_bundle(self):
         if self.writer is None:
-            n, nbytes = rows.row_count(), 0  # dropped unencoded: the build alone is measured
-        else:
-            from .store.cells import rows_to_cells
-            before_rows, before_bytes = self.writer.rows_written, self.writer.bytes_written
-            self.writer.write(rows_to_cells(rows, self.compressor))
-            self.writer.flush()
-            n = self.writer.rows_written - before_rows
-            nbytes = self.writer.bytes_written - before_bytes
-        _count("rows_written", n)
-        _count("bytes_written", nbytes)
+            return
+        start = time.perf_counter()
+        self.writer.drain()
+        _count("write_us", (time.perf_counter() - start) * 1e6)
+        rows, nbytes = self.writer.rows_written, self.writer.bytes_written
+        _count("rows_written", rows - self._reported[0])
+        _count("bytes_written", nbytes - self._reported[1])
+
+    def teardown(self):
+        if getattr(self, "writer", None) is not None:
+            self.writer.close()
 
 
 def _expand_slab(x, layout):
@@ -176,9 +190,10 @@ class BuildGraph(beam.PTransform):
 
 
 class WriteToChunkedGraph(beam.PTransform):
-    def __init__(self, project, instance, table_id, ingest_ms, skip_writes=False, batch_rows=2000):
+    def __init__(self, project, instance, table_id, ingest_ms, skip_writes=False, batch_rows=2000,
+                 max_inflight=2):
         super().__init__()
-        self.fn = WriteRowsFn(project, instance, table_id, ingest_ms, skip_writes, batch_rows)
+        self.fn = WriteRowsFn(project, instance, table_id, ingest_ms, skip_writes, batch_rows, max_inflight)
 
     def expand(self, rows):
         return rows | "WriteRows" >> beam.ParDo(self.fn)

@@ -1,14 +1,17 @@
 """Bigtable admin (table, families, meta/version rows) and a batched, checked row writer."""
 from __future__ import annotations
 
+import concurrent.futures
 import datetime
 import logging
 import os
+import threading
 import time
+
+import numpy as np
 
 from google.api_core import exceptions as gexc
 from google.cloud.bigtable import Client, column_family, row_filters
-from google.cloud.bigtable.row import DirectRow
 
 from . import cells
 
@@ -106,7 +109,8 @@ def prepare_table(table, if_exists: str, meta_bytes: bytes, ingest_ms: int | Non
     if ingest_ms is None:
         ingest_ms = int(time.time() * 1000)
     table.create(column_families=family_rules())
-    writer = RowWriter(table, ingest_ms)
+    project, instance = table._instance._client.project, table._instance.instance_id
+    writer = RowWriter(project, instance, table.table_id, ingest_ms, max_inflight=1)
     writer.write([(cells.META_ROW, [(cells.FAMILY_HIERARCHY, cells.META, meta_bytes)]),
                   (cells.VERSION_ROW, [(cells.FAMILY_HIERARCHY, cells.VERSION,
                                         VERSION_STRING.encode("utf8"))])])
@@ -114,64 +118,156 @@ def prepare_table(table, if_exists: str, meta_bytes: bytes, ingest_ms: int | Non
     return ingest_ms
 
 
-class RowWriter:
-    """Buffers rows and writes them with `mutate_rows`, checking every row's status.
+def data_client():
+    """The generated Bigtable data API client (the emulator when BIGTABLE_EMULATOR_HOST is set)."""
+    from google.cloud.bigtable_v2 import BigtableClient
+    from google.cloud.bigtable_v2.services.bigtable.transports import BigtableGrpcTransport
+    host = os.environ.get("BIGTABLE_EMULATOR_HOST")
+    if host:
+        import grpc
+        channel = grpc.insecure_channel(host, options=[("grpc.max_send_message_length", -1),
+                                                       ("grpc.max_receive_message_length", -1)])
+        return BigtableClient(transport=BigtableGrpcTransport(channel=channel))
+    return BigtableClient()
 
-    Failed rows (per-row status or a transient RPC error) are retried with exponential
-    backoff; a row still failing after `max_attempts` raises `WriteError` naming it.
-    At most `batch_rows` rows are in flight per call, which bounds a worker's load.
+
+class RowWriter:
+    """Writes serialized entries with MutateRows, checking every row's status.
+
+    Entries are buffered and sent `batch_rows` at a time by background threads, so
+    building and encoding go on while Bigtable works; at most `max_inflight` requests
+    are in flight per writer (flow control), further writes wait. Failed rows (a
+    retryable per-row status, or a transient RPC error for the whole request) are
+    re-sent with exponential backoff; a row still failing after `max_attempts`, or
+    rejected outright, raises `WriteError` naming it (from `drain()`).
     """
 
-    def __init__(self, table, ingest_ms: int, batch_rows: int = 2000, max_attempts: int = 8,
-                 initial_backoff_s: float = 0.1, max_backoff_s: float = 10.0):
-        self.table = table
-        self.timestamp = timestamp_from_ms(ingest_ms)
+    def __init__(self, project: str, instance: str, table_id: str, ingest_ms: int, batch_rows: int = 2000,
+                 max_attempts: int = 8, initial_backoff_s: float = 0.1, max_backoff_s: float = 10.0,
+                 client=None, timeout_s: float = 300.0, max_inflight: int = 2):
+        from google.cloud.bigtable_v2.types import MutateRowsRequest
+        from . import wire
+        self.table_id = table_id
+        self.table_name = f"projects/{project}/instances/{instance}/tables/{table_id}"
+        self.timestamp_micros = int(ingest_ms) * 1000
         self.batch_rows = batch_rows
         self.max_attempts = max_attempts
         self.initial_backoff_s = initial_backoff_s
         self.max_backoff_s = max_backoff_s
-        self.pending: list[DirectRow] = []
+        self.timeout_s = timeout_s
+        self.client = client or data_client()
+        self._request_type = MutateRowsRequest
+        self._request_pb = MutateRowsRequest.pb()
+        self._prefix = bytes([1 << 3 | 2]) + wire.varint(len(self.table_name)) + self.table_name.encode()
+        self._wire = wire
+        self.pending = []
+        self.pending_rows = 0
         self.rows_written = 0
         self.bytes_written = 0
         self.retries = 0
+        self.max_inflight = max(1, int(max_inflight))
+        self._slots = threading.BoundedSemaphore(self.max_inflight)
+        self._lock = threading.Lock()
+        self._pool = None
+        self._futures = []
+
+    def write_rows(self, rows, compressor=None):
+        """Queue every cell of a `Rows` batch."""
+        self._add(self._wire.encode_rows(rows, self.timestamp_micros, compressor))
 
     def write(self, row_cells):
-        for key, row in row_cells:
-            direct = DirectRow(key)
-            for family, qualifier, value in row:
-                direct.set_cell(family, qualifier, value, timestamp=self.timestamp)
-                self.bytes_written += len(value)
-            self.pending.append(direct)
-            if len(self.pending) >= self.batch_rows:
-                self.flush()
+        """Queue `(row key, [(family, qualifier, value), ...])` rows."""
+        self._add(self._wire.encode_cells(row_cells, self.timestamp_micros))
+
+    def _add(self, entries):
+        if len(entries):
+            self.pending.append(entries)
+            self.pending_rows += len(entries)
+        if self.pending_rows >= self.batch_rows:
+            self.flush()
 
     def flush(self):
-        rows, self.pending = self.pending, []
-        backoff = self.initial_backoff_s
-        for attempt in range(1, self.max_attempts + 1):
-            if not rows:
-                return
-            try:
-                statuses = self.table.mutate_rows(rows)
-            except TRANSIENT_EXCEPTIONS as exc:
-                failed, last_error = rows, f"{type(exc).__name__}: {exc}"
+        """Hand every queued entry to the senders (returns once they are in flight)."""
+        entries = self._wire.EncodedEntries.concat(self.pending)
+        self.pending, self.pending_rows = [], 0
+        for start in range(0, len(entries), self.batch_rows):
+            batch = entries.slice(start, min(start + self.batch_rows, len(entries)))
+            if self.max_inflight == 1:
+                self._send(batch)
+                continue
+            self._raise_failures(block=False)
+            self._slots.acquire()
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(self.max_inflight, "bigtable-writer")
+            future = self._pool.submit(self._send, batch)
+            future.add_done_callback(lambda _: self._slots.release())
+            self._futures.append(future)
+
+    def drain(self):
+        """Write everything queued and wait for it; raises the first write failure."""
+        self.flush()
+        self._raise_failures(block=True)
+
+    def _raise_failures(self, block: bool):
+        pending = []
+        for future in self._futures:
+            if block or future.done():
+                future.result()  # raises WriteError (or any other failure) here
             else:
-                failed = []
-                for row, status in zip(rows, statuses):
-                    if status.code == 0:
-                        self.rows_written += 1
-                        continue
-                    if status.code not in RETRYABLE_CODES:
-                        raise WriteError(f"row {row.row_key!r} of table {self.table.table_id!r} was "
-                                         f"rejected: status {status.code} {status.message}")
-                    failed.append(row)
-                    last_error = f"status {status.code} {status.message}"
-            rows = failed
-            if rows and attempt < self.max_attempts:
+                pending.append(future)
+        self._futures = pending
+
+    def close(self):
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def _mutate(self, entries):
+        """One MutateRows call; returns the status code and message of every entry."""
+        request = self._request_pb.FromString(self._prefix + entries.payload)
+        codes = np.full(len(entries), -1, np.int64)
+        messages = {}
+        for response in self.client.mutate_rows(request=self._request_type.wrap(request), timeout=self.timeout_s):
+            for item in type(response).pb(response).entries:
+                codes[item.index] = item.status.code
+                if item.status.code:
+                    messages[item.index] = item.status.message
+        if (codes < 0).any():
+            codes[codes < 0] = 14  # no status came back: treat as UNAVAILABLE and retry
+        return codes, messages
+
+    def _send(self, entries):
+        backoff = self.initial_backoff_s
+        last_error = ""
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                codes, messages = self._mutate(entries)
+            except TRANSIENT_EXCEPTIONS as exc:
+                failed = np.arange(len(entries))
+                last_error = f"{type(exc).__name__}: {exc}"
+            else:
+                ok = codes == 0
+                with self._lock:
+                    self.rows_written += int(ok.sum())
+                    self.bytes_written += int(np.diff(entries.offsets)[ok].sum())
+                rejected = np.flatnonzero(~ok & ~np.isin(codes, list(RETRYABLE_CODES)))
+                if len(rejected):
+                    i = int(rejected[0])
+                    raise WriteError(f"row {entries.keys[i]!r} of table {self.table_id!r} was rejected: "
+                                     f"status {codes[i]} {messages.get(i, '')} "
+                                     f"({len(rejected)} row(s) rejected)")
+                failed = np.flatnonzero(~ok)
+                if len(failed):
+                    i = int(failed[0])
+                    last_error = f"status {codes[i]} {messages.get(i, '')}"
+            if len(failed) == 0:
+                return
+            entries = entries.take(failed)
+            if attempt < self.max_attempts:
                 self.retries += 1
-                log.warning("%d row(s) failed to write (%s); retrying in %.1fs", len(rows), last_error, backoff)
+                log.warning("%d row(s) of table %s failed to write (%s); retrying in %.1fs",
+                            len(failed), self.table_id, last_error, backoff)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff_s)
-        if rows:
-            raise WriteError(f"{len(rows)} row(s) of table {self.table.table_id!r} could not be written "
-                             f"after {self.max_attempts} attempts, first {rows[0].row_key!r}: {last_error}")
+        raise WriteError(f"{len(entries)} row(s) of table {self.table_id!r} could not be written after "
+                         f"{self.max_attempts} attempts, first {entries.keys[0]!r}: {last_error}")

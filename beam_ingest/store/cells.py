@@ -73,37 +73,3 @@ def decode_ids(value: bytes) -> np.ndarray:
 
 def decode_edges(value: bytes) -> np.ndarray:
     return decode_ids(value).reshape(-1, 2)
-
-
-def rows_to_cells(rows, compressor=None):
-    """Yield `(row key, [(family, qualifier, value), ...])` for every row in a `Rows` batch.
-
-    Cells of one key are merged into one row, so each node is one mutation entry.
-    """
-    compressor = compressor or zstandard.ZstdCompressor(level=ZSTD_LEVEL)
-    cells: dict[bytes, list] = {}
-    if len(rows.node_ids):
-        parent_bytes = np.ascontiguousarray(rows.parent_ids, dtype="<u8").tobytes()
-        for i, key in enumerate(row_keys(rows.node_ids)):
-            cells.setdefault(key, []).append((FAMILY_HIERARCHY, PARENTS, parent_bytes[8 * i: 8 * i + 8]))
-    if len(rows.children_of):
-        values = rows.children.values
-        offsets = rows.children.offsets.tolist()
-        for i, key in enumerate(row_keys(rows.children_of)):
-            chunk = values[offsets[i]:offsets[i + 1]]
-            cells.setdefault(key, []).append((FAMILY_HIERARCHY, CHILDREN, encode_ids(chunk, compressor)))
-    if len(rows.cross_node):
-        # Runs of equal (node, layer): rows are sorted by node then layer.
-        change = np.flatnonzero((rows.cross_node[1:] != rows.cross_node[:-1])
-                                | (rows.cross_layer[1:] != rows.cross_layer[:-1])) + 1
-        starts = np.concatenate([[0], change]).tolist()
-        ends = starts[1:] + [len(rows.cross_node)]
-        edges = np.stack([rows.cross_own, rows.cross_other], axis=1)
-        keys = row_keys(rows.cross_node[starts])
-        layers = rows.cross_layer[starts].tolist()
-        for key, layer, s, e in zip(keys, layers, starts, ends):
-            cells.setdefault(key, []).append(
-                (FAMILY_CROSS_EDGES, cross_edges_qualifier(layer), encode_ids(edges[s:e], compressor)))
-    for key, value in zip(rows.counter_keys, rows.counter_values):
-        cells.setdefault(key, []).append((FAMILY_COUNTERS, COUNTER, encode_counter(value)))
-    return cells.items()

@@ -24,6 +24,11 @@ TRANSIENT_EXCEPTIONS = (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.Res
 
 VERSION_STRING = "2.0.0"
 
+# Retries of failed rows: exponential backoff from INITIAL_BACKOFF_S, capped at MAX_BACKOFF_S.
+MAX_ATTEMPTS = 8
+INITIAL_BACKOFF_S = 0.1
+MAX_BACKOFF_S = 10.0
+
 
 class TableError(RuntimeError):
     """The target table cannot be used as asked (exists, differs, missing...)."""
@@ -143,17 +148,16 @@ class RowWriter:
     """
 
     def __init__(self, project: str, instance: str, table_id: str, ingest_ms: int, batch_rows: int = 2000,
-                 max_attempts: int = 8, initial_backoff_s: float = 0.1, max_backoff_s: float = 10.0,
-                 client=None, timeout_s: float = 300.0, max_inflight: int = 2):
+                 max_attempts: int | None = None, client=None, timeout_s: float = 300.0, max_inflight: int = 2):
         from google.cloud.bigtable_v2.types import MutateRowsRequest
         from . import wire
         self.table_id = table_id
         self.table_name = f"projects/{project}/instances/{instance}/tables/{table_id}"
         self.timestamp_micros = int(ingest_ms) * 1000
         self.batch_rows = batch_rows
-        self.max_attempts = max_attempts
-        self.initial_backoff_s = initial_backoff_s
-        self.max_backoff_s = max_backoff_s
+        self.max_attempts = max_attempts or MAX_ATTEMPTS
+        self.initial_backoff_s = INITIAL_BACKOFF_S
+        self.max_backoff_s = MAX_BACKOFF_S
         self.timeout_s = timeout_s
         self.client = client or data_client()
         self._request_type = MutateRowsRequest

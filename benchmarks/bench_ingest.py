@@ -1,0 +1,154 @@
+#!/usr/bin/env python
+"""Ingest benchmark: build speed, write speed against the emulator's raw rate, peak memory.
+
+    .venv/bin/python benchmarks/bench_ingest.py                 # ~1e5 and ~1e6 SVs
+    .venv/bin/python benchmarks/bench_ingest.py --sizes 1e5     # just the small one
+
+For each dataset size it generates a synthetic dataset (cached under --data), then runs,
+each in a fresh process:
+  (a) the ingest with --skip_writes (the build alone: rows are dropped unencoded),
+  (b) the ingest writing to a fresh Bigtable emulator,
+  (raw) the same number of rows written straight to a fresh emulator with the same
+        writer (pre-encoded 8-byte cells): what the emulator alone allows.
+and prints per-layer build time, SVs/s, SVs per CPU-second, edges/s, rows/s, peak RSS,
+and the ratio (b) / (raw). Targets: (a) >= 250,000 SVs per CPU-second on ~1e6 SVs;
+(b) <= 1.3x raw.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+SIZES = {  # name -> (chunks, SVs per chunk)
+    "1e4": ((4, 4, 2), 300),
+    "1e5": ((8, 8, 4), 400),
+    "1e6": ((10, 10, 10), 1100),
+    "1e7": ((20, 20, 20), 1300),
+}
+
+
+def child_ingest(config: str, graph_id: str, extra: list[str]) -> dict:
+    import warnings
+    warnings.filterwarnings("ignore")
+    import pipeline
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    _, counters, plan = pipeline.run(["--config", config, "--graph_id", graph_id] + extra)
+    return {"wall_s": time.perf_counter() - wall0, "cpu_s": time.process_time() - cpu0,
+            "counters": counters, "layer_count": plan.layout.layer_count,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def child_raw(n_rows: int, batch_rows: int, inflight: int) -> dict:
+    import warnings
+    warnings.filterwarnings("ignore")
+    import numpy as np
+
+    from beam_ingest.store import bigtable, wire
+    table_id = f"raw-{int(time.time() * 1000)}"
+    bigtable.open_table("emulator", "emulator", table_id, admin=True).create(column_families=bigtable.family_rules())
+    writer = bigtable.RowWriter("emulator", "emulator", table_id, 1_700_000_000_000, batch_rows=batch_rows,
+                                max_inflight=inflight)
+    ids = np.arange(n_rows, dtype=np.uint64) + np.uint64(1 << 56)
+    entries = wire.parent_entries(ids, ids, writer.timestamp_micros)  # encoded before the clock starts
+    batches = [entries.slice(s, min(s + batch_rows, n_rows)) for s in range(0, n_rows, batch_rows)]
+    wall0 = time.perf_counter()
+    for batch in batches:
+        writer._add(batch)
+    writer.drain()
+    return {"wall_s": time.perf_counter() - wall0, "rows": writer.rows_written}
+
+
+def run_child(args: list[str], env=None) -> dict:
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child"] + args, env=env,
+                         capture_output=True, text=True, cwd=ROOT)
+    if out.returncode:
+        sys.stderr.write(out.stderr[-4000:])
+        raise SystemExit(f"benchmark child failed: {args}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure(size: str, data_dir: str, batch_rows: int, inflight: int) -> dict:
+    from beam_ingest.emulator import Emulator
+    from beam_ingest.synthetic import SyntheticSpec, generate
+    chunks, per_chunk = SIZES[size]
+    folder = os.path.join(data_dir, size)
+    config = os.path.join(folder, "config.yml")
+    if not os.path.exists(config):
+        print(f"[{size}] generating {chunks} chunks x ~{per_chunk} SVs under {folder}", flush=True)
+        generate(folder, SyntheticSpec(chunks=chunks, svs_per_chunk=per_chunk, seed=42))
+    write_opts = [f"--write_batch_rows={batch_rows}", f"--max_inflight_writes={inflight}"]
+    print(f"[{size}] (a) build, writes dropped", flush=True)
+    build = run_child(["ingest", config, "bench-a", "--skip_writes"])
+    result = {"size": size, "build": build}
+    env = dict(os.environ)
+    with Emulator() as emulator:
+        env["BIGTABLE_EMULATOR_HOST"] = emulator.host
+        print(f"[{size}] (b) build + writes to the emulator", flush=True)
+        result["write"] = run_child(["ingest", config, "bench-b"] + write_opts, env=env)
+    with Emulator() as emulator:
+        env["BIGTABLE_EMULATOR_HOST"] = emulator.host
+        rows = result["write"]["counters"]["rows_written"]
+        print(f"[{size}] (raw) {rows} rows straight to the emulator", flush=True)
+        result["raw"] = run_child(["raw", str(rows), str(batch_rows), str(inflight)], env=env)
+    return result
+
+
+def report(results: list[dict]) -> str:
+    lines = ["| dataset | SVs | edges | layers | (a) build s | SVs/s | SVs per CPU-s | edges/s | rows/s (a) "
+             "| peak RSS (a) MB | (b) with writes s | rows/s (b) | raw emulator s | (b)/raw | peak RSS (b) MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    layer_lines = []
+    for r in results:
+        a, b, raw = r["build"], r["write"], r["raw"]
+        c = a["counters"]
+        svs, edges, rows = c["layer2_svs"], c["layer2_edges"], c["rows_written"]
+        lines.append(
+            f"| {r['size']} | {svs:,} | {edges:,} | {a['layer_count']} | {a['wall_s']:.2f} | {svs / a['wall_s']:,.0f} "
+            f"| {svs / a['cpu_s']:,.0f} | {edges / a['wall_s']:,.0f} | {rows / a['wall_s']:,.0f} "
+            f"| {a['peak_rss_mb']:.0f} | {b['wall_s']:.2f} | {b['counters']['rows_written'] / b['wall_s']:,.0f} "
+            f"| {raw['wall_s']:.2f} | {b['wall_s'] / raw['wall_s']:.2f} | {b['peak_rss_mb']:.0f} |")
+        per_layer = ", ".join(f"L{layer} {c.get(f'layer{layer}_us', 0) / 1e6:.2f}s"
+                              for layer in range(2, a["layer_count"] + 1))
+        layer_lines.append(f"- {r['size']}: {per_layer}, roots {c.get('roots_us', 0) / 1e6:.2f}s "
+                           f"(layer 2 reading inputs: {c.get('layer2_read_us', 0) / 1e6:.2f}s); "
+                           f"sink in (b): {b['counters'].get('write_us', 0) / 1e6:.2f}s")
+    return "\n".join(lines + ["", "Per-layer build time (a), summed over chunks:"] + layer_lines)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--child":
+        kind = argv[1]
+        if kind == "ingest":
+            out = child_ingest(argv[2], argv[3], argv[4:])
+        else:
+            out = child_raw(int(argv[2]), int(argv[3]), int(argv[4]))
+        print(json.dumps(out))
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", nargs="+", default=["1e5", "1e6"], choices=sorted(SIZES))
+    parser.add_argument("--data", default=os.path.join(ROOT, "bench_data"), help="dataset cache folder")
+    parser.add_argument("--batch_rows", type=int, default=2000)
+    parser.add_argument("--inflight", type=int, default=2)
+    parser.add_argument("--json", help="also write the raw results here")
+    args = parser.parse_args(argv)
+    results = [measure(size, args.data, args.batch_rows, args.inflight) for size in args.sizes]
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(results, fh, indent=1)
+    print()
+    print(report(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

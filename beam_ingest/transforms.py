@@ -10,9 +10,11 @@ from apache_beam.metrics import Metrics
 from .build.layer2 import build_layer2
 from .build.parents import build_parent_layer
 from .build.roots import build_roots, root_bucket
+from .build.types import Rows
 from .layout import ROOT_COUNTER_BUCKETS, GraphLayout
 
 NAMESPACE = "ingest"
+ENCODE_ROWS = 20_000  # rows pooled per encoding call in the sink
 ROWS = "rows"
 ROOTS = "roots"
 log = logging.getLogger(__name__)
@@ -118,18 +120,29 @@ class WriteRowsFn(beam.DoFn):
 
     def start_bundle(self):
         self._reported = (0, 0) if self.writer is None else (self.writer.rows_written, self.writer.bytes_written)
+        self._buffer, self._buffered = [], 0
 
     def process(self, rows):
-        start = time.perf_counter()
         if self.writer is None:
             _count("rows_written", rows.row_count())  # dropped unencoded: the build alone is measured
-        else:
-            self.writer.write_rows(rows, self.compressor)
+            return
+        # Small batches are pooled so encoding works on large arrays.
+        self._buffer.append(rows)
+        self._buffered += len(rows.node_ids) + len(rows.children_of)
+        if self._buffered >= ENCODE_ROWS:
+            self._encode()
+
+    def _encode(self):
+        start = time.perf_counter()
+        if self._buffer:
+            self.writer.write_rows(Rows.concat(self._buffer), self.compressor)
+        self._buffer, self._buffered = [], 0
         _count("write_us", (time.perf_counter() - start) * 1e6)
 
     def finish_bundle(self):
         if self.writer is None:
             return
+        self._encode()
         start = time.perf_counter()
         self.writer.drain()
         _count("write_us", (time.perf_counter() - start) * 1e6)

@@ -1,4 +1,7 @@
 """The Bigtable write path under failures: transient errors are retried, persistent ones fail loudly."""
+import collections
+import threading
+
 import pytest
 from google.api_core import exceptions as gexc
 from google.cloud.bigtable_v2.types import MutateRowsRequest, MutateRowsResponse
@@ -10,40 +13,57 @@ from test_end_to_end import check_against_reference
 from test_runs import cells_of
 
 
-class FlakyClient:
-    """A test double for the data client: the real emulator behind it, with injected failures.
+class FlakyTransport:
+    """A test double for the MutateRows transport: the real emulator behind it, with injected failures.
 
-    Call 1, 4, 7, ... raise UNAVAILABLE; calls 2, 5, 8, ... write only the even entries and
-    report the odd ones as failed with `odd_code`; the others go through untouched.
+    Every other call that carries a row for the first time raises UNAVAILABLE; in the
+    others, rows at odd positions seen for at most the second time are reported failed
+    with `odd_code` (and not written), the rest are written. So every row fails once or
+    twice before it lands. With `always`, odd rows fail every time.
     """
 
-    def __init__(self, odd_code=14, always=False):
-        self.real = bigtable.data_client()
+    def __init__(self, table_name, odd_code=14, always=False):
+        self.real = bigtable.MutateRowsTransport(table_name)
         self.calls = 0
+        self.seen = collections.Counter()
+        self.lock = threading.Lock()
         self.odd_code = odd_code
         self.always = always
         self.failed_rows = 0
 
-    def mutate_rows(self, request, timeout=None):
-        self.calls += 1
-        phase = self.calls % 3
-        if phase == 1 and not self.always:
-            raise gexc.ServiceUnavailable("injected: emulator unavailable")
-        if phase == 0 and not self.always:
-            yield from self.real.mutate_rows(request=request, timeout=timeout)
-            return
-        pb = MutateRowsRequest.pb(request)
-        even = list(range(0, len(pb.entries), 2))
-        odd = list(range(1, len(pb.entries), 2))
-        sub = MutateRowsRequest.pb()(table_name=pb.table_name, entries=[pb.entries[i] for i in even])
-        if even:
-            for response in self.real.mutate_rows(request=MutateRowsRequest.wrap(sub), timeout=timeout):
-                entries = [{"index": even[e.index], "status": {"code": e.status.code}}
-                           for e in MutateRowsResponse.pb(response).entries]
-                yield MutateRowsResponse(entries=entries)
-        self.failed_rows += len(odd)
-        yield MutateRowsResponse(entries=[{"index": i, "status": {"code": self.odd_code, "message": "injected"}}
-                                          for i in odd])
+    def mutate_rows(self, request: bytes, timeout):
+        pb = MutateRowsRequest.pb().FromString(request)
+        with self.lock:
+            self.calls += 1
+            first_time = any(self.seen[e.row_key] == 0 for e in pb.entries)
+            for e in pb.entries:
+                self.seen[e.row_key] += 1
+            if first_time and self.calls % 2 and not self.always:
+                raise gexc.ServiceUnavailable("injected: emulator unavailable")
+            fail = [i for i, e in enumerate(pb.entries)
+                    if i % 2 and (self.always or self.seen[e.row_key] <= 2)]
+            self.failed_rows += len(fail)
+        failing = set(fail)
+        keep = [i for i in range(len(pb.entries)) if i not in failing]
+        sub = MutateRowsRequest.pb()(table_name=pb.table_name, entries=[pb.entries[i] for i in keep])
+        response_pb = MutateRowsResponse.pb()
+        if keep:
+            for response in self.real.mutate_rows(sub.SerializeToString(), timeout):
+                yield response_pb(entries=[{"index": keep[e.index], "status": {"code": e.status.code}}
+                                           for e in response.entries])
+        yield response_pb(entries=[{"index": i, "status": {"code": self.odd_code, "message": "injected"}}
+                                   for i in fail])
+
+
+def use_flaky(monkeypatch, **kwargs):
+    made = []
+
+    def factory(table_name):
+        made.append(FlakyTransport(table_name, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(bigtable, "mutate_rows_transport", factory)
+    return made
 
 
 @pytest.fixture(scope="module")
@@ -54,19 +74,17 @@ def small(tmp_path_factory):
 
 def test_transient_failures_are_retried_and_table_is_exact(small, graph_id, monkeypatch):
     _, clean_counters, _ = run_ingest(small["config"], graph_id + "-clean")
-    flaky = FlakyClient()
-    monkeypatch.setattr(bigtable, "data_client", lambda: flaky)
+    made = use_flaky(monkeypatch)
     monkeypatch.setattr(bigtable, "INITIAL_BACKOFF_S", 0.001)  # fast backoff for the test
     _, counters, plan = run_ingest(small["config"], graph_id, "--write_batch_rows=50")
-    assert flaky.calls > 20 and flaky.failed_rows > 100
+    assert sum(f.calls for f in made) > 20 and sum(f.failed_rows for f in made) > 100
     assert cells_of(graph_id) == cells_of(graph_id + "-clean")
     check_against_reference(small["config"], graph_id, plan.layout)
     assert counters["rows_written"] == clean_counters["rows_written"]  # each row counted once, when it lands
 
 
 def test_rows_that_keep_failing_fail_the_run_loudly(small, graph_id, monkeypatch):
-    flaky = FlakyClient(always=True)
-    monkeypatch.setattr(bigtable, "data_client", lambda: flaky)
+    use_flaky(monkeypatch, always=True)
     monkeypatch.setattr(bigtable, "INITIAL_BACKOFF_S", 0.001)
     monkeypatch.setattr(bigtable, "MAX_ATTEMPTS", 3)
     with pytest.raises(Exception, match=r"could not be written after 3 attempts, first b'\d{20}'"):
@@ -74,7 +92,6 @@ def test_rows_that_keep_failing_fail_the_run_loudly(small, graph_id, monkeypatch
 
 
 def test_rejected_rows_fail_at_once(small, graph_id, monkeypatch):
-    flaky = FlakyClient(odd_code=3, always=True)  # INVALID_ARGUMENT: not retryable
-    monkeypatch.setattr(bigtable, "data_client", lambda: flaky)
+    use_flaky(monkeypatch, odd_code=3, always=True)  # INVALID_ARGUMENT: not retryable
     with pytest.raises(Exception, match=r"was rejected: status 3 injected"):
         run_ingest(small["config"], graph_id)

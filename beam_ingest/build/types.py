@@ -108,6 +108,19 @@ class Rows:
     counter_values: list = dataclasses.field(default_factory=list)
     chunk: str = ""  # for messages and progress: "layer L chunk (x, y, z)"
 
+    @classmethod
+    def concat(cls, parts) -> "Rows":
+        parts = list(parts)
+        if len(parts) == 1:
+            return parts[0]
+        arrays = ("node_ids", "parent_ids", "children_of", "cross_node", "cross_own", "cross_other", "cross_layer")
+        out = cls(**{name: np.concatenate([getattr(p, name) for p in parts]) for name in arrays})
+        out.children = Groups.concat([p.children for p in parts])
+        out.counter_keys = [k for p in parts for k in p.counter_keys]
+        out.counter_values = [v for p in parts for v in p.counter_values]
+        out.chunk = f"{len(parts)} chunks"
+        return out
+
     def row_count(self) -> int:
         """Distinct row keys written (a node row may carry several cells)."""
         nodes = np.unique(np.concatenate([self.node_ids, self.children_of, self.cross_node]))

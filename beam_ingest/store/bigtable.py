@@ -136,6 +136,35 @@ def data_client():
     return BigtableClient()
 
 
+class MutateRowsTransport:
+    """MutateRows over the data client's gRPC channel, with requests already serialized.
+
+    The channel carries the client's credentials; the routing header is the one the
+    generated client sends. Responses come back as raw protobuf messages; gRPC errors
+    are raised as google.api_core exceptions.
+    """
+
+    def __init__(self, table_name: str, app_profile_id: str = ""):
+        from google.api_core import gapic_v1
+        from google.cloud.bigtable_v2.types import MutateRowsResponse
+        channel = data_client().transport.grpc_channel
+        self._call = channel.unary_stream("/google.bigtable.v2.Bigtable/MutateRows", request_serializer=None,
+                                          response_deserializer=MutateRowsResponse.pb().FromString)
+        self._metadata = (gapic_v1.routing_header.to_grpc_metadata(
+            {"table_name": table_name, "app_profile_id": app_profile_id}),)
+
+    def mutate_rows(self, request: bytes, timeout: float):
+        import grpc
+        try:
+            yield from self._call(request, timeout=timeout, metadata=self._metadata)
+        except grpc.RpcError as exc:
+            raise gexc.from_grpc_error(exc) from None
+
+
+def mutate_rows_transport(table_name: str):
+    return MutateRowsTransport(table_name)
+
+
 class RowWriter:
     """Writes serialized entries with MutateRows, checking every row's status.
 
@@ -148,8 +177,7 @@ class RowWriter:
     """
 
     def __init__(self, project: str, instance: str, table_id: str, ingest_ms: int, batch_rows: int = 2000,
-                 max_attempts: int | None = None, client=None, timeout_s: float = 300.0, max_inflight: int = 2):
-        from google.cloud.bigtable_v2.types import MutateRowsRequest
+                 max_attempts: int | None = None, transport=None, timeout_s: float = 300.0, max_inflight: int = 2):
         from . import wire
         self.table_id = table_id
         self.table_name = f"projects/{project}/instances/{instance}/tables/{table_id}"
@@ -159,9 +187,7 @@ class RowWriter:
         self.initial_backoff_s = INITIAL_BACKOFF_S
         self.max_backoff_s = MAX_BACKOFF_S
         self.timeout_s = timeout_s
-        self.client = client or data_client()
-        self._request_type = MutateRowsRequest
-        self._request_pb = MutateRowsRequest.pb()
+        self.transport = transport or mutate_rows_transport(self.table_name)
         self._prefix = bytes([1 << 3 | 2]) + wire.varint(len(self.table_name)) + self.table_name.encode()
         self._wire = wire
         self.pending = []
@@ -228,16 +254,19 @@ class RowWriter:
 
     def _mutate(self, entries):
         """One MutateRows call; returns the status code and message of every entry."""
-        request = self._request_pb.FromString(self._prefix + entries.payload)
-        codes = np.full(len(entries), -1, np.int64)
+        n = len(entries)
+        responses = [list(response.entries)
+                     for response in self.transport.mutate_rows(self._prefix + entries.payload, self.timeout_s)]
+        codes = [item.status.code for items in responses for item in items]
+        if len(codes) == n and not any(codes):
+            return np.zeros(n, np.int64), {}  # the usual case: all written
+        codes = np.full(n, 14, np.int64)  # no status came back: treat as UNAVAILABLE and retry
         messages = {}
-        for response in self.client.mutate_rows(request=self._request_type.wrap(request), timeout=self.timeout_s):
-            for item in type(response).pb(response).entries:
+        for items in responses:
+            for item in items:
                 codes[item.index] = item.status.code
                 if item.status.code:
                     messages[item.index] = item.status.message
-        if (codes < 0).any():
-            codes[codes < 0] = 14  # no status came back: treat as UNAVAILABLE and retry
         return codes, messages
 
     def _send(self, entries):
@@ -257,7 +286,7 @@ class RowWriter:
                 rejected = np.flatnonzero(~ok & ~np.isin(codes, list(RETRYABLE_CODES)))
                 if len(rejected):
                     i = int(rejected[0])
-                    raise WriteError(f"row {entries.keys[i]!r} of table {self.table_id!r} was rejected: "
+                    raise WriteError(f"row {bytes(entries.keys[i])!r} of table {self.table_id!r} was rejected: "
                                      f"status {codes[i]} {messages.get(i, '')} "
                                      f"({len(rejected)} row(s) rejected)")
                 failed = np.flatnonzero(~ok)
@@ -274,4 +303,4 @@ class RowWriter:
                 time.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff_s)
         raise WriteError(f"{len(entries)} row(s) of table {self.table_id!r} could not be written after "
-                         f"{self.max_attempts} attempts, first {entries.keys[0]!r}: {last_error}")
+                         f"{self.max_attempts} attempts, first {bytes(entries.keys[0])!r}: {last_error}")

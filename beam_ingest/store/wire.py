@@ -18,7 +18,7 @@ import functools
 import numpy as np
 import zstandard
 
-from . import cells
+from . import cells, ragged
 
 
 _SMALL_VARINTS = [bytes([v]) if v < 0x80 else bytes([v & 0x7F | 0x80, v >> 7]) for v in range(1 << 14)]
@@ -59,35 +59,51 @@ def entry(row_key: bytes, mutations: list[bytes]) -> bytes:
     return _field(2, _field(1, row_key) + b"".join(_field(2, m) for m in mutations))
 
 
+ZSTD_FRAME_START = bytes([0x28, 0xB5, 0x2F, 0xFD, 0x20])  # magic; single segment, 1-byte content size
+RAW_FRAME_MAX = 255  # content bytes a 1-byte content size can declare
+
+
 @dataclasses.dataclass
 class EncodedEntries:
-    """Serialized entries back to back: entry i is `payload[offsets[i]:offsets[i + 1]]`."""
-    payload: bytes
-    offsets: np.ndarray
-    keys: list  # row key of each entry, for messages
+    """Serialized entries, each framed as field 2 of MutateRowsRequest, and their row keys."""
+    entries: ragged.Ragged
+    keys: np.ndarray  # bytes (numpy "S"), for messages
 
     def __len__(self):
-        return len(self.offsets) - 1
+        return len(self.entries)
+
+    @property
+    def payload(self) -> bytes:
+        return self.entries.flat[self.entries.offsets[0]:self.entries.offsets[-1]].tobytes()
+
+    @property
+    def offsets(self) -> np.ndarray:
+        return self.entries.offsets - self.entries.offsets[0]
 
     def slice(self, start: int, stop: int) -> "EncodedEntries":
-        offs = self.offsets[start:stop + 1]
-        return EncodedEntries(self.payload[offs[0]:offs[-1]], offs - offs[0], self.keys[start:stop])
+        return EncodedEntries(ragged.Ragged(self.entries.flat, self.entries.offsets[start:stop + 1]),
+                              self.keys[start:stop])
 
     def take(self, index) -> "EncodedEntries":
-        parts = [self.payload[self.offsets[i]:self.offsets[i + 1]] for i in index]
-        offsets = np.zeros(len(parts) + 1, np.int64)
-        np.cumsum([len(p) for p in parts], out=offsets[1:])
-        return EncodedEntries(b"".join(parts), offsets, [self.keys[i] for i in index])
+        return EncodedEntries(self.entries.take(index), self.keys[np.asarray(index, np.int64)])
 
     @classmethod
     def concat(cls, parts) -> "EncodedEntries":
         parts = [p for p in parts if len(p)]
         if not parts:
-            return cls(b"", np.zeros(1, np.int64), [])
-        sizes = np.concatenate([np.diff(p.offsets) for p in parts])
-        offsets = np.zeros(len(sizes) + 1, np.int64)
-        np.cumsum(sizes, out=offsets[1:])
-        return cls(b"".join(p.payload for p in parts), offsets, [k for p in parts for k in p.keys])
+            return cls(ragged.concat([]), np.empty(0, "S20"))
+        if len(parts) == 1:
+            return parts[0]
+        return cls(ragged.concat(p.entries for p in parts), np.concatenate([p.keys for p in parts]))
+
+
+def _key_bytes(node_ids: np.ndarray) -> np.ndarray:
+    """Row keys as an (n, 20) uint8 array."""
+    return ragged.decimal_keys(node_ids)
+
+
+def _key_strings(keys: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(keys).view("S20").reshape(-1)
 
 
 def parent_entries(node_ids: np.ndarray, parent_ids: np.ndarray, timestamp_micros: int) -> EncodedEntries:
@@ -97,64 +113,107 @@ def parent_entries(node_ids: np.ndarray, parent_ids: np.ndarray, timestamp_micro
     size = len(template)
     key_at = template.index(b"0" * 20)
     records = np.tile(np.frombuffer(template, np.uint8), (n, 1))
-    keys = np.char.zfill(np.asarray(node_ids, np.uint64).astype("S20"), 20)
-    records[:, key_at:key_at + 20] = keys.view(np.uint8).reshape(n, 20)
+    keys = _key_bytes(node_ids)
+    records[:, key_at:key_at + 20] = keys
     records[:, size - 8:] = np.ascontiguousarray(parent_ids, "<u8").view(np.uint8).reshape(n, 8)
-    return EncodedEntries(records.tobytes(), np.arange(n + 1, dtype=np.int64) * size, keys.tolist())
+    return EncodedEntries(ragged.Ragged.fixed(records), _key_strings(keys))
+
+
+def id_arrays(values: np.ndarray, offsets: np.ndarray, compressor) -> ragged.Ragged:
+    """zstd frames of many uint64 arrays (array i = values[offsets[i]:offsets[i + 1]]).
+
+    Small arrays (up to 31 ids, which zstd cannot shrink) become frames holding one raw
+    block, built for all of them at once; larger ones go through the compressor.
+    """
+    data = ragged.Ragged(np.ascontiguousarray(values, "<u8").view(np.uint8), np.asarray(offsets, np.int64) * 8)
+    sizes = data.lengths
+    small = np.flatnonzero(sizes <= RAW_FRAME_MAX)
+    large = np.flatnonzero(sizes > RAW_FRAME_MAX)
+    n_small = len(small)
+    small_sizes = sizes[small]
+    block_header = ((small_sizes << 3) | 1).astype("<u4").view(np.uint8).reshape(n_small, 4)[:, :3]
+    raw = ragged.join(n_small, [ZSTD_FRAME_START, small_sizes.astype(np.uint8).reshape(-1, 1), block_header,
+                                data.take(small)])
+    if not len(large):
+        return raw
+    packed = ragged.Ragged.from_bytes(compressor.compress(data.item(i)) for i in large)
+    order = np.argsort(np.concatenate([small, large]), kind="stable")
+    return ragged.concat([raw, packed]).take(order)
+
+
+def node_entries(owner: np.ndarray, prefix_index: np.ndarray, prefixes: list[bytes],
+                 values: ragged.Ragged) -> EncodedEntries:
+    """Entries of cells on nodes: cell i is on `owner[i]` (sorted), column `prefixes[prefix_index[i]]`.
+
+    All lengths are computed first, then every byte is placed by one `join`: each cell's
+    framed mutation, preceded by its row's entry header where it is the row's first cell.
+    """
+    n = len(owner)
+    prefix = ragged.Ragged.from_bytes(prefixes).take(prefix_index)
+    value_len = ragged.varints(values.lengths)
+    cell_len = prefix.lengths + 1 + value_len.lengths + values.lengths            # SetCell
+    cell_len_v = ragged.varints(cell_len)
+    mutation_len = 1 + cell_len_v.lengths + cell_len                                # Mutation
+    mutation_len_v = ragged.varints(mutation_len)
+    framed = 1 + mutation_len_v.lengths + mutation_len                             # Entry.mutations item
+    first = np.flatnonzero(np.concatenate([[True], owner[1:] != owner[:-1]]))
+    keys = _key_bytes(owner[first])
+    entry_len = 22 + np.add.reduceat(framed, first)                                 # Entry
+    entry_len_v = ragged.varints(entry_len)
+    header = ragged.join(len(first), [b"\x12", entry_len_v, b"\x0a\x14", keys])
+    header_len = np.zeros(n, np.int64)
+    header_len[first] = header.lengths
+    out = ragged.join(n, [ragged.Ragged.from_lengths(header.flat, header_len), b"\x12", mutation_len_v,
+                          b"\x0a", cell_len_v, prefix, b"\x22", value_len, values])
+    entry_offsets = np.concatenate([out.offsets[first], out.offsets[-1:]])
+    return EncodedEntries(ragged.Ragged(out.flat, entry_offsets), _key_strings(keys))
 
 
 def encode_rows(rows, timestamp_micros: int, compressor=None) -> EncodedEntries:
-    """Every cell of a `Rows` batch as serialized entries (one entry per row key)."""
+    """Every cell of a `Rows` batch as serialized entries.
+
+    Parents are entries of their own; a node's children and cross-edge cells share one
+    entry (MutateRows allows several entries for a row, and these cells are independent).
+    """
     compressor = compressor or zstandard.ZstdCompressor(level=cells.ZSTD_LEVEL)
     parts = []
-    node_rows: dict[int, list[bytes]] = {}
-    # Rows whose only cell is 0:parents take the vectorized path; parents of rows that
-    # get other cells in this batch are merged into those rows' entries.
-    other_keys = np.union1d(rows.children_of, rows.cross_node)
-    plain = ~np.isin(rows.node_ids, other_keys)
-    if plain.any():
-        parts.append(parent_entries(rows.node_ids[plain], rows.parent_ids[plain], timestamp_micros))
-    for node, parent in zip(rows.node_ids[~plain].tolist(), rows.parent_ids[~plain].tolist()):
-        node_rows.setdefault(node, []).append(
-            set_cell(cells.FAMILY_HIERARCHY, cells.PARENTS, cells.encode_id(parent), timestamp_micros))
+    if len(rows.node_ids):
+        parts.append(parent_entries(rows.node_ids, rows.parent_ids, timestamp_micros))
+    owners, prefix_index, values = [], [], []
+    prefixes = [cell_prefix(cells.FAMILY_HIERARCHY, cells.CHILDREN, timestamp_micros)]
     if len(rows.children_of):
-        values, offsets = rows.children.values, rows.children.offsets.tolist()
-        for i, node in enumerate(rows.children_of.tolist()):
-            blob = cells.encode_ids(values[offsets[i]:offsets[i + 1]], compressor)
-            node_rows.setdefault(node, []).append(
-                set_cell(cells.FAMILY_HIERARCHY, cells.CHILDREN, blob, timestamp_micros))
+        owners.append(rows.children_of)
+        prefix_index.append(np.zeros(len(rows.children_of), np.int64))
+        values.append(id_arrays(rows.children.values, rows.children.offsets, compressor))
     if len(rows.cross_node):
         change = np.flatnonzero((rows.cross_node[1:] != rows.cross_node[:-1])
                                 | (rows.cross_layer[1:] != rows.cross_layer[:-1])) + 1
-        starts = np.concatenate([[0], change]).tolist()
-        ends = starts[1:] + [len(rows.cross_node)]
-        pairs = np.stack([rows.cross_own, rows.cross_other], axis=1)
-        for node, layer, s, e in zip(rows.cross_node[starts].tolist(), rows.cross_layer[starts].tolist(),
-                                     starts, ends):
-            blob = cells.encode_ids(pairs[s:e], compressor)
-            node_rows.setdefault(node, []).append(
-                set_cell(cells.FAMILY_CROSS_EDGES, cells.cross_edges_qualifier(layer), blob, timestamp_micros))
-    if node_rows:
-        keys = [cells.row_key(n) for n in node_rows]
-        blobs = [entry(k, m) for k, m in zip(keys, node_rows.values())]
-        parts.append(_from_blobs(blobs, keys))
+        starts = np.concatenate([[0], change])
+        offsets = np.concatenate([starts, [len(rows.cross_node)]])
+        layers = rows.cross_layer[starts]
+        for layer in np.unique(layers).tolist():
+            prefixes.append(cell_prefix(cells.FAMILY_CROSS_EDGES, cells.cross_edges_qualifier(layer),
+                                        timestamp_micros))
+        owners.append(rows.cross_node[starts])
+        prefix_index.append(np.searchsorted(np.unique(layers), layers) + 1)
+        pairs = np.stack([rows.cross_own, rows.cross_other], axis=1).reshape(-1)
+        values.append(id_arrays(pairs, offsets * 2, compressor))
+    if owners:
+        owner = np.concatenate(owners)
+        order = np.argsort(owner, kind="stable")
+        parts.append(node_entries(owner[order], np.concatenate(prefix_index)[order], prefixes,
+                                  ragged.concat(values).take(order)))
     if rows.counter_keys:
-        blobs = [entry(k, [set_cell(cells.FAMILY_COUNTERS, cells.COUNTER, cells.encode_counter(v), timestamp_micros)])
-                 for k, v in zip(rows.counter_keys, rows.counter_values)]
-        parts.append(_from_blobs(blobs, list(rows.counter_keys)))
+        parts.append(encode_cells(
+            ((k, [(cells.FAMILY_COUNTERS, cells.COUNTER, cells.encode_counter(v))])
+             for k, v in zip(rows.counter_keys, rows.counter_values)), timestamp_micros))
     return EncodedEntries.concat(parts)
 
 
 def encode_cells(row_cells, timestamp_micros: int) -> EncodedEntries:
-    """Entries from `(row key, [(family, qualifier, value), ...])` pairs (meta, version, tests)."""
+    """Entries from `(row key, [(family, qualifier, value), ...])` pairs (counters, meta, version)."""
     keys, blobs = [], []
     for key, row in row_cells:
         keys.append(key)
         blobs.append(entry(key, [set_cell(f, q, v, timestamp_micros) for f, q, v in row]))
-    return _from_blobs(blobs, keys)
-
-
-def _from_blobs(blobs, keys) -> EncodedEntries:
-    offsets = np.zeros(len(blobs) + 1, np.int64)
-    np.cumsum([len(b) for b in blobs], out=offsets[1:])
-    return EncodedEntries(b"".join(blobs), offsets, keys)
+    return EncodedEntries(ragged.Ragged.from_bytes(blobs), np.array(keys, dtype=bytes))

@@ -30,5 +30,6 @@ def format_summary(counters: dict[str, int], layer_count: int, seconds: float) -
         f"SVs {counters.get('layer2_svs', 0)}, edges {counters.get('layer2_edges', 0)} "
         f"(active {counters.get('layer2_active_edges', 0)}), roots {counters.get('roots', 0)}, "
         f"rows {counters.get('rows_written', 0)} ({counters.get('bytes_written', 0)} bytes, "
-        f"sink {counters.get('write_us', 0) / 1e6:.1f} s) in {seconds:.1f} s")
+        f"sink {counters.get('write_us', 0) / 1e6:.1f} s, of which waiting for Bigtable "
+        f"{counters.get('write_wait_us', 0) / 1e6:.1f} s) in {seconds:.1f} s")
     return "\n".join(lines)

@@ -119,7 +119,8 @@ class WriteRowsFn(beam.DoFn):
                                     batch_rows=self.batch_rows, max_inflight=self.max_inflight)
 
     def start_bundle(self):
-        self._reported = (0, 0) if self.writer is None else (self.writer.rows_written, self.writer.bytes_written)
+        self._reported = ((0, 0, 0.0) if self.writer is None
+                          else (self.writer.rows_written, self.writer.bytes_written, self.writer.wait_s))
         self._buffer, self._buffered = [], 0
 
     def process(self, rows):
@@ -149,6 +150,7 @@ class WriteRowsFn(beam.DoFn):
         rows, nbytes = self.writer.rows_written, self.writer.bytes_written
         _count("rows_written", rows - self._reported[0])
         _count("bytes_written", nbytes - self._reported[1])
+        _count("write_wait_us", (self.writer.wait_s - self._reported[2]) * 1e6)
 
     def teardown(self):
         if getattr(self, "writer", None) is not None:
@@ -163,7 +165,11 @@ def _expand_slab(x, layout):
 
 
 class BuildGraph(beam.PTransform):
-    """Layer-2 chunk coordinates -> every row of the graph (a PCollection of `Rows`)."""
+    """Builds the graph: returns its rows as PCollections of `Rows`, one per stage.
+
+    They stay separate (no Flatten) so that each stage's writes are fused into that stage
+    and overlap with its build, instead of waiting for every stage to finish.
+    """
 
     def __init__(self, layout: GraphLayout, reader, coords=None, fail_at_layer=None):
         super().__init__()
@@ -183,7 +189,7 @@ class BuildGraph(beam.PTransform):
         coords = coords | "SpreadChunks" >> beam.Reshuffle()
         built = coords | "BuildLayer2" >> beam.ParDo(
             BuildLayer2Fn(layout, self.reader, self.fail_at_layer)).with_outputs(ROWS, ROOTS, main="summary")
-        rows = [built[ROWS]]
+        rows = {"Layer2": built[ROWS]}
         roots = [built[ROOTS]]
         summaries = built.summary
         for layer in range(3, layout.layer_count + 1):
@@ -191,7 +197,7 @@ class BuildGraph(beam.PTransform):
                      | f"GroupLayer{layer}" >> beam.GroupByKey()
                      | f"BuildLayer{layer}" >> beam.ParDo(
                          BuildParentLayerFn(layout, layer, self.fail_at_layer)).with_outputs(ROWS, ROOTS, main="summary"))
-            rows.append(built[ROWS])
+            rows[f"Layer{layer}"] = built[ROWS]
             roots.append(built[ROOTS])
             summaries = built.summary
         seeds = pbegin | "RootBuckets" >> beam.Create([(n, None) for n in range(ROOT_COUNTER_BUCKETS)])
@@ -199,7 +205,8 @@ class BuildGraph(beam.PTransform):
                      | "AllRootBound" >> beam.Flatten()
                      | "GroupRootBuckets" >> beam.GroupByKey()
                      | "AssignRootIds" >> beam.ParDo(BuildRootsFn(layout)))
-        return (rows + [root_rows]) | "AllRows" >> beam.Flatten()
+        rows["Roots"] = root_rows
+        return rows
 
 
 class WriteToChunkedGraph(beam.PTransform):
@@ -208,5 +215,7 @@ class WriteToChunkedGraph(beam.PTransform):
         super().__init__()
         self.fn = WriteRowsFn(project, instance, table_id, ingest_ms, skip_writes, batch_rows, max_inflight)
 
-    def expand(self, rows):
-        return rows | "WriteRows" >> beam.ParDo(self.fn)
+    def expand(self, rows_by_stage):
+        for stage, rows in rows_by_stage.items():
+            _ = rows | f"Write{stage}" >> beam.ParDo(self.fn)
+        return rows_by_stage

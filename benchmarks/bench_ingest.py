@@ -15,7 +15,8 @@ each in a fresh process:
         fresh emulator the same way.
 and prints per-layer build time, SVs/s, SVs per CPU-second, edges/s, rows/s, peak RSS,
 and the ratio (b) / (raw). Targets: (a) >= 250,000 SVs per CPU-second on ~1e6 SVs;
-(b) <= 1.3x replay. On one machine the emulator and the ingest share the cores.
+(b) <= 1.3x replay. By default the emulator is pinned to half of the CPUs and the ingest
+to the other half, standing in for a Bigtable on machines of its own (--no_pin shares them).
 """
 from __future__ import annotations
 
@@ -108,18 +109,23 @@ def child_replay(config: str, graph_id: str, batch_rows: int, inflight: int) -> 
             failed += sum(1 for e in response.entries if e.status.code)
         return failed
 
-    wall0 = time.perf_counter()
+    wall0, cpu0 = time.perf_counter(), time.process_time()
     with concurrent.futures.ThreadPoolExecutor(inflight) as pool:
         failed = sum(pool.map(send, captured))
-    wall = time.perf_counter() - wall0
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     if failed:
         raise SystemExit(f"{failed} rows failed in the replay")
-    return {"wall_s": wall, "requests": len(captured), "bytes": sum(len(r) for r in captured)}
+    return {"wall_s": wall, "cpu_s": cpu, "requests": len(captured), "bytes": sum(len(r) for r in captured)}
+
+
+CLIENT_CPUS: set[int] | None = None    # --pin: the ingest's CPUs
+EMULATOR_CPUS: set[int] | None = None  # --pin: the emulator's CPUs
 
 
 def run_child(args: list[str], env=None) -> dict:
+    pin = (lambda: os.sched_setaffinity(0, CLIENT_CPUS)) if CLIENT_CPUS else None
     out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child"] + args, env=env,
-                         capture_output=True, text=True, cwd=ROOT)
+                         capture_output=True, text=True, cwd=ROOT, preexec_fn=pin)
     if out.returncode:
         sys.stderr.write(out.stderr[-4000:])
         raise SystemExit(f"benchmark child failed: {args}")
@@ -140,16 +146,16 @@ def measure(size: str, data_dir: str, batch_rows: int, inflight: int) -> dict:
     build = run_child(["ingest", config, "bench-a", "--skip_writes"])
     result = {"size": size, "build": build}
     env = dict(os.environ)
-    with Emulator() as emulator:
+    with Emulator(cpus=EMULATOR_CPUS) as emulator:
         env["BIGTABLE_EMULATOR_HOST"] = emulator.host
         print(f"[{size}] (b) build + writes to the emulator", flush=True)
         result["write"] = run_child(["ingest", config, "bench-b"] + write_opts, env=env)
-    with Emulator() as emulator:
+    with Emulator(cpus=EMULATOR_CPUS) as emulator:
         env["BIGTABLE_EMULATOR_HOST"] = emulator.host
         rows = result["write"]["counters"]["rows_written"]
         print(f"[{size}] (raw) {rows} rows straight to the emulator", flush=True)
         result["raw"] = run_child(["raw", str(rows), str(batch_rows), str(inflight)], env=env)
-    with Emulator() as emulator:
+    with Emulator(cpus=EMULATOR_CPUS) as emulator:
         env["BIGTABLE_EMULATOR_HOST"] = emulator.host
         print(f"[{size}] (replay) the requests of (b), captured, then sent alone", flush=True)
         result["replay"] = run_child(["replay", config, "bench-r", str(batch_rows), str(inflight)], env=env)
@@ -198,7 +204,16 @@ def main(argv=None):
     parser.add_argument("--batch_rows", type=int, default=2000)
     parser.add_argument("--inflight", type=int, default=2)
     parser.add_argument("--json", help="also write the raw results here")
+    parser.add_argument("--no_pin", action="store_true",
+                        help="let the emulator and the ingest share every CPU (default: the emulator gets "
+                             "the upper half of the CPUs, standing in for a Bigtable on its own machines)")
     args = parser.parse_args(argv)
+    cpus = sorted(os.sched_getaffinity(0))
+    global CLIENT_CPUS, EMULATOR_CPUS
+    if not args.no_pin and len(cpus) >= 2:
+        half = len(cpus) // 2
+        CLIENT_CPUS, EMULATOR_CPUS = set(cpus[:half]), set(cpus[half:])
+        print(f"ingest on CPUs {sorted(CLIENT_CPUS)}, emulator on CPUs {sorted(EMULATOR_CPUS)}", flush=True)
     results = [measure(size, args.data, args.batch_rows, args.inflight) for size in args.sizes]
     if args.json:
         with open(args.json, "w") as fh:

@@ -177,7 +177,8 @@ class RowWriter:
     """
 
     def __init__(self, project: str, instance: str, table_id: str, ingest_ms: int, batch_rows: int = 2000,
-                 max_attempts: int | None = None, transport=None, timeout_s: float = 300.0, max_inflight: int = 2):
+                 max_attempts: int | None = None, transport=None, timeout_s: float = 300.0, max_inflight: int = 2,
+                 max_queued: int = 16):
         from . import wire
         self.table_id = table_id
         self.table_name = f"projects/{project}/instances/{instance}/tables/{table_id}"
@@ -195,8 +196,13 @@ class RowWriter:
         self.rows_written = 0
         self.bytes_written = 0
         self.retries = 0
+        self.wait_s = 0.0  # time spent waiting for a free in-flight slot (Bigtable is the limit)
         self.max_inflight = max(1, int(max_inflight))
-        self._slots = threading.BoundedSemaphore(self.max_inflight)
+        # Flow control: up to max_queued batches handed over and not yet acknowledged, of
+        # which max_inflight are being sent; a deeper queue keeps Bigtable busy while this
+        # thread builds and encodes the next rows.
+        self.max_queued = max(self.max_inflight, int(max_queued))
+        self._slots = threading.BoundedSemaphore(self.max_queued)
         self._lock = threading.Lock()
         self._pool = None
         self._futures = []
@@ -226,7 +232,9 @@ class RowWriter:
                 self._send(batch)
                 continue
             self._raise_failures(block=False)
+            waited = time.perf_counter()
             self._slots.acquire()
+            self.wait_s += time.perf_counter() - waited
             if self._pool is None:
                 self._pool = concurrent.futures.ThreadPoolExecutor(self.max_inflight, "bigtable-writer")
             future = self._pool.submit(self._send, batch)
@@ -236,7 +244,9 @@ class RowWriter:
     def drain(self):
         """Write everything queued and wait for it; raises the first write failure."""
         self.flush()
+        waited = time.perf_counter()
         self._raise_failures(block=True)
+        self.wait_s += time.perf_counter() - waited
 
     def _raise_failures(self, block: bool):
         pending = []

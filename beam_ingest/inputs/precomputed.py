@@ -86,9 +86,10 @@ def decode_edges(data: bytes, where: str) -> dict[str, Edges]:
             raise InputError(
                 f"{where}: {kind} arrays have mismatched lengths "
                 f"(node_ids1 {n}, node_ids2 {len(ids2)}, affinities {len(aff)}, areas {len(areas)})")
-        out[kind] = Edges(ids1.astype(np.uint64), ids2.astype(np.uint64),
-                          aff.astype(np.float32) if len(aff) else np.zeros(n, np.float32),
-                          areas.astype(np.uint64) if len(areas) else np.zeros(n, np.uint64))
+        # little-endian views of the decompressed buffer, no copies (read-only)
+        out[kind] = Edges(ids1.astype(np.uint64, copy=False), ids2.astype(np.uint64, copy=False),
+                          aff.astype(np.float32, copy=False) if len(aff) else np.zeros(n, np.float32),
+                          areas.astype(np.uint64, copy=False) if len(areas) else np.zeros(n, np.uint64))
     return out
 
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOptions, SetupOptions,
+                                                  StandardOptions, TestOptions)
 
 from beam_ingest.config import ConfigError
 from beam_ingest.inputs.precomputed import InputError, PrecomputedReader
@@ -25,6 +27,18 @@ from beam_ingest.store.bigtable import TableError
 from beam_ingest.transforms import BuildGraph, WriteToChunkedGraph
 
 USER_ERRORS = (ConfigError, InputError, TableError)
+
+
+def _flag(value) -> bool:
+    """Boolean options accept `--flag`, `--flag=true` and `--flag=false` (Flex templates pass values)."""
+    if isinstance(value, bool):
+        return value
+    lowered = str(value).strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
 
 
 class IngestOptions(PipelineOptions):
@@ -42,7 +56,7 @@ class IngestOptions(PipelineOptions):
             help="Timestamp of every cell, in ms since the epoch (default: now). Two runs with "
                  "the same value write identical cells.")
         parser.add_argument(
-            "--skip_writes", action="store_true", default=False,
+            "--skip_writes", type=_flag, nargs="?", const=True, default=False,
             help="Build the whole graph but drop the rows instead of writing them (no table is "
                  "touched); for benchmarks and dry checks of input.")
         parser.add_argument(
@@ -51,11 +65,38 @@ class IngestOptions(PipelineOptions):
         parser.add_argument(
             "--max_inflight_writes", type=int, default=2,
             help="MutateRows requests in flight per worker (flow control; 1 = synchronous writes).")
+        parser.add_argument(
+            "--wait", type=_flag, nargs="?", const=True, default=None,
+            help="Wait for the job to finish and print the summary (default: yes, except for a Dataflow "
+                 "job launched from a Flex template, which must return at once).")
         parser.add_argument("--fail_at_layer", type=int, default=None, help="(testing) fail at this layer.")
 
 
+def check_dataflow_options(options: PipelineOptions):
+    """Clear errors for what a Dataflow job needs, before Beam's own checks."""
+    gcp = options.view_as(GoogleCloudOptions)
+    for name in ("project", "region", "temp_location"):
+        if not getattr(gcp, name):
+            raise ConfigError(f"--{name}: required with --runner=DataflowRunner")
+    for name in ("temp_location", "staging_location"):
+        value = getattr(gcp, name)
+        if value and not value.startswith("gs://"):
+            raise ConfigError(f"--{name}: must be a gs:// path for Dataflow, got {value!r}")
+    setup = options.view_as(SetupOptions)
+    if setup.setup_file and not os.path.exists(setup.setup_file):
+        raise ConfigError(f"--setup_file: {setup.setup_file} does not exist")
+
+
+def is_dataflow(options: PipelineOptions) -> bool:
+    runner = options.view_as(StandardOptions).runner or ""
+    return "dataflow" in str(runner).lower()
+
+
 def run(argv=None):
-    """Run the ingest; returns `(pipeline result, counters dict, plan)`."""
+    """Run the ingest; returns `(pipeline result, counters dict, plan)`.
+
+    Counters are empty when the job was not waited for (a Dataflow template launch).
+    """
     options = PipelineOptions(argv)
     opts = options.view_as(IngestOptions)
     if not opts.config:
@@ -65,13 +106,21 @@ def run(argv=None):
     standard = options.view_as(StandardOptions)
     if standard.runner is None:
         standard.runner = "FnApiRunner"  # in process; no attempt to download the Prism runner
+    dataflow = is_dataflow(options)
+    dry_run = bool(options.view_as(TestOptions).dry_run)
+    if dataflow:
+        check_dataflow_options(options)
+        options.view_as(SetupOptions).save_main_session = False  # DoFns live in the package
 
     plan = plan_ingest(opts.config, opts.graph_id)
     layout = plan.layout
     logging.info("graph %s: %d layers, %s layer-2 chunks (%d in all)", plan.graph_id, layout.layer_count,
                  "x".join(map(str, layout.n_chunks)), layout.chunk_count(2))
-    if opts.skip_writes:
+    if opts.skip_writes or dry_run:
         ingest_ms = opts.ingest_timestamp or int(time.time() * 1000)
+        if not opts.skip_writes:
+            from beam_ingest.store.bigtable import resolve_instance
+            plan.project, plan.instance = resolve_instance(plan.project, plan.instance)
     else:
         ingest_ms = prepare_table(plan, opts.if_exists, opts.ingest_timestamp)
 
@@ -85,6 +134,11 @@ def run(argv=None):
                                                     batch_rows=opts.write_batch_rows,
                                                     max_inflight=opts.max_inflight_writes))
     result = pipeline.run()
+    wait = opts.wait
+    if wait is None:
+        wait = not (dataflow and os.environ.get("FLEX_TEMPLATE_PYTHON_PY_FILE"))
+    if not wait or dry_run:
+        return result, {}, plan
     result.wait_until_finish()
     return result, ingest_counters(result), plan
 
@@ -102,11 +156,16 @@ def main(argv=None) -> int:
         return 0
     start = time.time()
     try:
-        _, counters, plan = run(argv)
+        result, counters, plan = run(argv)
     except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(format_summary(counters, plan.layout.layer_count, time.time() - start))
+    if counters:
+        print(format_summary(counters, plan.layout.layer_count, time.time() - start))
+    else:
+        job = getattr(result, "job_id", None)
+        print(f"submitted graph {plan.graph_id} ({plan.layout.layer_count} layers)"
+              + (f" as Dataflow job {job()}" if callable(job) else ""))
     return 0
 
 

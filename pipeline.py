@@ -66,6 +66,10 @@ class IngestOptions(PipelineOptions):
             "--max_inflight_writes", type=int, default=2,
             help="MutateRows requests in flight per worker (flow control; 1 = synchronous writes).")
         parser.add_argument(
+            "--table_splits", type=int, default=0,
+            help="Create the table pre-split into about this many tablets along the expected row-key "
+                 "ranges (by layer and chunk slab), so a large ingest writes to many nodes from the start.")
+        parser.add_argument(
             "--wait", type=_flag, nargs="?", const=True, default=None,
             help="Wait for the job to finish and print the summary (default: yes, except for a Dataflow "
                  "job launched from a Flex template, which must return at once).")
@@ -122,7 +126,7 @@ def run(argv=None):
             from beam_ingest.store.bigtable import resolve_instance
             plan.project, plan.instance = resolve_instance(plan.project, plan.instance)
     else:
-        ingest_ms = prepare_table(plan, opts.if_exists, opts.ingest_timestamp)
+        ingest_ms = prepare_table(plan, opts.if_exists, opts.ingest_timestamp, opts.table_splits)
 
     ds = plan.settings.data_source
     reader = PrecomputedReader(ds.EDGES, ds.COMPONENTS)

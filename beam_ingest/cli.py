@@ -12,6 +12,7 @@ EXAMPLES = """examples:
   python -m beam_ingest inspect --graph_id my_graph --sv 72620543991349249
   python -m beam_ingest inspect --graph_id my_graph --summary
   python -m beam_ingest demo
+  python -m beam_ingest estimate --svs 1e9 --l2_chunks 1e5
 """
 
 
@@ -151,6 +152,25 @@ def _some_sv(table, layout):
     return best
 
 
+def cmd_estimate(args):
+    from .sizing import format_estimates
+    l2_chunks = args.l2_chunks
+    if args.config:
+        from .inputs.watershed import read_watershed_info
+        from .config import load_config
+        from .layout import GraphLayout
+        settings = load_config(args.config)
+        ws = read_watershed_info(settings.data_source.WATERSHED, settings.data_source.CV_MIP)
+        gc = settings.graph_config
+        layout = GraphLayout(gc.CHUNK_SIZE, ws.voxel_offset, ws.size, gc.LAYER_ID_BITS, gc.SPATIAL_BITS, gc.FANOUT)
+        l2_chunks = layout.chunk_count(2)
+        print(f"{args.config}: {layout.layer_count} layers, {'x'.join(map(str, layout.n_chunks))} layer-2 chunks")
+    if not l2_chunks:
+        raise SystemExit("error: estimate needs --l2_chunks N or --config config.yml")
+    print(format_estimates(args.svs, l2_chunks, tuple(args.nodes)))
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m beam_ingest", epilog=EXAMPLES,
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -180,6 +200,13 @@ def main(argv=None) -> int:
     p.add_argument("--chunks", type=int, nargs=3, default=[4, 4, 2], metavar=("X", "Y", "Z"))
     p.add_argument("--svs_per_chunk", type=int, default=200)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("estimate", help="estimate workers, Bigtable nodes, wall time and cost of an ingest")
+    p.add_argument("--svs", type=float, required=True, help="number of supervoxels, e.g. 1e9")
+    p.add_argument("--l2_chunks", type=float, help="number of layer-2 chunks, e.g. 1e5")
+    p.add_argument("--config", help="or: read the chunk grid from this config.yml and its watershed info")
+    p.add_argument("--nodes", type=int, nargs="+", default=[10, 20, 40], help="Bigtable node counts to compare")
+    p.set_defaults(func=cmd_estimate)
 
     args = parser.parse_args(argv)
     import logging

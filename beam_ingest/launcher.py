@@ -61,10 +61,11 @@ def meta_mismatch(plan: IngestPlan):
     return compare
 
 
-def prepare_table(plan: IngestPlan, if_exists: str, ingest_ms: int | None) -> int:
+def prepare_table(plan: IngestPlan, if_exists: str, ingest_ms: int | None, table_splits: int = 0) -> int:
     from .store import bigtable
     plan.project, plan.instance = bigtable.resolve_instance(plan.project, plan.instance)
     table = bigtable.open_table(plan.project, plan.instance, plan.graph_id, admin=True)
     meta_bytes = dumps_meta(meta_for(plan.graph_id, plan.settings))
-    plan.ingest_ms = bigtable.prepare_table(table, if_exists, meta_bytes, ingest_ms, meta_mismatch(plan))
+    splits = bigtable.table_split_keys(plan.layout, table_splits)
+    plan.ingest_ms = bigtable.prepare_table(table, if_exists, meta_bytes, ingest_ms, meta_mismatch(plan), splits)
     return plan.ingest_ms

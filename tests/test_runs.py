@@ -1,4 +1,5 @@
 """Whole-run properties: determinism across runs and runners, existing tables, recovery."""
+import numpy as np
 import pytest
 
 from beam_ingest.store.bigtable import TableError
@@ -65,3 +66,22 @@ def test_skip_writes_touches_no_table(dataset, graph_id):
     _, counters, _ = run_ingest(dataset["config"], graph_id, "--skip_writes")
     assert counters["rows_written"] > 500
     assert not open_table(graph_id).exists()
+
+
+def test_presplit_table_is_exact(dataset, graph_id):
+    from beam_ingest.store.bigtable import table_split_keys
+    _, _, plan = run_ingest(dataset["config"], graph_id, "--table_splits=16")
+    keys = table_split_keys(plan.layout, 16)
+    assert keys == sorted(set(keys)) and 10 <= len(keys) <= 20
+    layer_of_key = lambda k: int(plan.layout.layer_of(np.uint64(int(k)))) if k != b"i" else None
+    layers = [layer_of_key(k) for k in keys]
+    assert layers.count(1) >= 4 and layers.count(2) >= 3 and b"i" in keys
+    assert set(range(2, plan.layout.layer_count + 1)) <= set(layers)
+    sampled = [s.row_key for s in open_table(graph_id).sample_row_keys()]
+    assert len(sampled) >= len(keys)  # the emulator reports one sample per tablet
+    assert cells_of(graph_id) == cells_of_clean(dataset, graph_id)
+
+
+def cells_of_clean(dataset, graph_id):
+    run_ingest(dataset["config"], graph_id + "-plain")
+    return cells_of(graph_id + "-plain")

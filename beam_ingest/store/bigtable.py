@@ -79,7 +79,32 @@ def read_cell(table, row_key: bytes, family: str, qualifier: bytes):
     return found[0].value, found[0].timestamp
 
 
-def prepare_table(table, if_exists: str, meta_bytes: bytes, ingest_ms: int | None, same_graph) -> int:
+def table_split_keys(layout, n_tablets: int) -> list[bytes]:
+    """Row keys that cut the table into about `n_tablets` ranges of similar write load.
+
+    Keys are `%020d` node ids, so rows sort by layer, then x, y, z, then segment. About
+    half of all rows are supervoxels and a quarter layer-2 nodes: those layers are cut
+    along x-y slabs of chunks; every higher layer and the counters start a range of their own.
+    """
+    from . import cells
+    if n_tablets <= 1:
+        return []
+    keys = set()
+    for layer, share in ((1, 0.5), (2, 0.25)):
+        nx, ny, _ = layout.chunks_per_axis(2)
+        slabs = nx * ny
+        for k in range(1, max(1, int(n_tablets * share)) + 1):
+            slab = min(slabs - 1, k * slabs // (int(n_tablets * share) + 1))
+            x, y = divmod(slab, ny)
+            keys.add(cells.row_key(layout.chunk_id(layer, x, y, 0)))
+    for layer in range(2, layout.layer_count + 1):
+        keys.add(cells.row_key(layout.chunk_id(layer, 0, 0, 0)))
+    keys.add(b"i")
+    return sorted(keys)
+
+
+def prepare_table(table, if_exists: str, meta_bytes: bytes, ingest_ms: int | None, same_graph,
+                  split_keys=()) -> int:
     """Create (or check) the table and write meta/version rows; return the ingest time (ms).
 
     `if_exists`: "fail" refuses an existing table, "continue" reuses it when its meta row
@@ -113,7 +138,7 @@ def prepare_table(table, if_exists: str, meta_bytes: bytes, ingest_ms: int | Non
         return table_ms
     if ingest_ms is None:
         ingest_ms = int(time.time() * 1000)
-    table.create(column_families=family_rules())
+    table.create(initial_split_keys=list(split_keys), column_families=family_rules())
     project, instance = table._instance._client.project, table._instance.instance_id
     writer = RowWriter(project, instance, table.table_id, ingest_ms, max_inflight=1)
     writer.write([(cells.META_ROW, [(cells.FAMILY_HIERARCHY, cells.META, meta_bytes)]),

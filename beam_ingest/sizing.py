@@ -1,0 +1,80 @@
+"""Back-of-the-envelope sizing of a Dataflow + Bigtable ingest from measured rates.
+
+The defaults come from `benchmarks/bench_ingest.py` on the ~1e6-SV synthetic dataset
+(see README, Speed) and from Bigtable's published ~14,000 rows/s per node for writes of
+small rows. Prices are list prices that change: pass your own.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+
+@dataclasses.dataclass(frozen=True)
+class Rates:
+    build_svs_per_cpu_s: float = 265_000      # (a) build, SVs per CPU-second
+    write_rows_per_cpu_s: float = 610_000     # encoding + sending, rows per client CPU-second
+    rows_per_sv: float = 2.15                 # rows written per SV (SV rows + node rows + counters)
+    bytes_per_row: float = 70.0               # bytes written per row
+    bigtable_rows_per_node_s: float = 14_000  # Bigtable's published write rate per node
+    dataflow_overhead: float = 3.0            # Dataflow/GCS/shuffle overhead on our measured CPU time
+
+
+@dataclasses.dataclass(frozen=True)
+class Prices:
+    bigtable_node_hour: float = 0.65          # USD, SSD node
+    bigtable_storage_gb_month: float = 0.17   # USD, SSD
+    dataflow_vcpu_hour: float = 0.056         # USD, batch
+    dataflow_gb_hour: float = 0.003557        # USD, worker memory
+    dataflow_shuffle_gb: float = 0.011        # USD, batch shuffle data processed
+    worker_vcpus: int = 4
+    worker_gb: float = 15.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Estimate:
+    bigtable_nodes: int
+    workers: int
+    rows: float
+    hours: float
+    cost_usd: float
+    details: dict
+
+
+def estimate(svs: float, l2_chunks: float, bigtable_nodes: int, rates: Rates = Rates(),
+             prices: Prices = Prices()) -> Estimate:
+    """Wall time and cost with `bigtable_nodes` nodes, and the workers that keep them busy."""
+    rows = svs * rates.rows_per_sv
+    cpu_s = (svs / rates.build_svs_per_cpu_s + rows / rates.write_rows_per_cpu_s) * rates.dataflow_overhead
+    bigtable_rows_s = bigtable_nodes * rates.bigtable_rows_per_node_s
+    write_s = rows / bigtable_rows_s
+    # enough vCPUs that the build keeps pace with Bigtable, never more than one per 10 chunks
+    vcpus_needed = cpu_s / write_s
+    workers = max(1, min(math.ceil(vcpus_needed / prices.worker_vcpus),
+                         math.ceil(l2_chunks / 10 / prices.worker_vcpus)))
+    compute_s = cpu_s / (workers * prices.worker_vcpus)
+    wall_s = max(write_s, compute_s) + 600  # + ~10 min of job start-up and the small upper layers
+    hours = wall_s / 3600
+    stored_gb = rows * rates.bytes_per_row / 1e9
+    shuffle_gb = stored_gb * 0.5  # summaries and root-bound components are a fraction of the rows
+    cost = (bigtable_nodes * hours * prices.bigtable_node_hour
+            + workers * hours * (prices.worker_vcpus * prices.dataflow_vcpu_hour
+                                 + prices.worker_gb * prices.dataflow_gb_hour)
+            + shuffle_gb * prices.dataflow_shuffle_gb)
+    return Estimate(bigtable_nodes, workers, rows, hours, cost, {
+        "cpu_hours": cpu_s / 3600, "bigtable_rows_per_s": bigtable_rows_s, "stored_gb": stored_gb,
+        "storage_usd_per_month": stored_gb * prices.bigtable_storage_gb_month})
+
+
+def format_estimates(svs: float, l2_chunks: float, node_options=(10, 20, 40)) -> str:
+    lines = [f"{svs:.3g} SVs in {l2_chunks:.3g} layer-2 chunks -> ~{svs * Rates().rows_per_sv:.3g} rows",
+             f"{'Bigtable nodes':>15}  {'workers (4 vCPU)':>16}  {'wall time':>10}  {'ingest cost':>12}",
+             ]
+    for nodes in node_options:
+        e = estimate(svs, l2_chunks, nodes)
+        lines.append(f"{nodes:>15}  {e.workers:>16}  {e.hours:>8.1f} h  {e.cost_usd:>10,.0f} $")
+    e = estimate(svs, l2_chunks, node_options[0])
+    lines.append(f"build + write CPU: ~{e.details['cpu_hours']:.1f} vCPU-hours (with a {Rates().dataflow_overhead:g}x "
+                 f"Dataflow overhead); table size ~{e.details['stored_gb']:.0f} GB "
+                 f"(~{e.details['storage_usd_per_month']:.0f} $/month on SSD)")
+    return "\n".join(lines)

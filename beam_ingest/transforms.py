@@ -51,6 +51,9 @@ class BuildLayer2Fn(_BuildFn):
         super().__init__(layout, 2, fail_at_layer)
         self.reader = reader
 
+    def setup(self):
+        self.reader.connect()
+
     def process(self, coord):
         start = time.perf_counter()
         inputs = self.reader.read(coord)

@@ -161,6 +161,10 @@ class PrecomputedReader:
         self.components_url = components_url
         self._edges = self._components = None
 
+    def connect(self):
+        """Create the storage clients (a DoFn calls this in `setup()`, once per worker)."""
+        self._files()
+
     def _files(self):
         if self._edges is None:
             from cloudfiles import CloudFiles

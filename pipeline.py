@@ -22,6 +22,7 @@ from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOp
 from beam_ingest.config import ConfigError
 from beam_ingest.inputs.precomputed import InputError, PrecomputedReader
 from beam_ingest.launcher import plan_ingest, prepare_table
+from beam_ingest.progress import ProgressCache, ProgressMonitor, RedisSettings, layer_totals
 from beam_ingest.report import format_summary, ingest_counters
 from beam_ingest.store.bigtable import TableError
 from beam_ingest.transforms import BuildGraph, WriteToChunkedGraph
@@ -128,6 +129,13 @@ def run(argv=None):
     else:
         ingest_ms = prepare_table(plan, opts.if_exists, opts.ingest_timestamp, opts.table_splits)
 
+    redis = RedisSettings.from_env()
+    totals = layer_totals(layout)
+    cache = ProgressCache(redis, plan.graph_id) if redis else None
+    if cache is not None and not dry_run and cache.start(totals):
+        logging.info("progress of %s recorded in Redis %s:%s (python -m beam_ingest status --graph_id %s)",
+                     plan.graph_id, redis.host, redis.port, plan.graph_id)
+
     ds = plan.settings.data_source
     reader = PrecomputedReader(ds.EDGES, ds.COMPONENTS)
     pipeline = beam.Pipeline(options=options)
@@ -136,8 +144,14 @@ def run(argv=None):
          | "WriteToBigtable" >> WriteToChunkedGraph(plan.project, plan.instance, plan.graph_id, ingest_ms,
                                                     skip_writes=opts.skip_writes,
                                                     batch_rows=opts.write_batch_rows,
-                                                    max_inflight=opts.max_inflight_writes))
-    result = pipeline.run()
+                                                    max_inflight=opts.max_inflight_writes,
+                                                    redis=redis))
+    if dataflow:
+        result = pipeline.run()
+    else:
+        with ProgressMonitor(plan.graph_id, totals, cache):
+            result = pipeline.run()
+            result.wait_until_finish()
     wait = opts.wait
     if wait is None:
         wait = not (dataflow and os.environ.get("FLEX_TEMPLATE_PYTHON_PY_FILE"))

@@ -13,6 +13,8 @@ EXAMPLES = """examples:
   python -m beam_ingest inspect --graph_id my_graph --summary
   python -m beam_ingest demo
   python -m beam_ingest estimate --svs 1e9 --l2_chunks 1e5
+  REDIS_HOST=localhost REDIS_PASSWORD=dev python -m beam_ingest status --graph_id my_graph --watch
+  REDIS_HOST=localhost REDIS_PASSWORD=dev python -m beam_ingest flush-redis --graph_id my_graph
 """
 
 
@@ -152,6 +154,47 @@ def _some_sv(table, layout):
     return best
 
 
+def cmd_status(args):
+    import time
+    from .progress import ProgressCache, RedisSettings, format_status
+    settings = RedisSettings.from_env()
+    if settings is None:
+        raise SystemExit("error: status needs the Redis progress cache: set REDIS_HOST (and REDIS_PORT, "
+                         "REDIS_DB, REDIS_PASSWORD) as for the ingest")
+    cache = ProgressCache(settings, args.graph_id)
+    while True:
+        try:
+            status = cache.settings.client().ping() and cache.status()
+        except Exception as exc:
+            raise SystemExit(f"error: Redis {settings.host}:{settings.port} unavailable: {exc}")
+        if status is None:
+            raise SystemExit(f"error: no progress recorded for graph {args.graph_id!r} in Redis "
+                             f"{settings.host}:{settings.port} db {settings.db}")
+        text = format_status(status)
+        if args.watch is None:
+            print(text)
+            return 0
+        print("\033[2J\033[H" + f"Every {args.watch:g}s: graph {args.graph_id}\n\n" + text, flush=True)
+        time.sleep(args.watch)
+
+
+def cmd_flush_redis(args):
+    from .progress import ProgressCache, RedisSettings
+    settings = RedisSettings.from_env()
+    if settings is None:
+        raise SystemExit("error: flush-redis needs REDIS_HOST (and REDIS_PORT, REDIS_DB, REDIS_PASSWORD)")
+    try:
+        settings.client().ping()
+        if args.graph_id:
+            print(f"removed {ProgressCache(settings, args.graph_id).flush()} key(s) of graph {args.graph_id}")
+        else:
+            settings.client().flushdb()
+            print(f"flushed Redis {settings.host}:{settings.port} db {settings.db}")
+    except Exception as exc:
+        raise SystemExit(f"error: Redis {settings.host}:{settings.port} unavailable: {exc}")
+    return 0
+
+
 def cmd_estimate(args):
     from .sizing import format_estimates
     l2_chunks = args.l2_chunks
@@ -200,6 +243,16 @@ def main(argv=None) -> int:
     p.add_argument("--chunks", type=int, nargs=3, default=[4, 4, 2], metavar=("X", "Y", "Z"))
     p.add_argument("--svs_per_chunk", type=int, default=200)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("status", help="per-layer progress of an ingest (completed / total chunks), from Redis")
+    p.add_argument("--graph_id", required=True)
+    p.add_argument("--watch", type=float, nargs="?", const=2.0, default=None, metavar="SECONDS",
+                   help="refresh every SECONDS (default 2) until interrupted")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("flush-redis", help="clear the Redis progress cache (all of it, or one graph's keys)")
+    p.add_argument("--graph_id", help="only this graph's progress")
+    p.set_defaults(func=cmd_flush_redis)
 
     p = sub.add_parser("estimate", help="estimate workers, Bigtable nodes, wall time and cost of an ingest")
     p.add_argument("--svs", type=float, required=True, help="number of supervoxels, e.g. 1e9")

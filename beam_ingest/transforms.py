@@ -12,6 +12,7 @@ from .build.parents import build_parent_layer
 from .build.roots import build_roots, root_bucket
 from .build.types import Rows
 from .layout import ROOT_COUNTER_BUCKETS, GraphLayout
+from .progress import ROOTS as ROOTS_PROGRESS
 
 NAMESPACE = "ingest"
 ENCODE_ROWS = 20_000  # rows pooled per encoding call in the sink
@@ -38,11 +39,12 @@ class _BuildFn(beam.DoFn):
         if self.fail_at_layer == self.layer:
             raise InjectedFailure(f"injected failure at layer {self.layer} chunk {tuple(coord)}")
         _count(f"layer{self.layer}_chunks")
-        if len(rows.node_ids) or len(rows.children_of) or rows.counter_keys:
-            yield beam.pvalue.TaggedOutput(ROWS, rows)
+        rows.done = [(self.layer, tuple(int(c) for c in coord))]
+        yield beam.pvalue.TaggedOutput(ROWS, rows)  # even when empty: it marks the chunk done
         if root_bound is not None and len(root_bound.components):
             yield beam.pvalue.TaggedOutput(ROOTS, (root_bucket(root_bound.source_chunk), root_bound))
-        if len(summary.nodes):
+        if self.layer < self.layout.layer_count:
+            # even when empty, so that every parent chunk is built (and counted done)
             yield tuple(int(c) >> 1 for c in coord), summary  # the parent chunk (FANOUT 2)
 
 
@@ -91,6 +93,7 @@ class BuildRootsFn(beam.DoFn):
         bucket, parts = element
         start = time.perf_counter()
         rows = build_roots(bucket, [p for p in parts if p is not None], self.layout)
+        rows.done = [(ROOTS_PROGRESS, (bucket,))]
         _count("roots_us", (time.perf_counter() - start) * 1e6)
         _count("roots", len(rows.children_of))
         yield rows
@@ -105,17 +108,21 @@ class WriteRowsFn(beam.DoFn):
     """
 
     def __init__(self, project, instance, table_id, ingest_ms, skip_writes=False, batch_rows=2000,
-                 max_inflight=2):
+                 max_inflight=2, redis=None, progress_id=None):
         self.project, self.instance, self.table_id = project, instance, table_id
         self.ingest_ms = ingest_ms
         self.skip_writes = skip_writes
         self.batch_rows = batch_rows
         self.max_inflight = max_inflight
+        self.redis = redis
+        self.progress_id = progress_id or table_id
 
     def setup(self):
         import zstandard
+        from .progress import ProgressCache
         self.compressor = zstandard.ZstdCompressor(level=3)
         self.writer = None
+        self.progress = ProgressCache(self.redis, self.progress_id) if self.redis else None
         if not self.skip_writes:
             from .store.bigtable import RowWriter
             self.writer = RowWriter(self.project, self.instance, self.table_id, self.ingest_ms,
@@ -125,8 +132,10 @@ class WriteRowsFn(beam.DoFn):
         self._reported = ((0, 0, 0.0) if self.writer is None
                           else (self.writer.rows_written, self.writer.bytes_written, self.writer.wait_s))
         self._buffer, self._buffered = [], 0
+        self._done = []
 
     def process(self, rows):
+        self._done.extend(rows.done)
         if self.writer is None:
             _count("rows_written", rows.row_count())  # dropped unencoded: the build alone is measured
             return
@@ -144,16 +153,28 @@ class WriteRowsFn(beam.DoFn):
         _count("write_us", (time.perf_counter() - start) * 1e6)
 
     def finish_bundle(self):
-        if self.writer is None:
-            return
-        self._encode()
-        start = time.perf_counter()
-        self.writer.drain()
-        _count("write_us", (time.perf_counter() - start) * 1e6)
-        rows, nbytes = self.writer.rows_written, self.writer.bytes_written
-        _count("rows_written", rows - self._reported[0])
-        _count("bytes_written", nbytes - self._reported[1])
-        _count("write_wait_us", (self.writer.wait_s - self._reported[2]) * 1e6)
+        if self.writer is not None:
+            self._encode()
+            start = time.perf_counter()
+            self.writer.drain()
+            _count("write_us", (time.perf_counter() - start) * 1e6)
+            rows, nbytes = self.writer.rows_written, self.writer.bytes_written
+            _count("rows_written", rows - self._reported[0])
+            _count("bytes_written", nbytes - self._reported[1])
+            _count("write_wait_us", (self.writer.wait_s - self._reported[2]) * 1e6)
+        self._mark_done()
+
+    def _mark_done(self):
+        """Every row of these chunks is written: record them as done."""
+        from .progress import record_local
+        by_layer = {}
+        for layer, coord in self._done:
+            by_layer.setdefault(layer, []).append(coord)
+        for layer, coords in by_layer.items():
+            record_local(self.progress_id, layer, len(coords))
+            if self.progress is not None:
+                self.progress.mark_done(layer, coords)
+        self._done = []
 
     def teardown(self):
         if getattr(self, "writer", None) is not None:
@@ -214,9 +235,10 @@ class BuildGraph(beam.PTransform):
 
 class WriteToChunkedGraph(beam.PTransform):
     def __init__(self, project, instance, table_id, ingest_ms, skip_writes=False, batch_rows=2000,
-                 max_inflight=2):
+                 max_inflight=2, redis=None, progress_id=None):
         super().__init__()
-        self.fn = WriteRowsFn(project, instance, table_id, ingest_ms, skip_writes, batch_rows, max_inflight)
+        self.fn = WriteRowsFn(project, instance, table_id, ingest_ms, skip_writes, batch_rows, max_inflight,
+                              redis, progress_id)
 
     def expand(self, rows_by_stage):
         for stage, rows in rows_by_stage.items():

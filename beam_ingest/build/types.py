@@ -106,7 +106,8 @@ class Rows:
     cross_layer: np.ndarray = dataclasses.field(default_factory=lambda: np.empty(0, np.int64))
     counter_keys: list = dataclasses.field(default_factory=list)
     counter_values: list = dataclasses.field(default_factory=list)
-    chunk: str = ""  # for messages and progress: "layer L chunk (x, y, z)"
+    chunk: str = ""  # for messages: "layer-L chunk (x, y, z)"
+    done: list = dataclasses.field(default_factory=list)  # [(layer, coord)] this batch completes
 
     @classmethod
     def concat(cls, parts) -> "Rows":
@@ -119,6 +120,7 @@ class Rows:
         out.counter_keys = [k for p in parts for k in p.counter_keys]
         out.counter_values = [v for p in parts for v in p.counter_values]
         out.chunk = f"{len(parts)} chunks"
+        out.done = [d for p in parts for d in p.done]
         return out
 
     def row_count(self) -> int:

@@ -1,0 +1,80 @@
+"""Operating an ingest: the Redis progress cache, status and flush commands."""
+import logging
+
+import pytest
+import redis
+
+from beam_ingest.cli import main as cli
+from beam_ingest.synthetic import SyntheticSpec, generate
+from helpers import run_ingest
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return generate(str(tmp_path_factory.mktemp("ops") / "data"), SyntheticSpec(chunks=(5, 3, 2), svs_per_chunk=20))
+
+
+def test_progress_is_recorded_and_status_prints_the_table(dataset, graph_id, with_redis, capsys):
+    _, _, plan = run_ingest(dataset["config"], graph_id)
+    capsys.readouterr()
+    assert cli(["status", "--graph_id", graph_id]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    layout = plan.layout
+    expected = [f"{layer:<8}: {n} / {n}" for layer, n in
+                [(layer, layout.chunk_count(layer)) for layer in range(2, layout.layer_count + 1)]]
+    assert lines == expected + ["roots   : 256 / 256"]
+    assert lines[0] == "2       : 30 / 30"
+
+
+def test_status_counts_only_chunks_whose_rows_landed(dataset, graph_id, with_redis, capsys):
+    with pytest.raises(Exception, match="injected failure at layer 4"):
+        run_ingest(dataset["config"], graph_id, "--fail_at_layer=4")
+    capsys.readouterr()
+    cli(["status", "--graph_id", graph_id])
+    status = dict(line.split(":") for line in capsys.readouterr().out.strip().splitlines())
+    assert status["2       "].strip() == "30 / 30" and status["3       "].strip() == "6 / 6"
+    assert status["4       "].strip() == "0 / 2" and status["roots   "].strip() == "0 / 256"
+
+
+def test_flush_one_graph_then_everything(dataset, graph_id, with_redis, capsys):
+    run_ingest(dataset["config"], graph_id + "-a", "--skip_writes")
+    run_ingest(dataset["config"], graph_id + "-b", "--skip_writes")
+    assert cli(["flush-redis", "--graph_id", graph_id + "-a"]) == 0
+    with pytest.raises(SystemExit, match="no progress recorded"):
+        cli(["status", "--graph_id", graph_id + "-a"])
+    assert cli(["status", "--graph_id", graph_id + "-b"]) == 0
+    client = redis.Redis(host="127.0.0.1", port=int(with_redis["REDIS_PORT"]), password="testpw")
+    client.set("unrelated", 1)
+    assert cli(["flush-redis"]) == 0
+    assert client.dbsize() == 0
+
+
+def test_redis_down_does_not_fail_the_ingest(dataset, graph_id, monkeypatch, caplog):
+    from beam_ingest.emulator import free_port
+    monkeypatch.setenv("REDIS_HOST", "127.0.0.1")
+    monkeypatch.setenv("REDIS_PORT", str(free_port()))  # nothing listens there
+    with caplog.at_level(logging.WARNING):
+        _, counters, _ = run_ingest(dataset["config"], graph_id)
+    assert counters["rows_written"] > 0
+    assert "progress cache (Redis" in caplog.text and "the ingest goes on" in caplog.text
+    with pytest.raises(SystemExit, match="unavailable"):
+        cli(["status", "--graph_id", graph_id])
+
+
+def test_status_without_redis_is_a_clear_error(monkeypatch):
+    monkeypatch.delenv("REDIS_HOST", raising=False)
+    with pytest.raises(SystemExit, match="set REDIS_HOST"):
+        cli(["status", "--graph_id", "g"])
+
+
+def test_marks_made_while_redis_was_away_are_sent_later(with_redis, monkeypatch):
+    from beam_ingest.progress import ProgressCache, RedisSettings
+    settings = RedisSettings.from_env()
+    cache = ProgressCache(settings, "away")
+    assert cache.start({2: 3})
+    good_client = cache._redis()
+    cache._client = RedisSettings("127.0.0.1", 1).client()  # a dead address
+    cache.mark_done(2, [(0, 0, 0)])
+    cache._client, cache._skip_until = good_client, 0.0  # Redis is back
+    cache.mark_done(2, [(1, 0, 0)])
+    assert cache.status() == {"2": (2, 3)}

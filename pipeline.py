@@ -71,6 +71,11 @@ class IngestOptions(PipelineOptions):
             help="Create the table pre-split into about this many tablets along the expected row-key "
                  "ranges (by layer and chunk slab), so a large ingest writes to many nodes from the start.")
         parser.add_argument(
+            "--test", type=_flag, nargs="?", const=True, default=False,
+            help="A trial run: only the 8 layer-2 chunks at the centre of the dataset (the children of "
+                 "the centre layer-3 chunk) and their layer-3 parent, into the table <graph_id>-test; "
+                 "prints each chunk's edge counts first.")
+        parser.add_argument(
             "--wait", type=_flag, nargs="?", const=True, default=None,
             help="Wait for the job to finish and print the summary (default: yes, except for a Dataflow "
                  "job launched from a Flex template, which must return at once).")
@@ -90,6 +95,18 @@ def check_dataflow_options(options: PipelineOptions):
     setup = options.view_as(SetupOptions)
     if setup.setup_file and not os.path.exists(setup.setup_file):
         raise ConfigError(f"--setup_file: {setup.setup_file} does not exist")
+
+
+def print_test_chunks(plan, coords):
+    """The per-chunk edge counts a `--test` run starts with (all and active, like the seed's)."""
+    from beam_ingest.build.layer2 import build_layer2
+    ds = plan.settings.data_source
+    reader = PrecomputedReader(ds.EDGES, ds.COMPONENTS)
+    print(f"test run of {len(coords)} layer-2 chunks at the centre, into table {plan.graph_id}")
+    for coord in coords:
+        stats = build_layer2(reader.read(coord), plan.layout)[3]
+        print(f"  chunk {coord}: {stats.edges} edges ({stats.active_edges} active), {stats.svs} SVs, "
+              f"{stats.nodes} layer-2 nodes")
 
 
 def is_dataflow(options: PipelineOptions) -> bool:
@@ -117,8 +134,14 @@ def run(argv=None):
         check_dataflow_options(options)
         options.view_as(SetupOptions).save_main_session = False  # DoFns live in the package
 
-    plan = plan_ingest(opts.config, opts.graph_id)
+    graph_id = opts.graph_id + "-test" if opts.test else opts.graph_id
+    plan = plan_ingest(opts.config, graph_id)
     layout = plan.layout
+    coords = top_layer = None
+    if opts.test:
+        coords = layout.test_coords()
+        top_layer = min(3, layout.layer_count)
+        print_test_chunks(plan, coords)
     logging.info("graph %s: %d layers, %s layer-2 chunks (%d in all)", plan.graph_id, layout.layer_count,
                  "x".join(map(str, layout.n_chunks)), layout.chunk_count(2))
     if opts.skip_writes or dry_run:
@@ -130,7 +153,7 @@ def run(argv=None):
         ingest_ms = prepare_table(plan, opts.if_exists, opts.ingest_timestamp, opts.table_splits)
 
     redis = RedisSettings.from_env()
-    totals = layer_totals(layout)
+    totals = layer_totals(layout) if not opts.test else {2: len(coords), top_layer: 1}
     cache = ProgressCache(redis, plan.graph_id) if redis else None
     if cache is not None and not dry_run and cache.start(totals):
         logging.info("progress of %s recorded in Redis %s:%s (python -m beam_ingest status --graph_id %s)",
@@ -140,7 +163,8 @@ def run(argv=None):
     reader = PrecomputedReader(ds.EDGES, ds.COMPONENTS)
     pipeline = beam.Pipeline(options=options)
     _ = (pipeline
-         | "BuildGraph" >> BuildGraph(layout, reader, fail_at_layer=opts.fail_at_layer)
+         | "BuildGraph" >> BuildGraph(layout, reader, coords=coords, fail_at_layer=opts.fail_at_layer,
+                                      top_layer=top_layer)
          | "WriteToBigtable" >> WriteToChunkedGraph(plan.project, plan.instance, plan.graph_id, ingest_ms,
                                                     skip_writes=opts.skip_writes,
                                                     batch_rows=opts.write_batch_rows,

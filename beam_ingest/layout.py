@@ -94,6 +94,17 @@ class GraphLayout:
         grid = np.stack(np.meshgrid(np.arange(nx), np.arange(ny), np.arange(nz), indexing="ij"), -1)
         return grid.reshape(-1, 3).astype(np.int64)
 
+    def test_coords(self) -> list[tuple[int, int, int]]:
+        """The layer-2 chunks of a `--test` run: the children of the centre layer-3 chunk."""
+        if self.layer_count == 2:
+            return [(0, 0, 0)]
+        centre = [n // 2 for n in self.chunks_per_axis(3)]
+        return [(2 * cx + dx, 2 * cy + dy, 2 * cz + dz)
+                for dx in (0, 1) for dy in (0, 1) for dz in (0, 1)
+                for cx, cy, cz in [centre]
+                if 2 * cx + dx < self.n_chunks[0] and 2 * cy + dy < self.n_chunks[1]
+                and 2 * cz + dz < self.n_chunks[2]]
+
     def parent_coord(self, coord, layer: int) -> tuple[int, int, int]:
         """Coordinate at `layer` of the chunk containing layer-2 `coord`."""
         if layer >= self.layer_count:

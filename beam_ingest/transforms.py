@@ -195,8 +195,11 @@ class BuildGraph(beam.PTransform):
     and overlap with its build, instead of waiting for every stage to finish.
     """
 
-    def __init__(self, layout: GraphLayout, reader, coords=None, fail_at_layer=None):
+    def __init__(self, layout: GraphLayout, reader, coords=None, fail_at_layer=None, top_layer=None):
+        """`coords`: only these layer-2 chunks; `top_layer`: stop after building this layer
+        (then no roots are assigned) — together they make the `--test` run."""
         super().__init__()
+        self.top_layer = top_layer or layout.layer_count
         self.layout = layout
         self.reader = reader
         self.coords = coords
@@ -216,7 +219,7 @@ class BuildGraph(beam.PTransform):
         rows = {"Layer2": built[ROWS]}
         roots = [built[ROOTS]]
         summaries = built.summary
-        for layer in range(3, layout.layer_count + 1):
+        for layer in range(3, self.top_layer + 1):
             built = (summaries
                      | f"GroupLayer{layer}" >> beam.GroupByKey()
                      | f"BuildLayer{layer}" >> beam.ParDo(
@@ -224,6 +227,8 @@ class BuildGraph(beam.PTransform):
             rows[f"Layer{layer}"] = built[ROWS]
             roots.append(built[ROOTS])
             summaries = built.summary
+        if self.top_layer < layout.layer_count:
+            return rows
         seeds = pbegin | "RootBuckets" >> beam.Create([(n, None) for n in range(ROOT_COUNTER_BUCKETS)])
         root_rows = ((roots + [seeds])
                      | "AllRootBound" >> beam.Flatten()

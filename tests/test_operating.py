@@ -78,3 +78,27 @@ def test_marks_made_while_redis_was_away_are_sent_later(with_redis, monkeypatch)
     cache._client, cache._skip_until = good_client, 0.0  # Redis is back
     cache.mark_done(2, [(1, 0, 0)])
     assert cache.status() == {"2": (2, 3)}
+
+
+def test_test_run_builds_the_centre_chunks_into_its_own_table(dataset, graph_id, capsys):
+    import numpy as np
+    from helpers import open_table
+    from beam_ingest.store.reader import read_all
+    from reference import Reference
+    _, counters, plan = run_ingest(dataset["config"], graph_id, "--test")
+    layout = plan.layout
+    assert plan.graph_id == graph_id + "-test" and not open_table(graph_id).exists()
+    coords = layout.test_coords()
+    assert coords == [(2, 2, 0), (2, 2, 1), (3, 2, 0), (3, 2, 1)]  # 5x3x2: centre layer-3 chunk (1, 1, 0)
+    out = capsys.readouterr().out
+    assert all(f"chunk {c}:" in out and "active)" in out for c in coords)
+    rows = read_all(open_table(graph_id + "-test"))
+    ids = [int(k) for k in rows if k[:1].isdigit()]
+    layers = layout.layer_of(np.array(ids, np.uint64))
+    assert set(layers.tolist()) == {1, 2, 3}  # no higher layers, no roots
+    sv_coords = {tuple(c) for c in layout.coords_of(np.array(ids, np.uint64)[layers == 1], 1).tolist()}
+    assert sv_coords == set(coords)
+    ref = Reference(dataset["config"])
+    ref_svs = {sv for sv in ref.svs if ref.coord(sv) in set(coords)}
+    assert {i for i, layer in zip(ids, layers) if layer == 1} == ref_svs
+    assert counters["layer2_chunks"] == 4 and counters["layer3_chunks"] == 1 and "roots_us" not in counters

@@ -13,6 +13,7 @@ EXAMPLES = """examples:
   python -m beam_ingest inspect --graph_id my_graph --summary
   python -m beam_ingest demo
   python -m beam_ingest estimate --svs 1e9 --l2_chunks 1e5
+  python -m beam_ingest verify --config config.yml --graph_id my_graph --sample 20
   REDIS_HOST=localhost REDIS_PASSWORD=dev python -m beam_ingest status --graph_id my_graph --watch
   REDIS_HOST=localhost REDIS_PASSWORD=dev python -m beam_ingest flush-redis --graph_id my_graph
 """
@@ -195,6 +196,28 @@ def cmd_flush_redis(args):
     return 0
 
 
+def cmd_verify(args):
+    from .inputs.precomputed import PrecomputedReader
+    from .launcher import meta_mismatch, plan_ingest
+    from .store import bigtable, cells
+    from .store.bigtable import read_cell
+    from .verify import verify
+    plan = plan_ingest(args.config, args.graph_id)
+    project, instance = bigtable.resolve_instance(plan.project, plan.instance)
+    table = bigtable.open_table(project, instance, args.graph_id, admin=True)
+    if not table.exists():
+        raise SystemExit(f"error: table {args.graph_id!r} does not exist in {project}/{instance}")
+    found = read_cell(table, cells.META_ROW, cells.FAMILY_HIERARCHY, cells.META)
+    problem = "it has no meta row" if found is None else meta_mismatch(plan)(found[0])
+    if problem:
+        print(f"MISMATCH: table {args.graph_id!r} does not describe this config: {problem}")
+        return 1
+    ds = plan.settings.data_source
+    report = verify(table, plan.layout, PrecomputedReader(ds.EDGES, ds.COMPONENTS), args.sample, args.seed)
+    print(report.format())
+    return 0 if report.ok else 1
+
+
 def cmd_estimate(args):
     from .sizing import format_estimates
     l2_chunks = args.l2_chunks
@@ -253,6 +276,13 @@ def main(argv=None) -> int:
     p = sub.add_parser("flush-redis", help="clear the Redis progress cache (all of it, or one graph's keys)")
     p.add_argument("--graph_id", help="only this graph's progress")
     p.set_defaults(func=cmd_flush_redis)
+
+    p = sub.add_parser("verify", help="check the table exactly against the inputs of N random layer-2 chunks")
+    p.add_argument("--config", required=True, help="the ingest's config.yml")
+    p.add_argument("--graph_id", required=True)
+    p.add_argument("--sample", type=int, default=10, help="layer-2 chunks to check (default 10)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the sample")
+    p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("estimate", help="estimate workers, Bigtable nodes, wall time and cost of an ingest")
     p.add_argument("--svs", type=float, required=True, help="number of supervoxels, e.g. 1e9")

@@ -19,6 +19,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOptions, SetupOptions,
                                                   StandardOptions, TestOptions)
 
+from beam_ingest.checkpoint import CheckpointError
 from beam_ingest.config import ConfigError
 from beam_ingest.inputs.precomputed import InputError, PrecomputedReader
 from beam_ingest.launcher import plan_ingest, prepare_table
@@ -27,7 +28,7 @@ from beam_ingest.report import format_summary, ingest_counters
 from beam_ingest.store.bigtable import TableError
 from beam_ingest.transforms import BuildGraph, WriteToChunkedGraph
 
-USER_ERRORS = (ConfigError, InputError, TableError)
+USER_ERRORS = (ConfigError, InputError, TableError, CheckpointError)
 
 
 def _flag(value) -> bool:
@@ -70,6 +71,14 @@ class IngestOptions(PipelineOptions):
             "--table_splits", type=int, default=0,
             help="Create the table pre-split into about this many tablets along the expected row-key "
                  "ranges (by layer and chunk slab), so a large ingest writes to many nodes from the start.")
+        parser.add_argument(
+            "--checkpoint_dir", default=None,
+            help="Save what every chunk hands to its parent (its summary) under this URL (gs://, s3://, "
+                 "file:// or a path), so that a failed run can restart at a layer with --start_layer.")
+        parser.add_argument(
+            "--start_layer", type=int, default=2,
+            help="Start at this layer (3 .. layer count) from the checkpoint of the layer below, writing the "
+                 "same cells a full run would; needs --checkpoint_dir and --if_exists=continue.")
         parser.add_argument(
             "--test", type=_flag, nargs="?", const=True, default=False,
             help="A trial run: only the 8 layer-2 chunks at the centre of the dataset (the children of "
@@ -137,6 +146,16 @@ def run(argv=None):
     graph_id = opts.graph_id + "-test" if opts.test else opts.graph_id
     plan = plan_ingest(opts.config, graph_id)
     layout = plan.layout
+    if opts.start_layer != 2:
+        if not opts.checkpoint_dir:
+            raise ConfigError("--start_layer: needs --checkpoint_dir (the checkpoint of the earlier run)")
+        if not 3 <= opts.start_layer <= layout.layer_count:
+            raise ConfigError(f"--start_layer: must be in 3..{layout.layer_count} for this graph, "
+                              f"got {opts.start_layer}")
+        if opts.if_exists != "continue" and not opts.skip_writes:
+            raise ConfigError("--start_layer: continues an earlier run's table; pass --if_exists=continue")
+        if opts.test:
+            raise ConfigError("--start_layer: cannot be combined with --test")
     coords = top_layer = None
     if opts.test:
         coords = layout.test_coords()
@@ -154,6 +173,7 @@ def run(argv=None):
 
     redis = RedisSettings.from_env()
     totals = layer_totals(layout) if not opts.test else {2: len(coords), top_layer: 1}
+    totals = {k: v for k, v in totals.items() if k == "roots" or k >= opts.start_layer}
     cache = ProgressCache(redis, plan.graph_id) if redis else None
     if cache is not None and not dry_run and cache.start(totals):
         logging.info("progress of %s recorded in Redis %s:%s (python -m beam_ingest status --graph_id %s)",
@@ -164,7 +184,8 @@ def run(argv=None):
     pipeline = beam.Pipeline(options=options)
     _ = (pipeline
          | "BuildGraph" >> BuildGraph(layout, reader, coords=coords, fail_at_layer=opts.fail_at_layer,
-                                      top_layer=top_layer)
+                                      top_layer=top_layer, checkpoint_url=opts.checkpoint_dir,
+                                      start_layer=opts.start_layer)
          | "WriteToBigtable" >> WriteToChunkedGraph(plan.project, plan.instance, plan.graph_id, ingest_ms,
                                                     skip_writes=opts.skip_writes,
                                                     batch_rows=opts.write_batch_rows,

@@ -7,6 +7,7 @@ import time
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from . import checkpoint
 from .build.layer2 import build_layer2
 from .build.parents import build_parent_layer
 from .build.roots import build_roots, root_bucket
@@ -17,6 +18,7 @@ from .progress import ROOTS as ROOTS_PROGRESS
 NAMESPACE = "ingest"
 ENCODE_ROWS = 20_000  # rows pooled per encoding call in the sink
 ROWS = "rows"
+SAVED = "saved"
 ROOTS = "roots"
 log = logging.getLogger(__name__)
 
@@ -30,27 +32,39 @@ def _count(name: str, value: int = 1):
 
 
 class _BuildFn(beam.DoFn):
-    def __init__(self, layout: GraphLayout, layer: int, fail_at_layer: int | None):
+    def __init__(self, layout: GraphLayout, layer: int, fail_at_layer: int | None, checkpoint_url=None):
         self.layout = layout
         self.layer = layer
         self.fail_at_layer = fail_at_layer
+        self.checkpoint_url = checkpoint_url
 
     def _emit(self, rows, summary, root_bound, coord):
         if self.fail_at_layer == self.layer:
             raise InjectedFailure(f"injected failure at layer {self.layer} chunk {tuple(coord)}")
         _count(f"layer{self.layer}_chunks")
-        rows.done = [(self.layer, tuple(int(c) for c in coord))]
+        coord = tuple(int(c) for c in coord)
+        rows.done = [(self.layer, coord)]
         yield beam.pvalue.TaggedOutput(ROWS, rows)  # even when empty: it marks the chunk done
+        parent = tuple(c >> 1 for c in coord)  # the parent chunk (FANOUT 2)
         if root_bound is not None and len(root_bound.components):
-            yield beam.pvalue.TaggedOutput(ROOTS, (root_bucket(root_bound.source_chunk), root_bound))
+            bucket = root_bucket(root_bound.source_chunk)
+            if self.checkpoint_url:
+                checkpoint.write_file(self.checkpoint_url, checkpoint.roots_name(self.layer, root_bound),
+                                      checkpoint.encode_root_bound(bucket, root_bound))
+                yield beam.pvalue.TaggedOutput(SAVED, ("roots", 1))
+            yield beam.pvalue.TaggedOutput(ROOTS, (bucket, root_bound))
         if self.layer < self.layout.layer_count:
+            if self.checkpoint_url:
+                checkpoint.write_file(self.checkpoint_url, checkpoint.summary_name(self.layer, coord),
+                                      checkpoint.encode_summary(parent, summary))
+                yield beam.pvalue.TaggedOutput(SAVED, ("summaries", 1))
             # even when empty, so that every parent chunk is built (and counted done)
-            yield tuple(int(c) >> 1 for c in coord), summary  # the parent chunk (FANOUT 2)
+            yield parent, summary
 
 
 class BuildLayer2Fn(_BuildFn):
-    def __init__(self, layout, reader, fail_at_layer=None):
-        super().__init__(layout, 2, fail_at_layer)
+    def __init__(self, layout, reader, fail_at_layer=None, checkpoint_url=None):
+        super().__init__(layout, 2, fail_at_layer, checkpoint_url)
         self.reader = reader
 
     def setup(self):
@@ -71,7 +85,7 @@ class BuildLayer2Fn(_BuildFn):
 
 
 class BuildParentLayerFn(_BuildFn):
-    def process(self, element):
+    def process(self, element, *checkpoints_below):  # side inputs only order the stages
         coord, summaries = element
         start = time.perf_counter()
         rows, summary, root_bound, stats = build_parent_layer(self.layer, coord, summaries, self.layout)
@@ -195,38 +209,84 @@ class BuildGraph(beam.PTransform):
     and overlap with its build, instead of waiting for every stage to finish.
     """
 
-    def __init__(self, layout: GraphLayout, reader, coords=None, fail_at_layer=None, top_layer=None):
+    def __init__(self, layout: GraphLayout, reader, coords=None, fail_at_layer=None, top_layer=None,
+                 checkpoint_url=None, start_layer=2):
         """`coords`: only these layer-2 chunks; `top_layer`: stop after building this layer
-        (then no roots are assigned) — together they make the `--test` run."""
+        (then no roots are assigned) — together they make the `--test` run.
+        `checkpoint_url`: save every layer's summaries there; `start_layer`: build from this
+        layer on, reading layer `start_layer - 1`'s checkpoint (validated here, at once)."""
         super().__init__()
         self.top_layer = top_layer or layout.layer_count
         self.layout = layout
         self.reader = reader
         self.coords = coords
         self.fail_at_layer = fail_at_layer
+        self.checkpoint_url = checkpoint_url
+        self.start_layer = start_layer
+        self.restart_summaries = self.restart_roots = None
+        if start_layer > 2:
+            self.restart_summaries = checkpoint.list_layer(checkpoint_url, "summaries", start_layer - 1)
+            self.restart_roots = [name for layer in range(2, start_layer)
+                                  for name in checkpoint.list_layer(checkpoint_url, "roots", layer)]
+
+    def _mark_saved(self, saved, layer):
+        """Write layer's checkpoint markers; returns them as a side input that the next layer
+        waits for, so a layer's checkpoint is complete before the layer above starts."""
+        if not self.checkpoint_url:
+            return ()
+        seeds = saved.pipeline | f"SavedSeedLayer{layer}" >> beam.Create([("summaries", 0), ("roots", 0)])
+        url = self.checkpoint_url
+        marked = ((saved, seeds)
+                  | f"AllSavedLayer{layer}" >> beam.Flatten()
+                  | f"CountSavedLayer{layer}" >> beam.CombinePerKey(sum)
+                  | f"MarkCheckpointLayer{layer}" >> beam.MapTuple(
+                      lambda kind, n, layer=layer: checkpoint.mark_complete(url, kind, layer, n)))
+        return (beam.pvalue.AsList(marked),)
+
+    def _from_checkpoint(self, pbegin):
+        url = self.checkpoint_url
+        summaries = (pbegin
+                     | "CheckpointSummaries" >> beam.Create(self.restart_summaries)
+                     | "SpreadCheckpoint" >> beam.Reshuffle()
+                     | "ReadSummaries" >> beam.Map(
+                         lambda name: checkpoint.decode_summary(checkpoint.read_file(url, name))))
+        roots = (pbegin
+                 | "CheckpointRootBound" >> beam.Create(self.restart_roots)
+                 | "ReadRootBound" >> beam.Map(
+                     lambda name: checkpoint.decode_root_bound(checkpoint.read_file(url, name))))
+        return summaries, [roots]
 
     def expand(self, pbegin):
         layout = self.layout
-        if self.coords is None:
-            coords = (pbegin
-                      | "Layer2Slabs" >> beam.Create(list(range(layout.n_chunks[0])))
-                      | "Layer2Coords" >> beam.FlatMap(_expand_slab, layout))
+        rows = {}
+        after = ()  # side inputs the next layer waits for (its checkpoint markers)
+        if self.start_layer > 2:
+            summaries, roots = self._from_checkpoint(pbegin)
         else:
-            coords = pbegin | "Layer2Coords" >> beam.Create([tuple(c) for c in self.coords])
-        coords = coords | "SpreadChunks" >> beam.Reshuffle()
-        built = coords | "BuildLayer2" >> beam.ParDo(
-            BuildLayer2Fn(layout, self.reader, self.fail_at_layer)).with_outputs(ROWS, ROOTS, main="summary")
-        rows = {"Layer2": built[ROWS]}
-        roots = [built[ROOTS]]
-        summaries = built.summary
-        for layer in range(3, self.top_layer + 1):
+            if self.coords is None:
+                coords = (pbegin
+                          | "Layer2Slabs" >> beam.Create(list(range(layout.n_chunks[0])))
+                          | "Layer2Coords" >> beam.FlatMap(_expand_slab, layout))
+            else:
+                coords = pbegin | "Layer2Coords" >> beam.Create([tuple(c) for c in self.coords])
+            coords = coords | "SpreadChunks" >> beam.Reshuffle()
+            built = coords | "BuildLayer2" >> beam.ParDo(
+                BuildLayer2Fn(layout, self.reader, self.fail_at_layer, self.checkpoint_url)).with_outputs(
+                    ROWS, ROOTS, SAVED, main="summary")
+            rows["Layer2"] = built[ROWS]
+            roots = [built[ROOTS]]
+            summaries = built.summary
+            after = self._mark_saved(built[SAVED], 2)
+        for layer in range(max(3, self.start_layer), self.top_layer + 1):
             built = (summaries
                      | f"GroupLayer{layer}" >> beam.GroupByKey()
                      | f"BuildLayer{layer}" >> beam.ParDo(
-                         BuildParentLayerFn(layout, layer, self.fail_at_layer)).with_outputs(ROWS, ROOTS, main="summary"))
+                         BuildParentLayerFn(layout, layer, self.fail_at_layer, self.checkpoint_url),
+                         *after).with_outputs(ROWS, ROOTS, SAVED, main="summary"))
             rows[f"Layer{layer}"] = built[ROWS]
             roots.append(built[ROOTS])
             summaries = built.summary
+            after = self._mark_saved(built[SAVED], layer)
         if self.top_layer < layout.layer_count:
             return rows
         seeds = pbegin | "RootBuckets" >> beam.Create([(n, None) for n in range(ROOT_COUNTER_BUCKETS)])

@@ -85,3 +85,35 @@ def test_presplit_table_is_exact(dataset, graph_id):
 def cells_of_clean(dataset, graph_id):
     run_ingest(dataset["config"], graph_id + "-plain")
     return cells_of(graph_id + "-plain")
+
+
+def test_restart_at_layer_4_from_checkpoint_equals_clean_run(dataset, graph_id, tmp_path):
+    from beam_ingest.checkpoint import CheckpointError
+    from beam_ingest.config import ConfigError
+    clean = graph_id + "-clean"
+    run_ingest(dataset["config"], clean)
+    ckpt = "file://" + str(tmp_path / "ckpt")
+    with pytest.raises(Exception, match="injected failure at layer 4"):
+        run_ingest(dataset["config"], graph_id, f"--checkpoint_dir={ckpt}", "--fail_at_layer=4")
+    assert (tmp_path / "ckpt" / "layer3" / "_COMPLETE").exists()
+    assert not (tmp_path / "ckpt" / "layer4").exists()
+    with pytest.raises(CheckpointError, match="layer4/_COMPLETE not found"):
+        run_ingest(dataset["config"], graph_id, f"--checkpoint_dir={ckpt}", "--start_layer=5",
+                   "--if_exists=continue", timestamp=None)
+    with pytest.raises(ConfigError, match="--start_layer: needs --checkpoint_dir"):
+        run_ingest(dataset["config"], graph_id, "--start_layer=4", "--if_exists=continue", timestamp=None)
+    _, counters, plan = run_ingest(dataset["config"], graph_id, f"--checkpoint_dir={ckpt}", "--start_layer=4",
+                                   "--if_exists=continue", timestamp=None)
+    assert "layer2_chunks" not in counters and "layer3_chunks" not in counters  # not rebuilt
+    assert counters["layer4_chunks"] == plan.layout.chunk_count(4)
+    assert cells_of(graph_id) == cells_of(clean)
+    check_against_reference(dataset["config"], graph_id, plan.layout)
+
+
+def test_incomplete_checkpoint_is_refused(dataset, graph_id, tmp_path):
+    from beam_ingest.checkpoint import CheckpointError
+    ckpt = tmp_path / "ckpt"
+    run_ingest(dataset["config"], graph_id, f"--checkpoint_dir={ckpt}", "--skip_writes")
+    next((ckpt / "layer3").glob("*.npz")).unlink()
+    with pytest.raises(CheckpointError, match=r"layer3/\*: \d+ files, the marker says \d+"):
+        run_ingest(dataset["config"], graph_id, f"--checkpoint_dir={ckpt}", "--start_layer=4", "--skip_writes")

@@ -175,7 +175,11 @@ def run(argv=None):
     totals = layer_totals(layout) if not opts.test else {2: len(coords), top_layer: 1}
     totals = {k: v for k, v in totals.items() if k == "roots" or k >= opts.start_layer}
     cache = ProgressCache(redis, plan.graph_id) if redis else None
-    if cache is not None and not dry_run and cache.start(totals):
+    resuming = opts.if_exists == "continue" and opts.start_layer == 2 and not opts.test
+    done_layer2 = set()
+    if cache is not None and resuming and opts.checkpoint_dir:
+        done_layer2 = cache.done_chunks(2)
+    if cache is not None and not dry_run and cache.start(totals, reset=not resuming):
         logging.info("progress of %s recorded in Redis %s:%s (python -m beam_ingest status --graph_id %s)",
                      plan.graph_id, redis.host, redis.port, plan.graph_id)
 
@@ -185,7 +189,7 @@ def run(argv=None):
     _ = (pipeline
          | "BuildGraph" >> BuildGraph(layout, reader, coords=coords, fail_at_layer=opts.fail_at_layer,
                                       top_layer=top_layer, checkpoint_url=opts.checkpoint_dir,
-                                      start_layer=opts.start_layer)
+                                      start_layer=opts.start_layer, done_layer2=done_layer2)
          | "WriteToBigtable" >> WriteToChunkedGraph(plan.project, plan.instance, plan.graph_id, ingest_ms,
                                                     skip_writes=opts.skip_writes,
                                                     batch_rows=opts.write_batch_rows,

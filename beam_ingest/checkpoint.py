@@ -93,6 +93,14 @@ def list_layer(url: str, kind: str, layer: int) -> list[str]:
     return names
 
 
+def saved_layer2(url: str, coords) -> tuple[list[str], list[str]]:
+    """Of these layer-2 chunks, the summary files saved under `url`, and their root-bound files."""
+    cf = _cloudfiles(url)
+    wanted = {summary_name(2, c): c for c in coords}
+    summaries = sorted(n for n in cf.list(prefix="layer2/") if n in wanted)
+    return summaries, sorted(cf.list(prefix="roots/layer2_"))
+
+
 def read_file(url: str, name: str) -> bytes:
     data = _cloudfiles(url).get(name, raw=True)
     if data is None:

@@ -89,11 +89,11 @@ class ProgressCache:
                 self._last_warning = now
             return default
 
-    def start(self, totals: dict) -> bool:
-        """Forget earlier progress of this graph and record the chunk count of every layer."""
+    def start(self, totals: dict, reset: bool = True) -> bool:
+        """Record the chunk count of every layer; with `reset`, forget earlier progress first."""
         def go():
             pipe = self._redis().pipeline()
-            for key in self._redis().scan_iter(match=self._key("*")):
+            for key in (self._redis().scan_iter(match=self._key("*")) if reset else ()):
                 pipe.delete(key)
             pipe.hset(self._key("total"), mapping={str(k): int(v) for k, v in totals.items()})
             pipe.execute()
@@ -113,6 +113,11 @@ class ProgressCache:
             self._pending = {}
             return True
         self._safely("marking chunks done", go)
+
+    def done_chunks(self, layer) -> set:
+        """Coordinates of the chunks of `layer` recorded done (empty if Redis is unavailable)."""
+        names = self._safely("reading done chunks", lambda: self._redis().smembers(self._key("done", layer)), set())
+        return {tuple(int(v) for v in n.decode().split("_")) for n in names or ()}
 
     def status(self) -> dict | None:
         """`{layer: (done, total)}` in display order, or None if the graph is unknown."""

@@ -16,7 +16,8 @@ def ingest_counters(result) -> dict[str, int]:
 
 
 def format_summary(counters: dict[str, int], layer_count: int, seconds: float) -> str:
-    lines = [f"{'layer':>5}  {'chunks':>8}  {'nodes':>10}  {'skipped':>8}  {'dangling':>8}  {'build s':>8}"]
+    lines = [f"{'layer':>5}  {'chunks':>8}  {'nodes':>10}  {'skipped':>8}  {'dangling':>8}  {'build s':>8}  "
+             f"{'rows':>10}"]
     for layer in range(2, layer_count + 1):
         if f"layer{layer}_chunks" not in counters:
             continue  # not built in this run (--test)
@@ -25,10 +26,11 @@ def format_summary(counters: dict[str, int], layer_count: int, seconds: float) -
             f"{counters.get(f'layer{layer}_nodes', 0):>10}  "
             f"{counters.get(f'layer{layer}_skipped_singletons', 0):>8}  "
             f"{counters.get(f'layer{layer}_dangling_cross_edges', 0):>8}  "
-            f"{counters.get(f'layer{layer}_us', 0) / 1e6:>8.2f}")
+            f"{counters.get(f'layer{layer}_us', 0) / 1e6:>8.2f}  "
+            f"{counters.get(f'rows_written_Layer{layer}', 0):>10}")
     if "roots_us" in counters:
         lines.append(f"{'roots':>5}  {256:>8}  {counters.get('roots', 0):>10}  {'':>8}  {'':>8}  "
-                     f"{counters.get('roots_us', 0) / 1e6:>8.2f}")
+                     f"{counters.get('roots_us', 0) / 1e6:>8.2f}  {counters.get('rows_written_Roots', 0):>10}")
     lines.append(
         f"SVs {counters.get('layer2_svs', 0)}, edges {counters.get('layer2_edges', 0)} "
         f"(active {counters.get('layer2_active_edges', 0)}), roots {counters.get('roots', 0)}, "

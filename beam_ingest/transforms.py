@@ -122,8 +122,9 @@ class WriteRowsFn(beam.DoFn):
     """
 
     def __init__(self, project, instance, table_id, ingest_ms, skip_writes=False, batch_rows=2000,
-                 max_inflight=2, redis=None, progress_id=None):
+                 max_inflight=2, redis=None, progress_id=None, stage=None):
         self.project, self.instance, self.table_id = project, instance, table_id
+        self.stage = stage
         self.ingest_ms = ingest_ms
         self.skip_writes = skip_writes
         self.batch_rows = batch_rows
@@ -151,7 +152,7 @@ class WriteRowsFn(beam.DoFn):
     def process(self, rows):
         self._done.extend(rows.done)
         if self.writer is None:
-            _count("rows_written", rows.row_count())  # dropped unencoded: the build alone is measured
+            self._count_rows(rows.row_count(), 0)  # dropped unencoded: the build alone is measured
             return
         # Small batches are pooled so encoding works on large arrays.
         self._buffer.append(rows)
@@ -173,10 +174,17 @@ class WriteRowsFn(beam.DoFn):
             self.writer.drain()
             _count("write_us", (time.perf_counter() - start) * 1e6)
             rows, nbytes = self.writer.rows_written, self.writer.bytes_written
-            _count("rows_written", rows - self._reported[0])
-            _count("bytes_written", nbytes - self._reported[1])
+            self._count_rows(rows - self._reported[0], nbytes - self._reported[1])
             _count("write_wait_us", (self.writer.wait_s - self._reported[2]) * 1e6)
         self._mark_done()
+
+    def _count_rows(self, rows: int, nbytes: int):
+        """Totals, and per stage (`rows_written_Layer2`, ..., `rows_written_Roots`)."""
+        _count("rows_written", rows)
+        _count("bytes_written", nbytes)
+        if self.stage:
+            _count(f"rows_written_{self.stage}", rows)
+            _count(f"bytes_written_{self.stage}", nbytes)
 
     def _mark_done(self):
         """Every row of these chunks is written: record them as done."""
@@ -210,11 +218,13 @@ class BuildGraph(beam.PTransform):
     """
 
     def __init__(self, layout: GraphLayout, reader, coords=None, fail_at_layer=None, top_layer=None,
-                 checkpoint_url=None, start_layer=2):
+                 checkpoint_url=None, start_layer=2, done_layer2=()):
         """`coords`: only these layer-2 chunks; `top_layer`: stop after building this layer
         (then no roots are assigned) — together they make the `--test` run.
         `checkpoint_url`: save every layer's summaries there; `start_layer`: build from this
-        layer on, reading layer `start_layer - 1`'s checkpoint (validated here, at once)."""
+        layer on, reading layer `start_layer - 1`'s checkpoint (validated here, at once).
+        `done_layer2`: layer-2 chunks already written (Redis says so); those whose summary is
+        checkpointed are read back instead of rebuilt."""
         super().__init__()
         self.top_layer = top_layer or layout.layer_count
         self.layout = layout
@@ -228,13 +238,22 @@ class BuildGraph(beam.PTransform):
             self.restart_summaries = checkpoint.list_layer(checkpoint_url, "summaries", start_layer - 1)
             self.restart_roots = [name for layer in range(2, start_layer)
                                   for name in checkpoint.list_layer(checkpoint_url, "roots", layer)]
+        self.skipped, self.skipped_summaries, self.skipped_roots = set(), [], []
+        if done_layer2 and checkpoint_url and start_layer == 2:
+            self.skipped_summaries, all_roots = checkpoint.saved_layer2(checkpoint_url, done_layer2)
+            self.skipped = {tuple(int(v) for v in n[len("layer2/"):-len(".npz")].split("_"))
+                            for n in self.skipped_summaries}
+            chunk_ids = {f"roots/layer2_{int(layout.chunk_id(2, *c))}.npz" for c in self.skipped}
+            self.skipped_roots = [n for n in all_roots if n in chunk_ids]
 
-    def _mark_saved(self, saved, layer):
+    def _mark_saved(self, saved, layer, already=(0, 0)):
         """Write layer's checkpoint markers; returns them as a side input that the next layer
-        waits for, so a layer's checkpoint is complete before the layer above starts."""
+        waits for, so a layer's checkpoint is complete before the layer above starts.
+        `already`: summary and root-bound files saved by an earlier run and reused."""
         if not self.checkpoint_url:
             return ()
-        seeds = saved.pipeline | f"SavedSeedLayer{layer}" >> beam.Create([("summaries", 0), ("roots", 0)])
+        seeds = saved.pipeline | f"SavedSeedLayer{layer}" >> beam.Create([("summaries", already[0]),
+                                                                           ("roots", already[1])])
         url = self.checkpoint_url
         marked = ((saved, seeds)
                   | f"AllSavedLayer{layer}" >> beam.Flatten()
@@ -243,25 +262,27 @@ class BuildGraph(beam.PTransform):
                       lambda kind, n, layer=layer: checkpoint.mark_complete(url, kind, layer, n)))
         return (beam.pvalue.AsList(marked),)
 
-    def _from_checkpoint(self, pbegin):
+    def _read_checkpoint(self, pbegin, label, summary_names, root_names):
         url = self.checkpoint_url
         summaries = (pbegin
-                     | "CheckpointSummaries" >> beam.Create(self.restart_summaries)
-                     | "SpreadCheckpoint" >> beam.Reshuffle()
-                     | "ReadSummaries" >> beam.Map(
+                     | f"{label}Summaries" >> beam.Create(summary_names)
+                     | f"{label}Spread" >> beam.Reshuffle()
+                     | f"{label}ReadSummaries" >> beam.Map(
                          lambda name: checkpoint.decode_summary(checkpoint.read_file(url, name))))
         roots = (pbegin
-                 | "CheckpointRootBound" >> beam.Create(self.restart_roots)
-                 | "ReadRootBound" >> beam.Map(
+                 | f"{label}RootBound" >> beam.Create(root_names)
+                 | f"{label}ReadRootBound" >> beam.Map(
                      lambda name: checkpoint.decode_root_bound(checkpoint.read_file(url, name))))
-        return summaries, [roots]
+        return summaries, roots
 
     def expand(self, pbegin):
         layout = self.layout
         rows = {}
         after = ()  # side inputs the next layer waits for (its checkpoint markers)
         if self.start_layer > 2:
-            summaries, roots = self._from_checkpoint(pbegin)
+            summaries, saved_roots = self._read_checkpoint(pbegin, "Checkpoint", self.restart_summaries,
+                                                           self.restart_roots)
+            roots = [saved_roots]
         else:
             if self.coords is None:
                 coords = (pbegin
@@ -269,6 +290,9 @@ class BuildGraph(beam.PTransform):
                           | "Layer2Coords" >> beam.FlatMap(_expand_slab, layout))
             else:
                 coords = pbegin | "Layer2Coords" >> beam.Create([tuple(c) for c in self.coords])
+            if self.skipped:
+                skipped = self.skipped
+                coords = coords | "SkipDoneChunks" >> beam.Filter(lambda c: tuple(c) not in skipped)
             coords = coords | "SpreadChunks" >> beam.Reshuffle()
             built = coords | "BuildLayer2" >> beam.ParDo(
                 BuildLayer2Fn(layout, self.reader, self.fail_at_layer, self.checkpoint_url)).with_outputs(
@@ -276,7 +300,12 @@ class BuildGraph(beam.PTransform):
             rows["Layer2"] = built[ROWS]
             roots = [built[ROOTS]]
             summaries = built.summary
-            after = self._mark_saved(built[SAVED], 2)
+            if self.skipped:
+                saved_summaries, saved_roots = self._read_checkpoint(
+                    pbegin, "DoneLayer2", self.skipped_summaries, self.skipped_roots)
+                summaries = (summaries, saved_summaries) | "Layer2Summaries" >> beam.Flatten()
+                roots.append(saved_roots)
+            after = self._mark_saved(built[SAVED], 2, (len(self.skipped_summaries), len(self.skipped_roots)))
         for layer in range(max(3, self.start_layer), self.top_layer + 1):
             built = (summaries
                      | f"GroupLayer{layer}" >> beam.GroupByKey()
@@ -302,10 +331,10 @@ class WriteToChunkedGraph(beam.PTransform):
     def __init__(self, project, instance, table_id, ingest_ms, skip_writes=False, batch_rows=2000,
                  max_inflight=2, redis=None, progress_id=None):
         super().__init__()
-        self.fn = WriteRowsFn(project, instance, table_id, ingest_ms, skip_writes, batch_rows, max_inflight,
-                              redis, progress_id)
+        self.args = (project, instance, table_id, ingest_ms, skip_writes, batch_rows, max_inflight, redis,
+                     progress_id)
 
     def expand(self, rows_by_stage):
         for stage, rows in rows_by_stage.items():
-            _ = rows | f"Write{stage}" >> beam.ParDo(self.fn)
+            _ = rows | f"Write{stage}" >> beam.ParDo(WriteRowsFn(*self.args, stage=stage))
         return rows_by_stage

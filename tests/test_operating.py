@@ -102,3 +102,19 @@ def test_test_run_builds_the_centre_chunks_into_its_own_table(dataset, graph_id,
     ref_svs = {sv for sv in ref.svs if ref.coord(sv) in set(coords)}
     assert {i for i, layer in zip(ids, layers) if layer == 1} == ref_svs
     assert counters["layer2_chunks"] == 4 and counters["layer3_chunks"] == 1 and "roots_us" not in counters
+
+
+def test_resume_skips_layer2_chunks_that_are_done_and_checkpointed(dataset, graph_id, with_redis, tmp_path):
+    from test_runs import cells_of
+    run_ingest(dataset["config"], graph_id + "-clean")
+    ckpt = tmp_path / "ckpt"
+    with pytest.raises(Exception, match="injected failure at layer 3"):
+        run_ingest(dataset["config"], graph_id, f"--checkpoint_dir={ckpt}", "--fail_at_layer=3")
+    # one done chunk lost its checkpoint: it must be rebuilt, the other 29 are read back
+    (ckpt / "layer2" / "0_0_0.npz").unlink()
+    _, counters, _ = run_ingest(dataset["config"], graph_id, f"--checkpoint_dir={ckpt}", "--if_exists=continue",
+                                timestamp=None)
+    assert counters["layer2_chunks"] == 1
+    assert cells_of(graph_id) == cells_of(graph_id + "-clean")
+    import json
+    assert json.loads((ckpt / "layer2" / "_COMPLETE").read_text())["files"] == 30

@@ -31,6 +31,10 @@ from beam_ingest.transforms import BuildGraph, WriteToChunkedGraph
 USER_ERRORS = (ConfigError, InputError, TableError, CheckpointError)
 
 
+class IngestFailed(RuntimeError):
+    """The pipeline failed after the table was created: says that it is partially written."""
+
+
 def _flag(value) -> bool:
     """Boolean options accept `--flag`, `--flag=true` and `--flag=false` (Flex templates pass values)."""
     if isinstance(value, bool):
@@ -195,12 +199,18 @@ def run(argv=None):
                                                     batch_rows=opts.write_batch_rows,
                                                     max_inflight=opts.max_inflight_writes,
                                                     redis=redis))
-    if dataflow:
-        result = pipeline.run()
-    else:
-        with ProgressMonitor(plan.graph_id, totals, cache):
+    try:
+        if dataflow:
             result = pipeline.run()
-            result.wait_until_finish()
+        else:
+            with ProgressMonitor(plan.graph_id, totals, cache):
+                result = pipeline.run()
+                result.wait_until_finish()
+    except Exception as exc:
+        if opts.skip_writes or dry_run:
+            raise
+        raise IngestFailed(f"{exc}\nTable {plan.graph_id!r} is partially written. Fix the cause, then rerun with "
+                           f"--if_exists=continue (same cells as a clean run) or --if_exists=recreate.") from exc
     wait = opts.wait
     if wait is None:
         wait = not (dataflow and os.environ.get("FLEX_TEMPLATE_PYTHON_PY_FILE"))
@@ -208,6 +218,12 @@ def run(argv=None):
         return result, {}, plan
     result.wait_until_finish()
     return result, ingest_counters(result), plan
+
+
+def _causes(exc):
+    while exc is not None:
+        yield exc
+        exc = exc.__cause__ or exc.__context__
 
 
 def main(argv=None) -> int:
@@ -227,6 +243,12 @@ def main(argv=None) -> int:
     except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except IngestFailed as exc:
+        cause = exc.__cause__
+        user_error = next((e for e in _causes(cause) if isinstance(e, USER_ERRORS)), None)
+        first = str(user_error) if user_error else str(cause).strip().splitlines()[-1]
+        print(f"error: {first}\n{str(exc).splitlines()[-1]}", file=sys.stderr)
+        return 2 if user_error else 1
     if counters:
         print(format_summary(counters, plan.layout.layer_count, time.time() - start))
     else:

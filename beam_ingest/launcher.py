@@ -5,6 +5,7 @@ import dataclasses
 import logging
 
 from .config import ConfigError, Settings, load_config
+from .inputs.precomputed import InputError
 from .inputs.watershed import read_watershed_info
 from .layout import GraphLayout, LayoutError
 from .store.meta import dumps_meta, loads_meta, meta_for
@@ -39,7 +40,20 @@ def plan_ingest(config_path: str, graph_id: str) -> IngestPlan:
                              layer_id_bits=gc.LAYER_ID_BITS, spatial_bits=gc.SPATIAL_BITS, fanout=gc.FANOUT)
     except LayoutError as exc:
         raise ConfigError(str(exc)) from None
+    _check_not_empty(ds.EDGES)
     return IngestPlan(graph_id, settings, layout, settings.backend.PROJECT, settings.backend.INSTANCE)
+
+
+def _check_not_empty(edges_url: str):
+    """An EDGES folder without a single edges file is a wrong path, not an empty brain."""
+    from cloudfiles import CloudFiles
+    try:
+        first = next(iter(CloudFiles(edges_url, progress=False).list(prefix="edges_")), None)
+    except Exception as exc:  # storage errors vary by backend
+        raise InputError(f"data_source.EDGES: {edges_url} cannot be listed ({exc})") from None
+    if first is None:
+        raise InputError(f"data_source.EDGES: no edges_<x>_<y>_<z>.proto.zst files under {edges_url} "
+                         "(empty dataset or wrong path)")
 
 
 def meta_mismatch(plan: IngestPlan):

@@ -92,6 +92,11 @@ def build_layer2(inputs: ChunkInputs, layout: GraphLayout, where: str = ""):
     bounds = np.cumsum([0] + [len(p) for p in parts])
     in1, in2, bt1, bt2, cx1, cx2, comp = (dense[bounds[i]:bounds[i + 1]] for i in range(len(parts)))
     n_ids = len(ids)
+    not_svs = layout.layer_of(ids) != 1
+    if np.any(not_svs):
+        bad = ids[np.flatnonzero(not_svs)[0]]
+        raise InputError(f"{where}: id {bad} in the edges/components files is not a supervoxel id (its layer "
+                         f"bits say {int(layout.layer_of(bad))}, expected 1); {int(not_svs.sum())} such ids")
 
     outside = ~(here[in1] & here[in2])
     if np.any(outside):

@@ -22,6 +22,7 @@ from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOp
 from beam_ingest.checkpoint import CheckpointError
 from beam_ingest.config import ConfigError
 from beam_ingest.inputs.precomputed import InputError, PrecomputedReader
+from beam_ingest.inputs.raw import RawReader
 from beam_ingest.launcher import plan_ingest, prepare_table
 from beam_ingest.progress import ProgressCache, ProgressMonitor, RedisSettings, layer_totals
 from beam_ingest.report import format_summary, ingest_counters
@@ -84,6 +85,11 @@ class IngestOptions(PipelineOptions):
             help="Start at this layer (3 .. layer count) from the checkpoint of the layer below, writing the "
                  "same cells a full run would; needs --checkpoint_dir and --if_exists=continue.")
         parser.add_argument(
+            "--raw", type=_flag, nargs="?", const=True, default=False,
+            help="Read the raw agglomeration (ingest_config.AGGLOMERATION: sharded chunked_rg/ and remap/ "
+                 "files, DATA_VERSION 2/3/4) instead of EDGES/COMPONENTS, and write each chunk's EDGES and "
+                 "COMPONENTS files on the way (unless those paths are unset).")
+        parser.add_argument(
             "--test", type=_flag, nargs="?", const=True, default=False,
             help="A trial run: only the 8 layer-2 chunks at the centre of the dataset (the children of "
                  "the centre layer-3 chunk) and their layer-3 parent, into the table <graph_id>-test; "
@@ -110,11 +116,18 @@ def check_dataflow_options(options: PipelineOptions):
         raise ConfigError(f"--setup_file: {setup.setup_file} does not exist")
 
 
-def print_test_chunks(plan, coords):
+def make_reader(plan, raw: bool):
+    ds = plan.settings.data_source
+    if raw:
+        return RawReader(plan.settings.ingest.AGGLOMERATION, plan.layout, ds.DATA_VERSION, plan.resolution,
+                         ds.EDGES, ds.COMPONENTS)
+    return PrecomputedReader(ds.EDGES, ds.COMPONENTS)
+
+
+def print_test_chunks(plan, coords, raw=False):
     """The per-chunk edge counts a `--test` run starts with (all and active, like the seed's)."""
     from beam_ingest.build.layer2 import build_layer2
-    ds = plan.settings.data_source
-    reader = PrecomputedReader(ds.EDGES, ds.COMPONENTS)
+    reader = make_reader(plan, raw)
     print(f"test run of {len(coords)} layer-2 chunks at the centre, into table {plan.graph_id}")
     for coord in coords:
         stats = build_layer2(reader.read(coord), plan.layout)[3]
@@ -148,7 +161,7 @@ def run(argv=None):
         options.view_as(SetupOptions).save_main_session = False  # DoFns live in the package
 
     graph_id = opts.graph_id + "-test" if opts.test else opts.graph_id
-    plan = plan_ingest(opts.config, graph_id)
+    plan = plan_ingest(opts.config, graph_id, raw=opts.raw)
     layout = plan.layout
     if opts.start_layer != 2:
         if not opts.checkpoint_dir:
@@ -164,7 +177,7 @@ def run(argv=None):
     if opts.test:
         coords = layout.test_coords()
         top_layer = min(3, layout.layer_count)
-        print_test_chunks(plan, coords)
+        print_test_chunks(plan, coords, opts.raw)
     logging.info("graph %s: %d layers, %s layer-2 chunks (%d in all)", plan.graph_id, layout.layer_count,
                  "x".join(map(str, layout.n_chunks)), layout.chunk_count(2))
     if opts.skip_writes or dry_run:
@@ -187,8 +200,7 @@ def run(argv=None):
         logging.info("progress of %s recorded in Redis %s:%s (python -m beam_ingest status --graph_id %s)",
                      plan.graph_id, redis.host, redis.port, plan.graph_id)
 
-    ds = plan.settings.data_source
-    reader = PrecomputedReader(ds.EDGES, ds.COMPONENTS)
+    reader = make_reader(plan, opts.raw)
     pipeline = beam.Pipeline(options=options)
     _ = (pipeline
          | "BuildGraph" >> BuildGraph(layout, reader, coords=coords, fail_at_layer=opts.fail_at_layer,

@@ -95,7 +95,8 @@ def cmd_inspect(args):
 
 def cmd_generate(args):
     from .synthetic import SyntheticSpec, generate
-    spec = SyntheticSpec(chunks=tuple(args.chunks), svs_per_chunk=args.svs_per_chunk, seed=args.seed)
+    spec = SyntheticSpec(chunks=tuple(args.chunks), svs_per_chunk=args.svs_per_chunk, seed=args.seed,
+                         raw=args.raw, data_version=args.data_version)
     info = generate(args.out, spec)
     print(f"wrote {info['svs']} SVs, {info['edges']} edges in {info['chunks']} chunks "
           f"({info['layer_count']} layers); config: {info['config']}")
@@ -257,6 +258,10 @@ def main(argv=None) -> int:
                    help="layer-2 chunks per axis (default 4 4 2)")
     p.add_argument("--svs_per_chunk", type=int, default=200, help="mean SVs per chunk (default 200)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--raw", action="store_true",
+                   help="write the raw agglomeration (agg/chunked_rg, agg/remap) instead of edges/ and components/; "
+                        "ingest it with pipeline.py --raw")
+    p.add_argument("--data_version", type=int, default=4, choices=(2, 3, 4), help="raw edge record format")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("demo", help="generate a small dataset, ingest it (starting the emulator if no "

@@ -20,16 +20,19 @@ class IngestPlan:
     layout: GraphLayout
     project: str | None
     instance: str | None
+    resolution: tuple = (1.0, 1.0, 1.0)
     ingest_ms: int | None = None
 
 
-def plan_ingest(config_path: str, graph_id: str) -> IngestPlan:
+def plan_ingest(config_path: str, graph_id: str, raw: bool = False) -> IngestPlan:
     """Cheap checks first: config, watershed info, bit budget. Raises with a clear message."""
     if not graph_id or any(c.isspace() for c in graph_id):
         raise ConfigError(f"--graph_id: must be a non-empty table id without spaces, got {graph_id!r}")
     settings = load_config(config_path)
     ds = settings.data_source
-    if not ds.EDGES or not ds.COMPONENTS:
+    if raw and not settings.ingest.AGGLOMERATION:
+        raise ConfigError("ingest_config.AGGLOMERATION: required key is missing (--raw reads the raw agglomeration)")
+    if not raw and (not ds.EDGES or not ds.COMPONENTS):
         missing = "EDGES" if not ds.EDGES else "COMPONENTS"
         raise ConfigError(f"data_source.{missing}: required key is missing (precomputed input needs "
                           "both EDGES and COMPONENTS)")
@@ -40,20 +43,24 @@ def plan_ingest(config_path: str, graph_id: str) -> IngestPlan:
                              layer_id_bits=gc.LAYER_ID_BITS, spatial_bits=gc.SPATIAL_BITS, fanout=gc.FANOUT)
     except LayoutError as exc:
         raise ConfigError(str(exc)) from None
-    _check_not_empty(ds.EDGES)
-    return IngestPlan(graph_id, settings, layout, settings.backend.PROJECT, settings.backend.INSTANCE)
+    if raw:
+        _check_not_empty("ingest_config.AGGLOMERATION", settings.ingest.AGGLOMERATION.rstrip("/") + "/chunked_rg",
+                         "in_chunk_0_", "in_chunk_0_<x>_<y>_<z>.data files under")
+    else:
+        _check_not_empty("data_source.EDGES", ds.EDGES, "edges_", "edges_<x>_<y>_<z>.proto.zst files under")
+    return IngestPlan(graph_id, settings, layout, settings.backend.PROJECT, settings.backend.INSTANCE,
+                      ws.resolution)
 
 
-def _check_not_empty(edges_url: str):
-    """An EDGES folder without a single edges file is a wrong path, not an empty brain."""
+def _check_not_empty(key: str, url: str, prefix: str, what: str):
+    """A folder without a single input file is a wrong path, not an empty brain."""
     from cloudfiles import CloudFiles
     try:
-        first = next(iter(CloudFiles(edges_url, progress=False).list(prefix="edges_")), None)
+        first = next(iter(CloudFiles(url, progress=False).list(prefix=prefix)), None)
     except Exception as exc:  # storage errors vary by backend
-        raise InputError(f"data_source.EDGES: {edges_url} cannot be listed ({exc})") from None
+        raise InputError(f"{key}: {url} cannot be listed ({exc})") from None
     if first is None:
-        raise InputError(f"data_source.EDGES: no edges_<x>_<y>_<z>.proto.zst files under {edges_url} "
-                         "(empty dataset or wrong path)")
+        raise InputError(f"{key}: no {what} {url} (empty dataset or wrong path)")
 
 
 def meta_mismatch(plan: IngestPlan):

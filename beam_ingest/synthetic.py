@@ -39,6 +39,8 @@ class SyntheticSpec:
     between_edges_per_sv: float = 0.3
     fake_edges_per_face: int = 2
     seed: int = 0
+    raw: bool = False        # write the raw agglomeration (sharded files) instead of EDGES/COMPONENTS
+    data_version: int = 4    # record format of the raw edge files (2, 3 or 4)
 
 
 def _neighbour_offsets():
@@ -122,17 +124,21 @@ def generate(out_dir: str, spec: SyntheticSpec = SyntheticSpec()) -> dict:
         a, b = np.concatenate([a, a[dup], a[:2]]), np.concatenate([b, b[dup], a[:2]])  # duplicates, self edges
         add(c, "in_chunk", a, b)
 
+    pair_records = []  # (c, o, kind, SVs in c, SVs in o): each cross-chunk pair once, for raw files
     for c in coords:
         for d in _neighbour_offsets():
             o = tuple(int(ci + di) for ci, di in zip(c, d))
             if o not in svs or len(svs[c]) == 0 or len(svs[o]) == 0:
                 continue
             diagonal = sum(abs(v) for v in d) > 1
+            if diagonal and spec.raw:
+                continue  # the raw format holds face neighbours only
             m = int(len(svs[c]) * spec.between_edges_per_sv * (0.2 if diagonal else 1.0)) + 1
             a_idx = rng.integers(0, len(svs[c]), m)
             a = svs[c][a_idx]
             b = _pick_partner(rng, objs[c][a_idx], svs[o], np.argsort(objs[o], kind="stable"), objs[o])
-            one_sided = rng.random(m) < spec.one_sided_fraction
+            one_sided = rng.random(m) < (0 if spec.raw else spec.one_sided_fraction)
+            pair_records.append((c, o, "between_chunk", a, b))
             flip = rng.random(m) < 0.5  # store copies in either orientation
             add(c, "between_chunk", np.where(flip, b, a), np.where(flip, a, b))
             add(o, "between_chunk", b[~one_sided], a[~one_sided])
@@ -145,6 +151,10 @@ def generate(out_dir: str, spec: SyntheticSpec = SyntheticSpec()) -> dict:
                 fb = svs[o][rng.integers(0, len(svs[o]), k)]
                 add(c, "cross_chunk", fa, fb)
                 add(o, "cross_chunk", fb, fa)
+                pair_records.append((c, o, "cross_chunk", fa, fb))
+
+    if spec.raw:
+        return _write_raw(out_dir, spec, layout, svs, objs, parts, pair_records, rng, size)
 
     edges_dir = os.path.join(out_dir, "edges")
     comps_dir = os.path.join(out_dir, "components")
@@ -176,11 +186,20 @@ def generate(out_dir: str, spec: SyntheticSpec = SyntheticSpec()) -> dict:
         with open(os.path.join(comps_dir, components_filename(c)), "wb") as fh:
             fh.write(encode_components(all_svs, all_objs))
 
+    _write_info(ws_dir, spec, size)
+    return _write_config(out_dir, spec, layout, svs, coords, n_edges)
+
+
+def _write_info(ws_dir, spec, size):
+    os.makedirs(ws_dir, exist_ok=True)
     info = {"type": "segmentation", "data_type": "uint64", "num_channels": 1,
             "scales": [{"key": "8_8_40", "resolution": [8, 8, 40], "voxel_offset": list(spec.voxel_offset),
                         "size": [int(s) for s in size], "chunk_sizes": [[64, 64, 32]], "encoding": "raw"}]}
     with open(os.path.join(ws_dir, "info"), "w") as fh:
         json.dump(info, fh)
+
+
+def _write_config(out_dir, spec, layout, svs, coords, n_edges):
     absolute = os.path.abspath(out_dir)
     config = {
         "data_source": {"EDGES": f"file://{absolute}/edges", "COMPONENTS": f"file://{absolute}/components",
@@ -189,8 +208,92 @@ def generate(out_dir: str, spec: SyntheticSpec = SyntheticSpec()) -> dict:
                          "SPATIAL_BITS": 10},
         "backend_client": {"TYPE": "bigtable", "CONFIG": {"ADMIN": True, "READ_ONLY": False}},
     }
+    if spec.raw:
+        config["data_source"]["DATA_VERSION"] = spec.data_version
+        config["ingest_config"] = {"AGGLOMERATION": f"file://{absolute}/agg"}
     config_path = os.path.join(out_dir, "config.yml")
     with open(config_path, "w") as fh:
         yaml.safe_dump(config, fh, sort_keys=False)
     return {"config": config_path, "svs": int(sum(len(v) for v in svs.values())), "edges": n_edges,
             "chunks": len(coords), "layer_count": layout.layer_count}
+
+
+def _records(a, b, spec, rng):
+    """Raw edge records of DATA_VERSION spec.data_version for the pairs (a, b)."""
+    from .inputs.raw import edge_dtype
+    rec = np.zeros(len(a), edge_dtype(spec.data_version))
+    rec["sv1"], rec["sv2"] = a, b
+    for name in rec.dtype.names[2:]:
+        rec[name] = rng.random(len(a)) if name.startswith("aff") else rng.integers(1, 100, len(a))
+    return rec.tobytes()
+
+
+def _write_raw(out_dir, spec, layout, svs, objs, parts, pair_records, rng, size):
+    """The raw agglomeration: chunked_rg/{in_chunk,between_chunks,fake}_0_*.data and remap/done_*.data.
+
+    Payloads are spread over every file the reading rules allow (an in-chunk payload may sit
+    in the file of a lower neighbour; a between payload keyed either way round), and some
+    records are split in two to exercise the summing of duplicate pairs.
+    """
+    from .inputs.sharded import write_shard
+    from .inputs.raw import _between_files
+    files: dict = {}
+
+    def put(name, key, data, pair_keys):
+        shard = files.setdefault(name, ({}, pair_keys))[0]
+        shard[key] = shard.get(key, b"") + data
+
+    def cid(c):
+        return int(layout.chunk_id(1, *c))
+
+    n_edges = 0
+    for c, kinds in parts.items():
+        if not kinds["in_chunk"]:
+            continue
+        a = np.concatenate([p[0] for p in kinds["in_chunk"]])
+        b = np.concatenate([p[1] for p in kinds["in_chunk"]])
+        n_edges += len(a)
+        lower = [tuple(c[i] - (i == axis) for i in range(3)) for axis in range(3) if c[axis] > 0]
+        home = lower[int(rng.integers(0, len(lower)))] if lower and rng.random() < 0.5 else c
+        half = len(a) // 2
+        put("in_chunk_0_%d_%d_%d.data" % home, cid(c), _records(a[:half], b[:half], spec, rng), False)
+        put("in_chunk_0_%d_%d_%d.data" % c, cid(c), _records(a[half:], b[half:], spec, rng), False)
+    for c, o, kind, a, b in pair_records:
+        n_edges += 2 * len(a)
+        prefix = "between_chunks_0" if kind == "between_chunk" else "fake_0"
+        candidates = _between_files(layout, c, o)
+        home = candidates[int(rng.integers(0, len(candidates)))]
+        if rng.random() < 0.5:
+            put(f"{prefix}_%d_%d_%d.data" % home, (cid(c), cid(o)), _records(a, b, spec, rng), True)
+        else:
+            put(f"{prefix}_%d_%d_%d.data" % home, (cid(o), cid(c)), _records(b, a, spec, rng), True)
+
+    # remap: pairs that join the SVs of one object, inside a chunk and across face neighbours
+    for c, ids in svs.items():
+        obj = objs[c]
+        order = np.lexsort((ids, obj))
+        same = obj[order][1:] == obj[order][:-1]
+        pairs = np.stack([ids[order][:-1][same], ids[order][1:][same]], 1)
+        for mip in range(layout.layer_count - 1):
+            part = pairs[mip::layout.layer_count - 1]
+            if len(part):
+                put("done_%d_%d_%d_%d.data" % ((mip,) + tuple(v >> mip for v in c)), cid(c),
+                    part.astype("<u8").tobytes(), False)
+    for c, o, kind, a, b in pair_records:
+        if kind != "between_chunk":
+            continue
+        oa = objs[c][np.searchsorted(svs[c], a)]
+        ob = objs[o][np.searchsorted(svs[o], b)]
+        joined = np.stack([a[oa == ob], b[oa == ob]], 1)
+        if len(joined):
+            mip = int(rng.integers(0, layout.layer_count - 1))
+            put("done_%d_%d_%d_%d.data" % ((mip,) + tuple(v >> mip for v in c)), cid(c),
+                joined.astype("<u8").tobytes(), False)
+
+    for name, (payloads, pair_keys) in files.items():
+        folder = os.path.join(out_dir, "agg", "remap" if name.startswith("done") else "chunked_rg")
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, name), "wb") as fh:
+            fh.write(write_shard(payloads, pair_keys))
+    _write_info(os.path.join(out_dir, "watershed"), spec, size)
+    return _write_config(out_dir, spec, layout, svs, list(svs), n_edges)

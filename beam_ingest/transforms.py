@@ -72,7 +72,10 @@ class BuildLayer2Fn(_BuildFn):
 
     def process(self, coord):
         start = time.perf_counter()
+        requests_before, rounds_before = self.reader.requests, self.reader.rounds
         inputs = self.reader.read(coord)
+        _count("layer2_storage_requests", self.reader.requests - requests_before)
+        _count("layer2_storage_rounds", self.reader.rounds - rounds_before)
         read_done = time.perf_counter()
         rows, summary, root_bound, stats = build_layer2(inputs, self.layout)
         _count("layer2_read_us", (read_done - start) * 1e6)

@@ -181,7 +181,10 @@ def report(results: list[dict]) -> str:
         per_layer = ", ".join(f"L{layer} {c.get(f'layer{layer}_us', 0) / 1e6:.2f}s"
                               for layer in range(2, a["layer_count"] + 1))
         layer_lines.append(f"- {r['size']}: {per_layer}, roots {c.get('roots_us', 0) / 1e6:.2f}s "
-                           f"(layer 2 reading inputs: {c.get('layer2_read_us', 0) / 1e6:.2f}s); "
+                           f"(layer 2 reading inputs: {c.get('layer2_read_us', 0) / 1e6:.2f}s, "
+                           f"{c.get('layer2_storage_requests', 0) / c.get('layer2_chunks', 1):.1f} storage requests "
+                           f"in {c.get('layer2_storage_rounds', 0) / c.get('layer2_chunks', 1):.1f} round trips "
+                           f"per chunk); "
                            f"sink in (b): {b['counters'].get('write_us', 0) / 1e6:.2f}s")
     return "\n".join(lines + ["", "Per-layer build time (a), summed over chunks:"] + layer_lines)
 

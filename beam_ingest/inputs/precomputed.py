@@ -160,6 +160,8 @@ class PrecomputedReader:
         self.edges_url = edges_url
         self.components_url = components_url
         self._edges = self._components = None
+        self.requests = 0  # storage requests made (for the benchmark and metrics)
+        self.rounds = 0    # sequential round trips
 
     def connect(self):
         """Create the storage clients (a DoFn calls this in `setup()`, once per worker)."""
@@ -173,6 +175,8 @@ class PrecomputedReader:
         return self._edges, self._components
 
     def _get(self, cf, base: str, name: str, coord):
+        self.requests += 1
+        self.rounds += 1
         try:
             return cf.get(name, raw=True)
         except Exception as exc:  # storage errors vary by backend

@@ -1,0 +1,190 @@
+"""Raw agglomeration input (`ingest_config.AGGLOMERATION`): sharded edge and remap files.
+
+Reads one layer-2 chunk's in-chunk / between / fake edges and its component mapping by
+the file rules of spec/input-formats.md, and (unless the paths are unset) writes the
+chunk's EDGES and COMPONENTS files in the precomputed formats, once: a retried chunk
+finds them written and leaves them.
+"""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+from scipy.sparse import csr_array
+from scipy.sparse.csgraph import connected_components
+
+from .precomputed import (ChunkInputs, Edges, InputError, components_filename, edges_filename, encode_components,
+                          encode_edges)
+from .sharded import ShardReader
+
+
+def edge_dtype(data_version: int) -> np.dtype:
+    if data_version == 2:
+        return np.dtype([("sv1", "<u8"), ("sv2", "<u8"), ("aff", "<f4"), ("area", "<u8")])
+    aff = "<f8" if data_version == 3 else "<f4"
+    if data_version not in (3, 4):
+        raise InputError(f"data_source.DATA_VERSION: {data_version} is not a raw edge format (2, 3 or 4)")
+    return np.dtype([("sv1", "<u8"), ("sv2", "<u8"), ("aff_x", aff), ("area_x", "<u8"),
+                     ("aff_y", aff), ("area_y", "<u8"), ("aff_z", aff), ("area_z", "<u8")])
+
+
+def decode_records(data: bytes, data_version: int, resolution, where: str):
+    """(sv1, sv2, affinity, area) of one payload; versions 3/4 weighted by the resolution."""
+    dtype = edge_dtype(data_version)
+    if len(data) % dtype.itemsize:
+        raise InputError(f"{where}: payload of {len(data)} bytes is not whole DATA_VERSION {data_version} "
+                         f"records ({dtype.itemsize} bytes each); is DATA_VERSION right?")
+    rec = np.frombuffer(data, dtype)
+    if data_version == 2:
+        return rec["sv1"], rec["sv2"], rec["aff"].astype(np.float64), rec["area"].astype(np.float64)
+    rx, ry, rz = (float(r) for r in resolution)
+    aff = rec["aff_x"] * rx + rec["aff_y"] * ry + rec["aff_z"] * rz
+    area = rec["area_x"] * rx + rec["area_y"] * ry + rec["area_z"] * rz
+    return rec["sv1"], rec["sv2"], aff.astype(np.float64), area.astype(np.float64)
+
+
+def sum_duplicates(sv1, sv2, aff, area) -> Edges:
+    """Records of the same (sv1, sv2) pair summed, pairs in (sv1, sv2) order."""
+    if len(sv1) == 0:
+        return Edges.empty()
+    ids, inverse = np.unique(np.concatenate([sv1, sv2]), return_inverse=True)
+    keys = inverse[:len(sv1)].astype(np.int64) * len(ids) + inverse[len(sv1):]
+    unique_keys, group = np.unique(keys, return_inverse=True)
+    return Edges(ids[unique_keys // len(ids)], ids[unique_keys % len(ids)],
+                 np.bincount(group, aff).astype(np.float32), np.bincount(group, area).astype(np.uint64))
+
+
+def _between_files(layout, coord, neighbour) -> list[str]:
+    """The between/fake file coordinates that can hold edges of chunk `coord` and face neighbour."""
+    axis = int(np.flatnonzero(np.asarray(neighbour) != np.asarray(coord))[0])
+    larger = max(coord, neighbour, key=lambda c: c[axis])
+    out = []
+    for d in itertools.product((0, -1), repeat=3):
+        if d == (0, 0, 0) or d[axis] != -1:
+            continue
+        c = tuple(int(a + b) for a, b in zip(larger, d))
+        if all(0 <= v < n for v, n in zip(c, layout.n_chunks)):
+            out.append(c)
+    return out
+
+
+def _name(prefix, coord) -> str:
+    return f"{prefix}_" + "_".join(str(int(v)) for v in coord) + ".data"
+
+
+class RawReader:
+    """ChunkInputs from the raw agglomeration, writing the precomputed files on the way."""
+
+    def __init__(self, agglomeration_url: str, layout, data_version: int, resolution,
+                 edges_out: str | None = None, components_out: str | None = None):
+        self.url = agglomeration_url.rstrip("/")
+        self.layout = layout
+        self.data_version = data_version
+        self.resolution = tuple(resolution)
+        self.edges_out = edges_out
+        self.components_out = components_out
+        self._edges = self._remap = None
+
+    def connect(self):
+        if self._edges is None:
+            self._edges = ShardReader(f"{self.url}/chunked_rg")
+            self._remap = ShardReader(f"{self.url}/remap")
+
+    @property
+    def requests(self) -> int:
+        return 0 if self._edges is None else self._edges.requests + self._remap.requests
+
+    @property
+    def rounds(self) -> int:
+        return 0 if self._edges is None else self._edges.rounds + self._remap.rounds
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_edges"] = state["_remap"] = None
+        return state
+
+    def _in_bounds(self, c) -> bool:
+        return all(0 <= v < n for v, n in zip(c, self.layout.n_chunks))
+
+    def _face_neighbours(self, coord):
+        for axis in range(3):
+            for step in (-1, 1):
+                n = list(coord)
+                n[axis] += step
+                if self._in_bounds(n):
+                    yield tuple(n)
+
+    def read_edges(self, coord) -> dict:
+        coord = tuple(int(c) for c in coord)
+        where = f"chunk {coord}"
+        me = int(self.layout.chunk_id(1, *coord))
+        x, y, z = coord
+        in_files = {_name("in_chunk_0", c): {me} for c in itertools.product((x - 1, x), (y - 1, y), (z - 1, z))
+                    if self._in_bounds(c)}
+        pair_files = {}
+        for neighbour in self._face_neighbours(coord):
+            other = int(self.layout.chunk_id(1, *neighbour))
+            for c in _between_files(self.layout, coord, neighbour):
+                for prefix in ("between_chunks_0", "fake_0"):
+                    pair_files.setdefault(_name(prefix, c), set()).update({(me, other), (other, me)})
+        got_in = self._edges.read(in_files, False, where)
+        got_pairs = self._edges.read(pair_files, True, where)
+        parts = {"in_chunk": [], "between_chunk": [], "cross_chunk": []}
+        for (name, _), data in got_in.items():
+            parts["in_chunk"].append(decode_records(data, self.data_version, self.resolution, f"{name} ({where})"))
+        for (name, key), data in got_pairs.items():
+            kind = "between_chunk" if name.startswith("between") else "cross_chunk"
+            sv1, sv2, aff, area = decode_records(data, self.data_version, self.resolution, f"{name} ({where})")
+            if key[0] != me:  # keyed (neighbour, this chunk): swap so sv1 is ours
+                sv1, sv2 = sv2, sv1
+            parts[kind].append((sv1, sv2, aff, area))
+        edges = {}
+        for kind, chunks in parts.items():
+            cols = [np.concatenate([c[i] for c in chunks]) if chunks else np.empty(0) for i in range(4)]
+            edges[kind] = sum_duplicates(cols[0].astype(np.uint64), cols[1].astype(np.uint64), cols[2], cols[3])
+        fake = edges["cross_chunk"]  # cuts of one SV: infinite affinity, unit area
+        edges["cross_chunk"] = Edges(fake.ids1, fake.ids2, np.full(len(fake), np.inf, np.float32),
+                                     np.ones(len(fake), np.uint64))
+        return edges
+
+    def read_components(self, coord):
+        coord = tuple(int(c) for c in coord)
+        wanted = {}
+        for c in [coord] + list(self._face_neighbours(coord)):
+            key = int(self.layout.chunk_id(1, *c))
+            for mip in range(self.layout.layer_count - 1):
+                wanted.setdefault(_name(f"done_{mip}", [v >> mip for v in c]), set()).add(key)
+        got = self._remap.read(wanted, False, f"chunk {coord}")
+        pairs = [np.frombuffer(d, "<u8").reshape(-1, 2) for d in got.values() if len(d)]
+        if any(len(d) % 16 for d in got.values()):
+            raise InputError(f"{self.url}/remap (chunk {coord}): a payload is not whole uint64 pairs")
+        if not pairs:
+            return np.empty(0, np.uint64), np.empty(0, np.int64)
+        pairs = np.concatenate(pairs)
+        svs, inverse = np.unique(pairs, return_inverse=True)
+        inverse = inverse.reshape(-1, 2)
+        graph = csr_array((np.ones(len(inverse)), (inverse[:, 0], inverse[:, 1])), shape=(len(svs), len(svs)))
+        _, labels = connected_components(graph, directed=False)
+        return svs, labels.astype(np.int64)
+
+    def read(self, coord) -> ChunkInputs:
+        self.connect()
+        coord = tuple(int(c) for c in coord)
+        inputs = ChunkInputs(coord, self.read_edges(coord), *self.read_components(coord))
+        self._write_precomputed(inputs)
+        return inputs
+
+    def _write_precomputed(self, inputs: ChunkInputs):
+        from cloudfiles import CloudFiles
+        if self.edges_out and any(len(e) for e in inputs.edges.values()):
+            self._write_once(CloudFiles(self.edges_out, progress=False), edges_filename(inputs.coord),
+                             lambda: encode_edges(inputs.edges))
+        if self.components_out and len(inputs.component_svs):
+            self._write_once(CloudFiles(self.components_out, progress=False), components_filename(inputs.coord),
+                             lambda: encode_components(inputs.component_svs, inputs.component_labels))
+
+    @staticmethod
+    def _write_once(cf, name, encode):
+        if cf.size(name) is not None:
+            return  # written by an earlier attempt of this chunk (same input, same bytes)
+        cf.put(name, encode(), raw=True, compress=None)

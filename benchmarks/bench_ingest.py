@@ -162,6 +162,37 @@ def measure(size: str, data_dir: str, batch_rows: int, inflight: int) -> dict:
     return result
 
 
+def measure_raw(size: str, data_dir: str) -> dict:
+    """(a) from the raw agglomeration: reading sharded files and writing EDGES/COMPONENTS."""
+    import shutil
+
+    from beam_ingest.synthetic import SyntheticSpec, generate
+    chunks, per_chunk = SIZES[size]
+    folder = os.path.join(data_dir, f"{size}-raw")
+    config = os.path.join(folder, "config.yml")
+    if not os.path.exists(config):
+        print(f"[{size}] generating a raw dataset under {folder}", flush=True)
+        generate(folder, SyntheticSpec(chunks=chunks, svs_per_chunk=per_chunk, seed=42, raw=True))
+    for out in ("edges", "components"):
+        shutil.rmtree(os.path.join(folder, out), ignore_errors=True)
+    print(f"[{size}] (a-raw) build from the raw agglomeration, writes dropped", flush=True)
+    return {"size": size, "build": run_child(["ingest", config, "bench-raw", "--skip_writes", "--raw"])}
+
+
+def report_raw(results: list[dict]) -> str:
+    lines = ["| dataset (raw input) | SVs | (a) build s | SVs/s | SVs per CPU-s | layer 2 reading s "
+             "| storage requests per chunk | round trips per chunk |", "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        a = r["build"]
+        c = a["counters"]
+        chunks = max(1, c.get("layer2_chunks", 1))
+        lines.append(f"| {r['size']} | {c['layer2_svs']:,} | {a['wall_s']:.2f} | {c['layer2_svs'] / a['wall_s']:,.0f} "
+                     f"| {c['layer2_svs'] / a['cpu_s']:,.0f} | {c.get('layer2_read_us', 0) / 1e6:.2f} "
+                     f"| {c.get('layer2_storage_requests', 0) / chunks:.1f} "
+                     f"| {c.get('layer2_storage_rounds', 0) / chunks:.1f} |")
+    return "\n".join(lines)
+
+
 def report(results: list[dict]) -> str:
     lines = ["| dataset | SVs | edges | layers | (a) build s | SVs/s | SVs per CPU-s | edges/s | rows/s (a) "
              "| peak RSS (a) MB | (b) with writes s | rows/s (b) | peak RSS (b) MB | replay of (b)'s requests s | (b)/replay "
@@ -207,6 +238,8 @@ def main(argv=None):
     parser.add_argument("--batch_rows", type=int, default=2000)
     parser.add_argument("--inflight", type=int, default=2)
     parser.add_argument("--json", help="also write the raw results here")
+    parser.add_argument("--raw", action="store_true",
+                        help="also build each size from a raw agglomeration (sharded files, ranged reads)")
     parser.add_argument("--no_pin", action="store_true",
                         help="let the emulator and the ingest share every CPU (default: the emulator gets "
                              "the upper half of the CPUs, standing in for a Bigtable on its own machines)")
@@ -218,11 +251,15 @@ def main(argv=None):
         CLIENT_CPUS, EMULATOR_CPUS = set(cpus[:half]), set(cpus[half:])
         print(f"ingest on CPUs {sorted(CLIENT_CPUS)}, emulator on CPUs {sorted(EMULATOR_CPUS)}", flush=True)
     results = [measure(size, args.data, args.batch_rows, args.inflight) for size in args.sizes]
+    raw_results = [measure_raw(size, args.data) for size in args.sizes] if args.raw else []
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump(results, fh, indent=1)
+            json.dump({"precomputed": results, "raw": raw_results}, fh, indent=1)
     print()
     print(report(results))
+    if raw_results:
+        print()
+        print(report_raw(raw_results))
     return 0
 
 

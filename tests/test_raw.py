@@ -90,3 +90,25 @@ def test_raw_needs_agglomeration_key(tmp_path):
     from beam_ingest.config import ConfigError
     with pytest.raises(ConfigError, match="ingest_config.AGGLOMERATION: required"):
         plan_ingest(info["config"], "g", raw=True)
+
+
+def test_corrupt_raw_file_stops_the_ingest_naming_it(tmp_path, graph_id, capsys):
+    import pipeline
+    info = raw_dataset(tmp_path, 4)
+    path = tmp_path / "raw" / "agg" / "chunked_rg" / "in_chunk_0_1_1_1.data"
+    data = bytearray(path.read_bytes())
+    data[25] ^= 0xFF  # inside the first payload
+    path.write_bytes(bytes(data))
+    assert pipeline.main(["--config", info["config"], "--graph_id", graph_id, "--raw"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(err) == 1 and "in_chunk_0_1_1_1.data (chunk (1, 1, 1)): crc mismatch in the payload at byte" in err[0]
+
+
+def test_wrong_data_version_is_named(tmp_path, graph_id, capsys):
+    import pipeline
+    info = raw_dataset(tmp_path, 3)
+    text = open(info["config"]).read().replace("DATA_VERSION: 3", "DATA_VERSION: 4")
+    open(info["config"], "w").write(text)
+    assert pipeline.main(["--config", info["config"], "--graph_id", graph_id, "--raw", "--skip_writes"]) == 2
+    err = capsys.readouterr().err
+    assert "not whole DATA_VERSION 4 records" in err and "is DATA_VERSION right?" in err

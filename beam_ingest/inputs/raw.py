@@ -127,12 +127,13 @@ class RawReader:
             for c in _between_files(self.layout, coord, neighbour):
                 for prefix in ("between_chunks_0", "fake_0"):
                     pair_files.setdefault(_name(prefix, c), set()).update({(me, other), (other, me)})
-        got_in = self._edges.read(in_files, False, where)
-        got_pairs = self._edges.read(pair_files, True, where)
+        got = self._edges.read({**in_files, **pair_files}, lambda name: not name.startswith("in_chunk"), where)
         parts = {"in_chunk": [], "between_chunk": [], "cross_chunk": []}
-        for (name, _), data in got_in.items():
-            parts["in_chunk"].append(decode_records(data, self.data_version, self.resolution, f"{name} ({where})"))
-        for (name, key), data in got_pairs.items():
+        for (name, key), data in got.items():
+            if name.startswith("in_chunk"):
+                parts["in_chunk"].append(decode_records(data, self.data_version, self.resolution,
+                                                        f"{name} ({where})"))
+                continue
             kind = "between_chunk" if name.startswith("between") else "cross_chunk"
             sv1, sv2, aff, area = decode_records(data, self.data_version, self.resolution, f"{name} ({where})")
             if key[0] != me:  # keyed (neighbour, this chunk): swap so sv1 is ours

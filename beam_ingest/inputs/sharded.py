@@ -85,8 +85,11 @@ class ShardReader:
             out[(r["path"], start)] = None if r.get("error") else r.get("content")
         return out
 
-    def read(self, wanted: dict, pair_keys: bool, where: str) -> dict:
+    def read(self, wanted: dict, pair_keys, where: str) -> dict:
         """`wanted`: {file name: [keys]} -> {(file name, key): payload data (crc checked)}.
+
+        `pair_keys`: whether files key payloads by chunk pairs: a bool, or a function of the
+        file name (so in-chunk and between files are read in the same three rounds).
 
         Missing files are skipped. A bad magic, an index past the end, a crc mismatch or a
         payload outside the file raises InputError naming the file (and byte offset).
@@ -107,9 +110,10 @@ class ShardReader:
             index_ranges.append((name, offset, offset + length))
         indexes = self._get(index_ranges)
         payload_ranges, keys_at = [], {}
-        dtype = index_dtype(pair_keys)
         for name, start, end in index_ranges:
             path = f"{self.url}/{name}"
+            pairs = pair_keys(name) if callable(pair_keys) else pair_keys
+            dtype = index_dtype(pairs)
             raw = indexes.get((name, start))
             if raw is None or len(raw) != end - start:
                 got = 0 if raw is None else len(raw)
@@ -123,7 +127,7 @@ class ShardReader:
             records = np.frombuffer(records_bytes, dtype)
             want = wanted[name]
             for rec in records:
-                key = tuple(int(k) for k in rec["chunkid"]) if pair_keys else int(rec["chunkid"])
+                key = tuple(int(k) for k in rec["chunkid"]) if pairs else int(rec["chunkid"])
                 if key in want:
                     s, size = int(rec["offset"]), int(rec["size"])
                     if size < CRC_LENGTH or s + size > start:

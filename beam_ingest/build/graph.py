@@ -5,6 +5,7 @@ import numpy as np
 from scipy.sparse import csr_array
 from scipy.sparse.csgraph import connected_components
 
+
 def pair_keys(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """Dense indices of the ids in `a` and `b` (one shared numbering) and its size.
 
@@ -14,15 +15,6 @@ def pair_keys(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, int
     uniq, inverse = np.unique(np.concatenate([a, b]), return_inverse=True)
     inverse = inverse.astype(np.int64)
     return inverse[:len(a)], inverse[len(a):], len(uniq)
-
-
-def unique_pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct (a, b) pairs, ordered by (a, b)."""
-    if len(a) == 0:
-        return a, b
-    ia, ib, size = pair_keys(a, b)
-    _, first = np.unique(ia * size + ib, return_index=True)
-    return a[first], b[first]
 
 
 def components(n: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -46,23 +38,6 @@ def components(n: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     rank = np.empty(len(first), np.int64)
     rank[np.argsort(first)] = np.arange(len(first))
     return rank[labels]
-
-
-def index_of(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """Position of each of `ids` in `sorted_ids` (all must be present)."""
-    return np.searchsorted(sorted_ids, ids)
-
-
-def lookup(sorted_keys: np.ndarray, values: np.ndarray, ids: np.ndarray, missing) -> np.ndarray:
-    """`values[sorted_keys == id]` for each id, `missing` where id is absent."""
-    out = np.full(len(ids), missing, dtype=values.dtype)
-    if len(sorted_keys) == 0 or len(ids) == 0:
-        return out
-    pos = np.searchsorted(sorted_keys, ids)
-    pos_clip = np.minimum(pos, len(sorted_keys) - 1)
-    hit = sorted_keys[pos_clip] == ids
-    out[hit] = values[pos_clip[hit]]
-    return out
 
 
 def min_per_group(labels: np.ndarray, values: np.ndarray, n: int, empty) -> np.ndarray:

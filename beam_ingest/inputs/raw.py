@@ -10,9 +10,8 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
-from scipy.sparse import csr_array
-from scipy.sparse.csgraph import connected_components
 
+from ..build.graph import components, pair_keys
 from .precomputed import (ChunkInputs, Edges, InputError, components_filename, edges_filename, encode_components,
                           encode_edges)
 from .sharded import ShardReader
@@ -47,10 +46,10 @@ def sum_duplicates(sv1, sv2, aff, area) -> Edges:
     """Records of the same (sv1, sv2) pair summed, pairs in (sv1, sv2) order."""
     if len(sv1) == 0:
         return Edges.empty()
-    ids, inverse = np.unique(np.concatenate([sv1, sv2]), return_inverse=True)
-    keys = inverse[:len(sv1)].astype(np.int64) * len(ids) + inverse[len(sv1):]
-    unique_keys, group = np.unique(keys, return_inverse=True)
-    return Edges(ids[unique_keys // len(ids)], ids[unique_keys % len(ids)],
+    ids = np.unique(np.concatenate([sv1, sv2]))
+    i1, i2, size = pair_keys(sv1, sv2)
+    unique_keys, group = np.unique(i1 * size + i2, return_inverse=True)
+    return Edges(ids[unique_keys // size], ids[unique_keys % size],
                  np.bincount(group, aff).astype(np.float32), np.bincount(group, area).astype(np.uint64))
 
 
@@ -162,11 +161,9 @@ class RawReader:
         if not pairs:
             return np.empty(0, np.uint64), np.empty(0, np.int64)
         pairs = np.concatenate(pairs)
-        svs, inverse = np.unique(pairs, return_inverse=True)
-        inverse = inverse.reshape(-1, 2)
-        graph = csr_array((np.ones(len(inverse)), (inverse[:, 0], inverse[:, 1])), shape=(len(svs), len(svs)))
-        _, labels = connected_components(graph, directed=False)
-        return svs, labels.astype(np.int64)
+        svs = np.unique(pairs)
+        a, b, _ = pair_keys(pairs[:, 0], pairs[:, 1])
+        return svs, components(len(svs), a, b)
 
     def read(self, coord) -> ChunkInputs:
         self.connect()

@@ -26,12 +26,6 @@ def cross_edges_qualifier(layer: int) -> bytes:
     return b"atomic_cross_edges_%d" % int(layer)
 
 
-def row_keys(ids: np.ndarray) -> list[bytes]:
-    """`%.20d` row keys of many node ids at once."""
-    ids = np.asarray(ids, dtype=np.uint64)
-    return np.char.zfill(ids.astype("S20"), 20).tolist()
-
-
 def row_key(node_id) -> bytes:
     return b"%020d" % int(node_id)
 

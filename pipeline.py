@@ -116,6 +116,19 @@ def check_dataflow_options(options: PipelineOptions):
         raise ConfigError(f"--setup_file: {setup.setup_file} does not exist")
 
 
+def check_restart_options(opts, layout):
+    if opts.start_layer == 2:
+        return
+    if not opts.checkpoint_dir:
+        raise ConfigError("--start_layer: needs --checkpoint_dir (the checkpoint of the earlier run)")
+    if not 3 <= opts.start_layer <= layout.layer_count:
+        raise ConfigError(f"--start_layer: must be in 3..{layout.layer_count} for this graph, got {opts.start_layer}")
+    if opts.if_exists != "continue" and not opts.skip_writes:
+        raise ConfigError("--start_layer: continues an earlier run's table; pass --if_exists=continue")
+    if opts.test:
+        raise ConfigError("--start_layer: cannot be combined with --test")
+
+
 def make_reader(plan, raw: bool):
     ds = plan.settings.data_source
     if raw:
@@ -163,16 +176,7 @@ def run(argv=None):
     graph_id = opts.graph_id + "-test" if opts.test else opts.graph_id
     plan = plan_ingest(opts.config, graph_id, raw=opts.raw)
     layout = plan.layout
-    if opts.start_layer != 2:
-        if not opts.checkpoint_dir:
-            raise ConfigError("--start_layer: needs --checkpoint_dir (the checkpoint of the earlier run)")
-        if not 3 <= opts.start_layer <= layout.layer_count:
-            raise ConfigError(f"--start_layer: must be in 3..{layout.layer_count} for this graph, "
-                              f"got {opts.start_layer}")
-        if opts.if_exists != "continue" and not opts.skip_writes:
-            raise ConfigError("--start_layer: continues an earlier run's table; pass --if_exists=continue")
-        if opts.test:
-            raise ConfigError("--start_layer: cannot be combined with --test")
+    check_restart_options(opts, layout)
     coords = top_layer = None
     if opts.test:
         coords = layout.test_coords()

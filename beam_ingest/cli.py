@@ -30,8 +30,7 @@ def _table(args):
 
 
 def _layout_of(table):
-    from .inputs.watershed import read_watershed_info
-    from .layout import GraphLayout
+    from .launcher import layout_for
     from .store import cells
     from .store.bigtable import read_cell
     from .store.meta import loads_meta
@@ -39,10 +38,7 @@ def _layout_of(table):
     if found is None:
         raise SystemExit(f"error: table {table.table_id!r} has no meta row")
     meta = loads_meta(found[0])
-    gc, ds = meta.graph_config, meta.data_source
-    ws = read_watershed_info(ds.WATERSHED, ds.CV_MIP)
-    return GraphLayout(tuple(gc.CHUNK_SIZE), ws.voxel_offset, ws.size, gc.LAYER_ID_BITS, gc.SPATIAL_BITS,
-                       gc.FANOUT)
+    return layout_for(meta.graph_config, meta.data_source)[0]
 
 
 def describe_chain(table, sv: int) -> list[str]:
@@ -223,13 +219,10 @@ def cmd_estimate(args):
     from .sizing import format_estimates
     l2_chunks = args.l2_chunks
     if args.config:
-        from .inputs.watershed import read_watershed_info
         from .config import load_config
-        from .layout import GraphLayout
+        from .launcher import layout_for
         settings = load_config(args.config)
-        ws = read_watershed_info(settings.data_source.WATERSHED, settings.data_source.CV_MIP)
-        gc = settings.graph_config
-        layout = GraphLayout(gc.CHUNK_SIZE, ws.voxel_offset, ws.size, gc.LAYER_ID_BITS, gc.SPATIAL_BITS, gc.FANOUT)
+        layout = layout_for(settings.graph_config, settings.data_source)[0]
         l2_chunks = layout.chunk_count(2)
         print(f"{args.config}: {layout.layer_count} layers, {'x'.join(map(str, layout.n_chunks))} layer-2 chunks")
     if not l2_chunks:

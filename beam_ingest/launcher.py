@@ -36,13 +36,7 @@ def plan_ingest(config_path: str, graph_id: str, raw: bool = False) -> IngestPla
         missing = "EDGES" if not ds.EDGES else "COMPONENTS"
         raise ConfigError(f"data_source.{missing}: required key is missing (precomputed input needs "
                           "both EDGES and COMPONENTS)")
-    ws = read_watershed_info(ds.WATERSHED, ds.CV_MIP)
-    gc = settings.graph_config
-    try:
-        layout = GraphLayout(chunk_size=gc.CHUNK_SIZE, voxel_offset=ws.voxel_offset, voxel_counts=ws.size,
-                             layer_id_bits=gc.LAYER_ID_BITS, spatial_bits=gc.SPATIAL_BITS, fanout=gc.FANOUT)
-    except LayoutError as exc:
-        raise ConfigError(str(exc)) from None
+    layout, ws = layout_for(settings.graph_config, ds)
     if raw:
         _check_not_empty("ingest_config.AGGLOMERATION", settings.ingest.AGGLOMERATION.rstrip("/") + "/chunked_rg",
                          "in_chunk_0_", "in_chunk_0_<x>_<y>_<z>.data files under")
@@ -50,6 +44,22 @@ def plan_ingest(config_path: str, graph_id: str, raw: bool = False) -> IngestPla
         _check_not_empty("data_source.EDGES", ds.EDGES, "edges_", "edges_<x>_<y>_<z>.proto.zst files under")
     return IngestPlan(graph_id, settings, layout, settings.backend.PROJECT, settings.backend.INSTANCE,
                       ws.resolution)
+
+
+def layout_for(graph_config, data_source):
+    """The layout from a graph config and the watershed info its data source names.
+
+    Works with the config's settings and with a table's meta (same field names).
+    Returns `(layout, watershed info)`.
+    """
+    ws = read_watershed_info(data_source.WATERSHED, data_source.CV_MIP)
+    gc = graph_config
+    try:
+        layout = GraphLayout(chunk_size=tuple(gc.CHUNK_SIZE), voxel_offset=ws.voxel_offset, voxel_counts=ws.size,
+                             layer_id_bits=gc.LAYER_ID_BITS, spatial_bits=gc.SPATIAL_BITS, fanout=gc.FANOUT)
+    except LayoutError as exc:
+        raise ConfigError(str(exc)) from None
+    return layout, ws
 
 
 def _check_not_empty(key: str, url: str, prefix: str, what: str):

@@ -24,81 +24,18 @@ from beam_ingest.config import ConfigError
 from beam_ingest.inputs.precomputed import InputError, PrecomputedReader
 from beam_ingest.inputs.raw import RawReader
 from beam_ingest.launcher import plan_ingest, prepare_table
+from beam_ingest.options import IngestOptions, check_graph_id, parse_argv
 from beam_ingest.progress import ProgressCache, ProgressMonitor, RedisSettings, layer_totals
 from beam_ingest.report import format_summary, ingest_counters
 from beam_ingest.store.bigtable import TableError
 from beam_ingest.transforms import BuildGraph, WriteToChunkedGraph
 
+log = logging.getLogger("pipeline")
 USER_ERRORS = (ConfigError, InputError, TableError, CheckpointError)
 
 
 class IngestFailed(RuntimeError):
     """The pipeline failed after the table was created: says that it is partially written."""
-
-
-def _flag(value) -> bool:
-    """Boolean options accept `--flag`, `--flag=true` and `--flag=false` (Flex templates pass values)."""
-    if isinstance(value, bool):
-        return value
-    lowered = str(value).strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off", ""):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
-
-
-class IngestOptions(PipelineOptions):
-    @classmethod
-    def _add_argparse_args(cls, parser):
-        parser.add_argument("--config", help="Path or URL of the ingest config.yml (required).")
-        parser.add_argument("--graph_id", help="Id of the graph = the Bigtable table id (required).")
-        parser.add_argument(
-            "--if_exists", default="fail", choices=("fail", "continue", "recreate"),
-            help="What to do when the table exists: fail (default), continue an interrupted "
-                 "ingest of the same graph (checked against its meta row; reuses its ingest "
-                 "time so the result equals a clean run), or recreate (delete, start over).")
-        parser.add_argument(
-            "--ingest_timestamp", type=int, default=None,
-            help="Timestamp of every cell, in ms since the epoch (default: now). Two runs with "
-                 "the same value write identical cells.")
-        parser.add_argument(
-            "--skip_writes", type=_flag, nargs="?", const=True, default=False,
-            help="Build the whole graph but drop the rows instead of writing them (no table is "
-                 "touched); for benchmarks and dry checks of input.")
-        parser.add_argument(
-            "--write_batch_rows", type=int, default=2000,
-            help="Rows per Bigtable mutate_rows call; bounds the in-flight mutations per worker.")
-        parser.add_argument(
-            "--max_inflight_writes", type=int, default=2,
-            help="MutateRows requests in flight per worker (flow control; 1 = synchronous writes).")
-        parser.add_argument(
-            "--table_splits", type=int, default=0,
-            help="Create the table pre-split into about this many tablets along the expected row-key "
-                 "ranges (by layer and chunk slab), so a large ingest writes to many nodes from the start.")
-        parser.add_argument(
-            "--checkpoint_dir", default=None,
-            help="Save what every chunk hands to its parent (its summary) under this URL (gs://, s3://, "
-                 "file:// or a path), so that a failed run can restart at a layer with --start_layer.")
-        parser.add_argument(
-            "--start_layer", type=int, default=2,
-            help="Start at this layer (3 .. layer count) from the checkpoint of the layer below, writing the "
-                 "same cells a full run would; needs --checkpoint_dir and --if_exists=continue.")
-        parser.add_argument(
-            "--raw", type=_flag, nargs="?", const=True, default=False,
-            help="Read the raw agglomeration (ingest_config.AGGLOMERATION: sharded chunked_rg/ and remap/ "
-                 "files, DATA_VERSION 2/3/4) instead of EDGES/COMPONENTS, and write each chunk's EDGES and "
-                 "COMPONENTS files on the way (unless those paths are unset).")
-        parser.add_argument(
-            "--test", type=_flag, nargs="?", const=True, default=False,
-            help="A trial run: only the 8 layer-2 chunks at the centre of the dataset (the children of "
-                 "the centre layer-3 chunk) and their layer-3 parent, into the table <graph_id>-test; "
-                 "prints each chunk's edge counts first.")
-        parser.add_argument(
-            "--wait", type=_flag, nargs="?", const=True, default=None,
-            help="Wait for the job to finish and print the summary (default: yes, except for a Dataflow "
-                 "job launched from a Flex template, which must return at once).")
-        parser.add_argument("--fail_at_layer", type=int, default=None, help="(testing) fail at this layer.")
 
 
 def check_dataflow_options(options: PipelineOptions):
@@ -158,12 +95,16 @@ def run(argv=None):
 
     Counters are empty when the job was not waited for (a Dataflow template launch).
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parse_argv(argv)  # unknown options and bad values stop here, before anything is created
     options = PipelineOptions(argv)
     opts = options.view_as(IngestOptions)
     if not opts.config:
         raise ConfigError("--config: required (path or URL of config.yml)")
     if not opts.graph_id:
         raise ConfigError("--graph_id: required (the table id of the graph)")
+    check_graph_id(opts.graph_id, opts.test)
+    redis = RedisSettings.from_env()
     standard = options.view_as(StandardOptions)
     if standard.runner is None:
         standard.runner = "FnApiRunner"  # in process; no attempt to download the Prism runner
@@ -192,7 +133,6 @@ def run(argv=None):
     else:
         ingest_ms = prepare_table(plan, opts.if_exists, opts.ingest_timestamp, opts.table_splits)
 
-    redis = RedisSettings.from_env()
     totals = layer_totals(layout) if not opts.test else {2: len(coords), top_layer: 1}
     totals = {k: v for k, v in totals.items() if k == "roots" or k >= opts.start_layer}
     cache = ProgressCache(redis, plan.graph_id) if redis else None
@@ -242,29 +182,51 @@ def _causes(exc):
         exc = exc.__cause__ or exc.__context__
 
 
+def configure_logging(verbose: bool) -> None:
+    """Our progress lines at INFO; Beam's own messages (and the long traceback it logs when a
+    step fails) only with --verbose, where everything goes to the log at DEBUG."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("apache_beam").setLevel(logging.DEBUG if verbose else logging.CRITICAL)
+
+
+def print_help() -> None:
+    parser = argparse.ArgumentParser(
+        prog="python pipeline.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Any Apache Beam pipeline option (--runner, --project, ...) is accepted too; anything else "
+               "is an error.")
+    IngestOptions._add_argparse_args(parser)
+    parser.print_help()
+
+
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    logging.getLogger("apache_beam").setLevel(logging.WARNING)
-    argv = sys.argv[1:] if argv is None else argv
+    argv = list(sys.argv[1:] if argv is None else argv)
     if "-h" in argv or "--help" in argv:
-        parser = argparse.ArgumentParser(
-            description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-            epilog="Any Apache Beam pipeline option (--runner, --project, ...) is accepted too.")
-        IngestOptions._add_argparse_args(parser)
-        parser.print_help()
+        print_help()
         return 0
+    try:
+        verbose = parse_argv(argv).verbose
+    except ConfigError:
+        verbose = False  # run() reports it
+    configure_logging(verbose)
     start = time.time()
     try:
         result, counters, plan = run(argv)
     except USER_ERRORS as exc:
+        log.debug("stopped", exc_info=True)
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except IngestFailed as exc:
+        log.debug("the pipeline failed", exc_info=True)
         cause = exc.__cause__
         user_error = next((e for e in _causes(cause) if isinstance(e, USER_ERRORS)), None)
-        first = str(user_error) if user_error else str(cause).strip().splitlines()[-1]
+        first = str(user_error) if user_error else _last_line(cause)
         print(f"error: {first}\n{str(exc).splitlines()[-1]}", file=sys.stderr)
         return 2 if user_error else 1
+    except Exception as exc:  # a failure we did not foresee: still one line, details with --verbose
+        log.debug("unexpected failure", exc_info=True)
+        print(f"error: {type(exc).__name__}: {_last_line(exc)} (rerun with --verbose for details)", file=sys.stderr)
+        return 1
     if counters:
         print(format_summary(counters, plan.layout.layer_count, time.time() - start))
     else:
@@ -272,6 +234,11 @@ def main(argv=None) -> int:
         print(f"submitted graph {plan.graph_id} ({plan.layout.layer_count} layers)"
               + (f" as Dataflow job {job()}" if callable(job) else ""))
     return 0
+
+
+def _last_line(exc) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[-1] if lines else type(exc).__name__
 
 
 if __name__ == "__main__":

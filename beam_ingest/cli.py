@@ -7,6 +7,34 @@ import sys
 
 import numpy as np
 
+from .options import int_in
+
+class CommandError(Exception):
+    """An operator command that cannot go on: one `error:` line, exit status `code`."""
+
+    def __init__(self, message: str, code: int = 2):
+        super().__init__(message)
+        self.code = code
+
+
+def positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Usage mistakes as one `error:` line (exit 2), not argparse's usage block."""
+
+    def error(self, message):
+        print(f"error: {self.prog}: {message} (--help lists the options)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 EXAMPLES = """examples:
   python -m beam_ingest generate --out demo_data --chunks 4 4 2 --svs_per_chunk 200
   python -m beam_ingest inspect --graph_id my_graph --sv 72620543991349249
@@ -25,7 +53,7 @@ def _table(args):
                                                   args.instance or os.environ.get("BIGTABLE_INSTANCE"))
     table = bigtable.open_table(project, instance, args.graph_id, admin=True)
     if not table.exists():
-        raise SystemExit(f"error: table {args.graph_id!r} does not exist in {project}/{instance}")
+        raise CommandError(f"table {args.graph_id!r} does not exist in {project}/{instance}")
     return table
 
 
@@ -36,7 +64,7 @@ def _layout_of(table):
     from .store.meta import loads_meta
     found = read_cell(table, cells.META_ROW, cells.FAMILY_HIERARCHY, cells.META)
     if found is None:
-        raise SystemExit(f"error: table {table.table_id!r} has no meta row")
+        raise CommandError(f"table {table.table_id!r} has no meta row")
     meta = loads_meta(found[0])
     return layout_for(meta.graph_config, meta.data_source)[0]
 
@@ -52,9 +80,12 @@ def describe_chain(table, sv: int) -> list[str]:
         seen.add(node_id)
         layer = int(layout.layer_of(np.uint64(node_id)))
         node = read_node(table, node_id)
+        if node is None and not lines:
+            raise CommandError(f"--sv: node {node_id} has no row in table {table.table_id!r} (not a supervoxel "
+                               "of this graph)")
         if node is None:
-            lines.append(f"layer {layer:>2}  {node_id}  (no row!)")
-            break
+            raise CommandError(f"node {node_id} (layer {layer}, the parent named on the line above) has no row in "
+                               f"table {table.table_id!r}: the table is incomplete", code=1)
         kids = "" if node["children"] is None else f"  children: {len(node['children'])}"
         edges = "".join(f"  cross_edges_{k}: {len(v)}" for k, v in sorted(node["cross_edges"].items()))
         coord = tuple(int(v) for v in layout.coords_of(np.uint64(node_id), max(layer, 1))[0])
@@ -85,7 +116,7 @@ def cmd_inspect(args):
     if args.sv is not None:
         print("\n".join(describe_chain(table, args.sv)))
     if args.sv is None and not args.summary:
-        raise SystemExit("error: inspect needs --sv ID and/or --summary")
+        raise CommandError("inspect needs --sv ID and/or --summary")
     return 0
 
 
@@ -157,16 +188,16 @@ def cmd_status(args):
     from .progress import ProgressCache, RedisSettings, format_status
     settings = RedisSettings.from_env()
     if settings is None:
-        raise SystemExit("error: status needs the Redis progress cache: set REDIS_HOST (and REDIS_PORT, "
+        raise CommandError("status needs the Redis progress cache: set REDIS_HOST (and REDIS_PORT, "
                          "REDIS_DB, REDIS_PASSWORD) as for the ingest")
     cache = ProgressCache(settings, args.graph_id)
     while True:
         try:
             status = cache.settings.client().ping() and cache.status()
         except Exception as exc:
-            raise SystemExit(f"error: Redis {settings.host}:{settings.port} unavailable: {exc}")
+            raise CommandError(f"Redis {settings.host}:{settings.port} unavailable: {exc}", code=1)
         if status is None:
-            raise SystemExit(f"error: no progress recorded for graph {args.graph_id!r} in Redis "
+            raise CommandError(f"no progress recorded for graph {args.graph_id!r} in Redis "
                              f"{settings.host}:{settings.port} db {settings.db}")
         text = format_status(status)
         if args.watch is None:
@@ -180,7 +211,7 @@ def cmd_flush_redis(args):
     from .progress import ProgressCache, RedisSettings
     settings = RedisSettings.from_env()
     if settings is None:
-        raise SystemExit("error: flush-redis needs REDIS_HOST (and REDIS_PORT, REDIS_DB, REDIS_PASSWORD)")
+        raise CommandError("flush-redis needs REDIS_HOST (and REDIS_PORT, REDIS_DB, REDIS_PASSWORD)")
     try:
         settings.client().ping()
         if args.graph_id:
@@ -189,7 +220,7 @@ def cmd_flush_redis(args):
             settings.client().flushdb()
             print(f"flushed Redis {settings.host}:{settings.port} db {settings.db}")
     except Exception as exc:
-        raise SystemExit(f"error: Redis {settings.host}:{settings.port} unavailable: {exc}")
+        raise CommandError(f"Redis {settings.host}:{settings.port} unavailable: {exc}", code=1)
     return 0
 
 
@@ -203,7 +234,7 @@ def cmd_verify(args):
     project, instance = bigtable.resolve_instance(plan.project, plan.instance)
     table = bigtable.open_table(project, instance, args.graph_id, admin=True)
     if not table.exists():
-        raise SystemExit(f"error: table {args.graph_id!r} does not exist in {project}/{instance}")
+        raise CommandError(f"table {args.graph_id!r} does not exist in {project}/{instance}")
     found = read_cell(table, cells.META_ROW, cells.FAMILY_HIERARCHY, cells.META)
     problem = "it has no meta row" if found is None else meta_mismatch(plan)(found[0])
     if problem:
@@ -226,20 +257,20 @@ def cmd_estimate(args):
         l2_chunks = layout.chunk_count(2)
         print(f"{args.config}: {layout.layer_count} layers, {'x'.join(map(str, layout.n_chunks))} layer-2 chunks")
     if not l2_chunks:
-        raise SystemExit("error: estimate needs --l2_chunks N or --config config.yml")
+        raise CommandError("estimate needs --l2_chunks N or --config config.yml")
     print(format_estimates(args.svs, l2_chunks, tuple(args.nodes)))
     return 0
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m beam_ingest", epilog=EXAMPLES,
+    parser = OneLineParser(prog="python -m beam_ingest", epilog=EXAMPLES,
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      description="Operator commands of the Beam ChunkedGraph ingest.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("inspect", help="print an SV's ancestors up to its root, read from Bigtable")
     p.add_argument("--graph_id", required=True, help="table id of the graph")
-    p.add_argument("--sv", type=int, help="supervoxel id to follow to its root")
+    p.add_argument("--sv", type=int_in(0, (1 << 64) - 1), help="supervoxel id to follow to its root")
     p.add_argument("--summary", action="store_true", help="count rows per layer (scans the table)")
     p.add_argument("--project", help="Bigtable project (default: $BIGTABLE_PROJECT)")
     p.add_argument("--instance", help="Bigtable instance (default: $BIGTABLE_INSTANCE)")
@@ -247,9 +278,9 @@ def main(argv=None) -> int:
 
     p = sub.add_parser("generate", help="write a synthetic dataset in the real input formats")
     p.add_argument("--out", required=True, help="output folder (edges/, components/, watershed/, config.yml)")
-    p.add_argument("--chunks", type=int, nargs=3, default=[4, 4, 2], metavar=("X", "Y", "Z"),
+    p.add_argument("--chunks", type=int_in(1, 1 << 16), nargs=3, default=[4, 4, 2], metavar=("X", "Y", "Z"),
                    help="layer-2 chunks per axis (default 4 4 2)")
-    p.add_argument("--svs_per_chunk", type=int, default=200, help="mean SVs per chunk (default 200)")
+    p.add_argument("--svs_per_chunk", type=int_in(1), default=200, help="mean SVs per chunk (default 200)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--raw", action="store_true",
                    help="write the raw agglomeration (agg/chunked_rg, agg/remap) instead of edges/ and components/; "
@@ -261,13 +292,13 @@ def main(argv=None) -> int:
                                     "Bigtable is configured), print a summary and one SV's chain")
     p.add_argument("--out", default="demo_data")
     p.add_argument("--graph_id", default="demo_graph")
-    p.add_argument("--chunks", type=int, nargs=3, default=[4, 4, 2], metavar=("X", "Y", "Z"))
-    p.add_argument("--svs_per_chunk", type=int, default=200)
+    p.add_argument("--chunks", type=int_in(1, 1 << 16), nargs=3, default=[4, 4, 2], metavar=("X", "Y", "Z"))
+    p.add_argument("--svs_per_chunk", type=int_in(1), default=200)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("status", help="per-layer progress of an ingest (completed / total chunks), from Redis")
     p.add_argument("--graph_id", required=True)
-    p.add_argument("--watch", type=float, nargs="?", const=2.0, default=None, metavar="SECONDS",
+    p.add_argument("--watch", type=positive_float, nargs="?", const=2.0, default=None, metavar="SECONDS",
                    help="refresh every SECONDS (default 2) until interrupted")
     p.set_defaults(func=cmd_status)
 
@@ -278,21 +309,33 @@ def main(argv=None) -> int:
     p = sub.add_parser("verify", help="check the table exactly against the inputs of N random layer-2 chunks")
     p.add_argument("--config", required=True, help="the ingest's config.yml")
     p.add_argument("--graph_id", required=True)
-    p.add_argument("--sample", type=int, default=10, help="layer-2 chunks to check (default 10)")
+    p.add_argument("--sample", type=int_in(1), default=10, help="layer-2 chunks to check (default 10)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the sample")
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("estimate", help="estimate workers, Bigtable nodes, wall time and cost of an ingest")
-    p.add_argument("--svs", type=float, required=True, help="number of supervoxels, e.g. 1e9")
-    p.add_argument("--l2_chunks", type=float, help="number of layer-2 chunks, e.g. 1e5")
+    p.add_argument("--svs", type=positive_float, required=True, help="number of supervoxels, e.g. 1e9")
+    p.add_argument("--l2_chunks", type=positive_float, help="number of layer-2 chunks, e.g. 1e5")
     p.add_argument("--config", help="or: read the chunk grid from this config.yml and its watershed info")
-    p.add_argument("--nodes", type=int, nargs="+", default=[10, 20, 40], help="Bigtable node counts to compare")
+    p.add_argument("--nodes", type=int_in(1), nargs="+", default=[10, 20, 40], help="Bigtable node counts to compare")
     p.set_defaults(func=cmd_estimate)
 
     args = parser.parse_args(argv)
     import logging
+
+    from .checkpoint import CheckpointError
+    from .config import ConfigError
+    from .inputs.precomputed import InputError
+    from .store.bigtable import TableError
     import warnings
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message="Connecting to Bigtable emulator")
-    return args.func(args)
+    try:
+        return args.func(args)
+    except CommandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.code
+    except (ConfigError, InputError, TableError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

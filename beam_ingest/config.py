@@ -173,15 +173,23 @@ def load_config(path: str) -> Settings:
     try:
         if "://" in path and not path.startswith("file://"):
             from cloudfiles import CloudFile
-            text = CloudFile(path).get()
-            if text is None:
+            data = CloudFile(path).get()
+            if data is None:
                 raise FileNotFoundError(path)
-            text = text.decode("utf8")
         else:
-            with open(path.removeprefix("file://"), encoding="utf8") as fh:
-                text = fh.read()
+            with open(path.removeprefix("file://"), "rb") as fh:
+                data = fh.read()
+        text = data.decode("utf8")
     except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
+        raise ConfigError(f"--config: config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"--config: {path} is a directory, not a config file") from None
+    except PermissionError:
+        raise ConfigError(f"--config: {path} cannot be read (permission denied)") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"--config: {path} is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+    except Exception as exc:  # storage errors differ by backend
+        raise ConfigError(f"--config: {path} cannot be read ({type(exc).__name__}: {exc})") from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:

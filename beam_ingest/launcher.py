@@ -26,8 +26,8 @@ class IngestPlan:
 
 def plan_ingest(config_path: str, graph_id: str, raw: bool = False) -> IngestPlan:
     """Cheap checks first: config, watershed info, bit budget. Raises with a clear message."""
-    if not graph_id or any(c.isspace() for c in graph_id):
-        raise ConfigError(f"--graph_id: must be a non-empty table id without spaces, got {graph_id!r}")
+    from .options import check_graph_id
+    check_graph_id(graph_id)
     settings = load_config(config_path)
     ds = settings.data_source
     if raw and not settings.ingest.AGGLOMERATION:

@@ -33,12 +33,33 @@ class RedisSettings:
     password: str | None = None
 
     @classmethod
-    def from_env(cls) -> "RedisSettings | None":
-        host = os.environ.get("REDIS_HOST")
+    def from_env(cls, environ=None) -> "RedisSettings | None":
+        """The settings of REDIS_HOST/PORT/DB/PASSWORD, checked (ConfigError naming the variable);
+        None when REDIS_HOST is unset. Read once by the launcher; workers get them from the job."""
+        from .config import ConfigError
+        env = os.environ if environ is None else environ
+        host = env.get("REDIS_HOST", "").strip()
         if not host:
+            for name in ("REDIS_PORT", "REDIS_DB", "REDIS_PASSWORD"):
+                if env.get(name):
+                    raise ConfigError(f"{name}: set, but REDIS_HOST is not (set REDIS_HOST to use the progress "
+                                      "cache, or unset the REDIS_* variables)")
             return None
-        return cls(host, int(os.environ.get("REDIS_PORT", 6379)), int(os.environ.get("REDIS_DB", 0)),
-                   os.environ.get("REDIS_PASSWORD") or None)
+
+        def integer(name, default, low, high):
+            text = env.get(name, "").strip()
+            if not text:
+                return default
+            try:
+                value = int(text)
+            except ValueError:
+                raise ConfigError(f"{name}: must be an integer, got {text!r}") from None
+            if not low <= value <= high:
+                raise ConfigError(f"{name}: must be in {low}..{high}, got {value}")
+            return value
+
+        return cls(host, integer("REDIS_PORT", 6379, 1, 65535), integer("REDIS_DB", 0, 0, 1 << 20),
+                   env.get("REDIS_PASSWORD") or None)
 
     def client(self):
         import redis

@@ -32,7 +32,7 @@ def bigtable_emulator():
 
 @pytest.fixture
 def graph_id(bigtable_emulator, request):
-    name = "".join(c if c.isalnum() else "-" for c in request.node.name)[:40]
+    name = "".join(c if c.isalnum() else "-" for c in request.node.name)[:28]  # room for suffixes (50 max)
     return f"t{next(_ids)}-{name}".strip("-")
 
 

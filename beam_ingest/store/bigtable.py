@@ -5,6 +5,7 @@ import concurrent.futures
 import datetime
 import logging
 import os
+import re
 import threading
 import time
 
@@ -30,6 +31,11 @@ INITIAL_BACKOFF_S = 0.1
 MAX_BACKOFF_S = 10.0
 
 
+# Google's id rules (a project may carry a domain prefix, "example.com:my-project").
+PROJECT_ID = re.compile(r"([a-z][-a-z0-9.]*[a-z0-9]:)?[a-z][-a-z0-9]{4,28}[a-z0-9]")
+INSTANCE_ID = re.compile(r"[a-z][-a-z0-9]{4,31}[a-z0-9]")
+
+
 class TableError(RuntimeError):
     """The target table cannot be used as asked (exists, differs, missing...)."""
 
@@ -49,13 +55,23 @@ def family_rules():
 
 def resolve_instance(project: str | None, instance: str | None) -> tuple[str, str]:
     """Project and instance from config/env; the emulator accepts any names."""
-    if os.environ.get("BIGTABLE_EMULATOR_HOST"):
+    emulator = os.environ.get("BIGTABLE_EMULATOR_HOST")
+    if emulator:
+        host, _, port = emulator.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise TableError(f"BIGTABLE_EMULATOR_HOST: expected host:port, got {emulator!r}")
         return project or "emulator", instance or "emulator"
     if not project or not instance:
         raise TableError(
             "no Bigtable configured: set backend_client.CONFIG.PROJECT/INSTANCE or the "
             "BIGTABLE_PROJECT/BIGTABLE_INSTANCE environment variables (or BIGTABLE_EMULATOR_HOST "
             "for a local emulator; `python -m beam_ingest demo` starts one for you)")
+    if not PROJECT_ID.fullmatch(project):
+        raise TableError(f"Bigtable project {project!r} (backend_client.CONFIG.PROJECT or BIGTABLE_PROJECT) is not "
+                         "a valid project id")
+    if not INSTANCE_ID.fullmatch(instance):
+        raise TableError(f"Bigtable instance {instance!r} (backend_client.CONFIG.INSTANCE or BIGTABLE_INSTANCE) is "
+                         "not a valid instance id (6-33 characters: lower-case letters, digits, '-')")
     return project, instance
 
 

@@ -28,7 +28,8 @@ from beam_ingest.options import IngestOptions, check_graph_id, parse_argv
 from beam_ingest.progress import ProgressCache, ProgressMonitor, RedisSettings, layer_totals
 from beam_ingest.report import format_summary, ingest_counters
 from beam_ingest.store.bigtable import TableError
-from beam_ingest.transforms import BuildGraph, WriteToChunkedGraph
+from beam_ingest.completion import IncompleteError
+from beam_ingest.transforms import BuildGraph, SinkSpec
 
 log = logging.getLogger("pipeline")
 USER_ERRORS = (ConfigError, InputError, TableError, CheckpointError)
@@ -125,36 +126,50 @@ def run(argv=None):
         print_test_chunks(plan, coords, opts.raw)
     logging.info("graph %s: %d layers, %s layer-2 chunks (%d in all)", plan.graph_id, layout.layer_count,
                  "x".join(map(str, layout.n_chunks)), layout.chunk_count(2))
+    state = None
     if opts.skip_writes or dry_run:
-        ingest_ms = opts.ingest_timestamp or int(time.time() * 1000)
+        ingest_ms = opts.ingest_timestamp if opts.ingest_timestamp is not None else int(time.time() * 1000)
         if not opts.skip_writes:
             from beam_ingest.store.bigtable import resolve_instance
             plan.project, plan.instance = resolve_instance(plan.project, plan.instance)
+        from beam_ingest.store.table_state import RunRecord, run_inputs
+        identity = RunRecord(plan.graph_id, ingest_ms, "none", run_inputs(plan.settings, opts.raw)).identity
     else:
-        ingest_ms = prepare_table(plan, opts.if_exists, opts.ingest_timestamp, opts.table_splits)
+        state = prepare_table(plan, opts.if_exists, opts.ingest_timestamp, opts.table_splits, opts.raw)
+        ingest_ms, identity = plan.ingest_ms, state.record.identity
+    try:
+        if state is not None and state.complete is not None and opts.start_layer == 2:
+            log.info("table %s is complete already (proven by an earlier run of this graph): nothing to do",
+                     plan.graph_id)
+            return None, {"already_complete": 1, **state.complete}, plan
+        return _run_pipeline(options, opts, plan, layout, coords, top_layer, redis, ingest_ms, identity, state,
+                             dataflow, dry_run)
+    finally:
+        if state is not None:
+            state.claim.release()
 
+
+def _run_pipeline(options, opts, plan, layout, coords, top_layer, redis, ingest_ms, identity, state, dataflow,
+                  dry_run):
     totals = layer_totals(layout) if not opts.test else {2: len(coords), top_layer: 1}
     totals = {k: v for k, v in totals.items() if k == "roots" or k >= opts.start_layer}
-    cache = ProgressCache(redis, plan.graph_id) if redis else None
-    resuming = opts.if_exists == "continue" and opts.start_layer == 2 and not opts.test
-    done_layer2 = set()
-    if cache is not None and resuming and opts.checkpoint_dir:
-        done_layer2 = cache.done_chunks(2)
+    cache = ProgressCache(redis, plan.graph_id, identity) if redis else None
+    resuming = state is not None and not state.fresh and opts.start_layer == 2 and not opts.test
     if cache is not None and not dry_run and cache.start(totals, reset=not resuming):
         logging.info("progress of %s recorded in Redis %s:%s (python -m beam_ingest status --graph_id %s)",
                      plan.graph_id, redis.host, redis.port, plan.graph_id)
 
+    sink = SinkSpec(plan.project, plan.instance, plan.graph_id, ingest_ms, identity=identity,
+                    skip_writes=opts.skip_writes, batch_rows=opts.write_batch_rows,
+                    max_inflight=opts.max_inflight_writes, redis=redis, checkpoint_url=opts.checkpoint_dir)
     reader = make_reader(plan, opts.raw)
     pipeline = beam.Pipeline(options=options)
     _ = (pipeline
-         | "BuildGraph" >> BuildGraph(layout, reader, coords=coords, fail_at_layer=opts.fail_at_layer,
+         | "BuildGraph" >> BuildGraph(layout, reader, sink, coords=coords, fail_at_layer=opts.fail_at_layer,
                                       top_layer=top_layer, checkpoint_url=opts.checkpoint_dir,
-                                      start_layer=opts.start_layer, done_layer2=done_layer2)
-         | "WriteToBigtable" >> WriteToChunkedGraph(plan.project, plan.instance, plan.graph_id, ingest_ms,
-                                                    skip_writes=opts.skip_writes,
-                                                    batch_rows=opts.write_batch_rows,
-                                                    max_inflight=opts.max_inflight_writes,
-                                                    redis=redis))
+                                      start_layer=opts.start_layer, resume=resuming))
+    partial = (f"Table {plan.graph_id!r} is partially written. Fix the cause, then rerun with "
+               "--if_exists=continue (same cells as a clean run) or --if_exists=recreate.")
     try:
         if dataflow:
             result = pipeline.run()
@@ -165,15 +180,38 @@ def run(argv=None):
     except Exception as exc:
         if opts.skip_writes or dry_run:
             raise
-        raise IngestFailed(f"{exc}\nTable {plan.graph_id!r} is partially written. Fix the cause, then rerun with "
-                           f"--if_exists=continue (same cells as a clean run) or --if_exists=recreate.") from exc
+        raise IngestFailed(f"{exc}\n{partial}") from exc
     wait = opts.wait
     if wait is None:
         wait = not (dataflow and os.environ.get("FLEX_TEMPLATE_PYTHON_PY_FILE"))
     if not wait or dry_run:
         return result, {}, plan
     result.wait_until_finish()
-    return result, ingest_counters(result), plan
+    counters = ingest_counters(result)
+    try:
+        check_completion(plan, counters, identity, state)
+    except IncompleteError as exc:
+        raise IngestFailed(f"{exc}\n{partial}") from exc
+    if cache is not None:
+        cache.finish()
+    return result, counters, plan
+
+
+def check_completion(plan, counters, identity, state):
+    """Exit 0 only on proof: this run's proof stage ran, and the table holds its completion mark."""
+    if counters.get("unacknowledged_chunks"):
+        raise IncompleteError(f"{counters['unacknowledged_chunks']} chunk(s) had rows that Bigtable did not "
+                              "acknowledge")
+    if not counters.get("completion_proven"):
+        raise IncompleteError("the run finished without proving every chunk written (no completion proof)")
+    if state is None:
+        return  # --skip_writes: the proof covers the build; no table
+    state.claim.check()
+    from beam_ingest.store import bigtable, table_state
+    table = bigtable.open_table(plan.project, plan.instance, plan.graph_id)
+    mark = table_state.completion_mark(table)
+    if mark is None or mark.get("identity") != identity:
+        raise IncompleteError(f"table {plan.graph_id!r} holds no completion mark of this run")
 
 
 def _causes(exc):
@@ -227,7 +265,10 @@ def main(argv=None) -> int:
         log.debug("unexpected failure", exc_info=True)
         print(f"error: {type(exc).__name__}: {_last_line(exc)} (rerun with --verbose for details)", file=sys.stderr)
         return 1
-    if counters:
+    if counters.get("already_complete"):
+        print(f"table {plan.graph_id} is complete already: an earlier run of the same graph proved every chunk "
+              f"written ({counters.get('chunks', '?')} chunks, {counters.get('rows', '?')} rows); nothing to do")
+    elif counters:
         print(format_summary(counters, plan.layout.layer_count, time.time() - start))
     else:
         job = getattr(result, "job_id", None)

@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import time
 
 from .config import ConfigError, Settings, load_config
 from .inputs.precomputed import InputError
 from .inputs.watershed import read_watershed_info
 from .layout import GraphLayout, LayoutError
+from .store import cells
+from .store.bigtable import TableError
 from .store.meta import dumps_meta, loads_meta, meta_for
 
 log = logging.getLogger(__name__)
@@ -92,11 +96,105 @@ def meta_mismatch(plan: IngestPlan):
     return compare
 
 
-def prepare_table(plan: IngestPlan, if_exists: str, ingest_ms: int | None, table_splits: int = 0) -> int:
-    from .store import bigtable
+@dataclasses.dataclass
+class TableState:
+    """The table this run writes: whose it is (`record`), our claim on it, and the completion
+    mark an earlier run of the same identity left (None if it never finished)."""
+    record: "object"
+    claim: "object"
+    complete: dict | None = None
+    fresh: bool = True
+
+
+def prepare_table(plan: IngestPlan, if_exists: str, ingest_ms: int | None, table_splits: int = 0,
+                  raw: bool = False) -> TableState:
+    """Create or check the table, take this launcher's claim on it, write meta/version and the
+    run record. Every refusal is a TableError; the claim is released on any failure."""
+    from .store import bigtable, table_state
     plan.project, plan.instance = bigtable.resolve_instance(plan.project, plan.instance)
     table = bigtable.open_table(plan.project, plan.instance, plan.graph_id, admin=True)
+    exists = bigtable.table_exists(table)
+    if exists and if_exists == "fail":
+        raise TableError(
+            f"table {table.table_id!r} already exists; pass --if_exists=continue to resume an "
+            "interrupted ingest into it, or --if_exists=recreate to delete it and start over")
+    inputs = table_state.run_inputs(plan.settings, raw)
+    claim = None
+    try:
+        if exists:
+            claim = _take_claim(table)
+            if if_exists == "recreate":
+                log.warning("deleting existing table %s (--if_exists=recreate)", table.table_id)
+                table.delete()  # still claimed: no other launcher can be writing into it
+                claim.forget()
+                claim, exists = None, False
+        if not exists:
+            bigtable.create_table(table, bigtable.table_split_keys(plan.layout, table_splits))
+            claim = _take_claim(table)
+            return _start_fresh(plan, table, claim, ingest_ms, inputs)
+        state = table_state.read_meta_row(table)
+        if cells.META not in state:
+            if table_state.has_node_rows(table):
+                raise TableError(f"table {table.table_id!r} exists but has no meta row and holds rows: not an "
+                                 "ingest of this tool; refusing to continue into it")
+            log.info("table %s has no meta row and no rows (a run stopped right after creating it): "
+                     "starting it afresh", table.table_id)
+            return _start_fresh(plan, table, claim, ingest_ms, inputs)
+        return _continue(plan, table, claim, ingest_ms, inputs, state)
+    except BaseException:
+        if claim is not None:
+            claim.release()
+        raise
+
+
+def _take_claim(table):
+    from .store.table_state import Claim, ClaimLost
+    claim = Claim(table)
+    try:
+        claim.acquire()
+    except ClaimLost as exc:
+        raise TableError(str(exc)) from None
+    return claim
+
+
+def _start_fresh(plan, table, claim, ingest_ms, inputs) -> TableState:
+    from .store import bigtable, table_state
+    if ingest_ms is None:
+        ingest_ms = int(time.time() * 1000)
+    record = table_state.RunRecord.new(plan.graph_id, ingest_ms, inputs)
     meta_bytes = dumps_meta(meta_for(plan.graph_id, plan.settings))
-    splits = bigtable.table_split_keys(plan.layout, table_splits)
-    plan.ingest_ms = bigtable.prepare_table(table, if_exists, meta_bytes, ingest_ms, meta_mismatch(plan), splits)
-    return plan.ingest_ms
+    table_state.write_cells(table, {cells.META: meta_bytes, table_state.RUN: record.to_json()}, ingest_ms)
+    row = table.direct_row(cells.VERSION_ROW)
+    row.set_cell(cells.FAMILY_HIERARCHY, cells.VERSION, bigtable.VERSION_STRING.encode(),
+                 timestamp=bigtable.timestamp_from_ms(ingest_ms))
+    row.commit()
+    plan.ingest_ms = ingest_ms
+    return TableState(record, claim, None, fresh=True)
+
+
+def _continue(plan, table, claim, ingest_ms, inputs, state) -> TableState:
+    from .store import table_state
+    existing_meta, table_ms = state[cells.META]
+    reason = meta_mismatch(plan)(existing_meta)
+    if reason:
+        raise TableError(f"table {table.table_id!r} holds a different graph ({reason}); refusing to continue into it")
+    if ingest_ms is not None and ingest_ms != table_ms:
+        raise TableError(f"--ingest_timestamp={ingest_ms} differs from the table's ingest time "
+                         f"{table_ms}; leave it unset to continue the earlier run")
+    if table_state.RUN in state:
+        record = table_state.RunRecord.from_json(state[table_state.RUN][0])
+        diffs = table_state.input_differences(record.inputs, inputs)
+        if diffs:
+            raise TableError(f"table {table.table_id!r} was ingested from other inputs ({'; '.join(diffs)}); "
+                             "refusing to continue into it")
+    else:  # a table of an earlier version of this tool: give it a record now
+        record = table_state.RunRecord.new(plan.graph_id, table_ms, inputs)
+        table_state.write_cells(table, {table_state.RUN: record.to_json()}, table_ms)
+    complete = None
+    if table_state.COMPLETE in state:
+        mark = json.loads(state[table_state.COMPLETE][0])
+        if mark.get("identity") == record.identity:
+            complete = mark
+    log.info("continuing into existing table %s (ingest time %d)", table.table_id, table_ms)
+    plan.ingest_ms = table_ms
+    return TableState(record, claim, complete, fresh=False)

@@ -80,9 +80,10 @@ class ProgressCache:
     Every Redis error is logged (at most once a minute) and swallowed.
     """
 
-    def __init__(self, settings: RedisSettings, graph_id: str):
+    def __init__(self, settings: RedisSettings, graph_id: str, identity: str = ""):
         self.settings = settings
         self.graph_id = graph_id
+        self.identity = identity  # the run identity of the table (store/table_state.py)
         self._client = None
         self._last_warning = 0.0
         self._skip_until = 0.0  # after a failure, leave Redis alone for a while
@@ -111,15 +112,33 @@ class ProgressCache:
             return default
 
     def start(self, totals: dict, reset: bool = True) -> bool:
-        """Record the chunk count of every layer; with `reset`, forget earlier progress first."""
+        """Record the chunk count of every layer; with `reset`, or when the recorded progress
+        belongs to another run identity (another table, an earlier table of this graph),
+        forget earlier progress first."""
         def go():
-            pipe = self._redis().pipeline()
-            for key in (self._redis().scan_iter(match=self._key("*")) if reset else ()):
+            client = self._redis()
+            stored = client.get(self._key("identity"))
+            stale = reset or (stored or b"").decode() != self.identity
+            pipe = client.pipeline()
+            for key in (client.scan_iter(match=self._key("*")) if stale else ()):
                 pipe.delete(key)
+            pipe.set(self._key("identity"), self.identity)
             pipe.hset(self._key("total"), mapping={str(k): int(v) for k, v in totals.items()})
             pipe.execute()
             return True
         return bool(self._safely("recording totals", go, False))
+
+    def flush_pending(self) -> None:
+        """Send marks kept while Redis was away (a worker's teardown: the last chance)."""
+        if any(self._pending.values()):
+            self._skip_until = 0.0
+            self.mark_done(next(iter(self._pending)), [])
+
+    def finish(self) -> bool:
+        """The launcher proved the table complete: record it, whatever marks were lost on the way."""
+        self._skip_until = 0.0
+        return bool(self._safely("recording completion",
+                                 lambda: self._redis().set(self._key("complete"), self.identity), False))
 
     def mark_done(self, layer, coords) -> None:
         """Record chunks as done; what cannot be recorded now is kept and sent with a later call."""
@@ -148,9 +167,13 @@ class ProgressCache:
                 return None
             pipe = self._redis().pipeline()
             layers = sorted((k.decode() for k in totals), key=lambda k: (k == ROOTS, int(k) if k.isdigit() else 0))
+            pipe.get(self._key("complete"))
+            pipe.get(self._key("identity"))
             for layer in layers:
                 pipe.scard(self._key("done", layer))
-            done = pipe.execute()
+            complete, identity, *done = pipe.execute()
+            if complete is not None and complete == identity:  # proven complete by the launcher
+                done = [totals[layer.encode()] for layer in layers]
             return {layer: (int(d), int(totals[layer.encode()])) for layer, d in zip(layers, done)}
         return self._safely("reading status", go)
 

@@ -37,4 +37,7 @@ def format_summary(counters: dict[str, int], layer_count: int, seconds: float) -
         f"rows {counters.get('rows_written', 0)} ({counters.get('bytes_written', 0)} bytes, "
         f"sink {counters.get('write_us', 0) / 1e6:.1f} s, of which waiting for Bigtable "
         f"{counters.get('write_wait_us', 0) / 1e6:.1f} s) in {seconds:.1f} s")
+    if counters.get("layer2_far_edges"):
+        lines.append(f"warning: {counters['layer2_far_edges']} edges join chunks that are not neighbours (distance > 1 "
+                     "on an axis; kept as given, as PyChunkedGraph does)")
     return "\n".join(lines)

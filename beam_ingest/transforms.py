@@ -1,13 +1,16 @@
 """The Beam wiring: PTransforms around the pure build and the Bigtable writer."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.windowed_value import WindowedValue
 
-from . import checkpoint
+from . import checkpoint, completion
 from .build.layer2 import build_layer2
 from .build.parents import build_parent_layer
 from .build.roots import build_roots, root_bucket
@@ -32,11 +35,13 @@ def _count(name: str, value: int = 1):
 
 
 class _BuildFn(beam.DoFn):
-    def __init__(self, layout: GraphLayout, layer: int, fail_at_layer: int | None, checkpoint_url=None):
+    def __init__(self, layout: GraphLayout, layer: int, fail_at_layer: int | None, checkpoint_url=None,
+                 identity: str = ""):
         self.layout = layout
         self.layer = layer
         self.fail_at_layer = fail_at_layer
         self.checkpoint_url = checkpoint_url
+        self.identity = identity
 
     def _emit(self, rows, summary, root_bound, coord):
         if self.fail_at_layer == self.layer:
@@ -44,27 +49,27 @@ class _BuildFn(beam.DoFn):
         _count(f"layer{self.layer}_chunks")
         coord = tuple(int(c) for c in coord)
         rows.done = [(self.layer, coord)]
-        yield beam.pvalue.TaggedOutput(ROWS, rows)  # even when empty: it marks the chunk done
+        yield beam.pvalue.TaggedOutput(ROWS, rows)  # even when empty: the chunk must be acknowledged
         parent = tuple(c >> 1 for c in coord)  # the parent chunk (FANOUT 2)
         if root_bound is not None and len(root_bound.components):
             bucket = root_bucket(root_bound.source_chunk)
             if self.checkpoint_url:
                 checkpoint.write_file(self.checkpoint_url, checkpoint.roots_name(self.layer, root_bound),
-                                      checkpoint.encode_root_bound(bucket, root_bound))
+                                      checkpoint.encode_root_bound(bucket, root_bound, self.identity))
                 yield beam.pvalue.TaggedOutput(SAVED, ("roots", 1))
             yield beam.pvalue.TaggedOutput(ROOTS, (bucket, root_bound))
         if self.layer < self.layout.layer_count:
             if self.checkpoint_url:
                 checkpoint.write_file(self.checkpoint_url, checkpoint.summary_name(self.layer, coord),
-                                      checkpoint.encode_summary(parent, summary))
+                                      checkpoint.encode_summary(parent, summary, self.identity))
                 yield beam.pvalue.TaggedOutput(SAVED, ("summaries", 1))
             # even when empty, so that every parent chunk is built (and counted done)
             yield parent, summary
 
 
 class BuildLayer2Fn(_BuildFn):
-    def __init__(self, layout, reader, fail_at_layer=None, checkpoint_url=None):
-        super().__init__(layout, 2, fail_at_layer, checkpoint_url)
+    def __init__(self, layout, reader, fail_at_layer=None, checkpoint_url=None, identity=""):
+        super().__init__(layout, 2, fail_at_layer, checkpoint_url, identity)
         self.reader = reader
 
     def setup(self):
@@ -78,12 +83,17 @@ class BuildLayer2Fn(_BuildFn):
         _count("layer2_storage_rounds", self.reader.rounds - rounds_before)
         read_done = time.perf_counter()
         rows, summary, root_bound, stats = build_layer2(inputs, self.layout)
+        rows.svs = stats.svs
         _count("layer2_read_us", (read_done - start) * 1e6)
         _count("layer2_us", (time.perf_counter() - start) * 1e6)
         _count("layer2_svs", stats.svs)
         _count("layer2_edges", stats.edges)
         _count("layer2_active_edges", stats.active_edges)
         _count("layer2_nodes", stats.nodes)
+        if stats.far_edges:
+            _count("layer2_far_edges", stats.far_edges)
+            log.warning("layer-2 chunk %s: %d edges to a chunk that is not a neighbour (kept as given)",
+                        tuple(coord), stats.far_edges)
         yield from self._emit(rows, summary, root_bound, coord)
 
 
@@ -98,7 +108,7 @@ class BuildParentLayerFn(_BuildFn):
         if stats.dangling_edges:
             _count(f"layer{self.layer}_dangling_cross_edges", stats.dangling_edges)
             log.debug("layer %d chunk %s: %d cross edge copies without a mirror (kept, join nothing)",
-                        self.layer, tuple(coord), stats.dangling_edges)
+                      self.layer, tuple(coord), stats.dangling_edges)
         yield from self._emit(rows, summary, root_bound, coord)
 
 
@@ -116,46 +126,66 @@ class BuildRootsFn(beam.DoFn):
         yield rows
 
 
-class WriteRowsFn(beam.DoFn):
-    """Writes `Rows` batches to Bigtable (or only counts them with `skip_writes`).
+@dataclasses.dataclass(frozen=True)
+class SinkSpec:
+    """Where and how the sink writes; handed to every worker with the job (nothing is read
+    from a worker's environment but the Bigtable client's own settings)."""
+    project: str | None
+    instance: str | None
+    table_id: str
+    ingest_ms: int
+    identity: str = ""
+    skip_writes: bool = False
+    batch_rows: int = 2000
+    max_inflight: int = 2
+    redis: object = None
+    progress_id: str | None = None
+    checkpoint_url: str | None = None
 
-    Rows are encoded as they arrive and sent in the background; a bundle is complete
-    only once every one of its rows is acknowledged (`finish_bundle` drains the writer),
-    so a failed write fails the bundle and Beam's retry rewrites identical cells.
+
+class WriteRowsFn(beam.DoFn):
+    """Writes `Rows` batches to Bigtable (or only counts them with `skip_writes`) and reports,
+    per chunk, that every one of its rows was acknowledged (`completion.Acks`).
+
+    Rows are encoded as they arrive and sent in the background; a bundle is complete only
+    once every one of its rows is acknowledged (`finish_bundle` drains the writer), so a
+    failed write fails the bundle and Beam's retry rewrites identical cells. A chunk is
+    reported only when the entries Bigtable acknowledged equal the entries queued for it.
     """
 
-    def __init__(self, project, instance, table_id, ingest_ms, skip_writes=False, batch_rows=2000,
-                 max_inflight=2, redis=None, progress_id=None, stage=None):
-        self.project, self.instance, self.table_id = project, instance, table_id
+    def __init__(self, sink: SinkSpec, stage=None):
+        self.sink = sink
         self.stage = stage
-        self.ingest_ms = ingest_ms
-        self.skip_writes = skip_writes
-        self.batch_rows = batch_rows
-        self.max_inflight = max_inflight
-        self.redis = redis
-        self.progress_id = progress_id or table_id
 
     def setup(self):
         import zstandard
         from .progress import ProgressCache
+        sink = self.sink
         self.compressor = zstandard.ZstdCompressor(level=3)
         self.writer = None
-        self.progress = ProgressCache(self.redis, self.progress_id) if self.redis else None
-        if not self.skip_writes:
+        self.progress_id = sink.progress_id or sink.table_id
+        self.progress = ProgressCache(sink.redis, self.progress_id, sink.identity) if sink.redis else None
+        if not sink.skip_writes:
             from .store.bigtable import RowWriter
-            self.writer = RowWriter(self.project, self.instance, self.table_id, self.ingest_ms,
-                                    batch_rows=self.batch_rows, max_inflight=self.max_inflight)
+            self.writer = RowWriter(sink.project, sink.instance, sink.table_id, sink.ingest_ms,
+                                    batch_rows=sink.batch_rows, max_inflight=sink.max_inflight)
 
     def start_bundle(self):
         self._reported = ((0, 0, 0.0) if self.writer is None
                           else (self.writer.rows_written, self.writer.bytes_written, self.writer.wait_s))
         self._buffer, self._buffered = [], 0
-        self._done = []
+        self._chunks = []  # (layer, coord) of each chunk of the bundle: its label in the writer
+        self._counts = []  # per chunk: [queued entries, parent cells, children cells, supervoxels]
+        if self.writer is not None:
+            self.writer.take_acked()
 
     def process(self, rows):
-        self._done.extend(rows.done)
+        for done in rows.done:
+            self._chunks.append(done)
+            self._counts.append([0, len(rows.node_ids), len(rows.children_of), rows.svs])
         if self.writer is None:
-            self._count_rows(rows.row_count(), 0)  # dropped unencoded: the build alone is measured
+            self._counts[-1][0] = rows.row_count()  # dropped unencoded: the build alone is measured
+            self._count_rows(rows.row_count(), 0)
             return
         # Small batches are pooled so encoding works on large arrays.
         self._buffer.append(rows)
@@ -166,7 +196,10 @@ class WriteRowsFn(beam.DoFn):
     def _encode(self):
         start = time.perf_counter()
         if self._buffer:
-            self.writer.write_rows(Rows.concat(self._buffer), self.compressor)
+            base = len(self._chunks) - len(self._buffer)
+            queued = self.writer.write_rows(Rows.concat(self._buffer), self.compressor, label_base=base)
+            for i, n in enumerate(queued.tolist()):
+                self._counts[base + i][0] = n
         self._buffer, self._buffered = [], 0
         _count("write_us", (time.perf_counter() - start) * 1e6)
 
@@ -179,7 +212,38 @@ class WriteRowsFn(beam.DoFn):
             rows, nbytes = self.writer.rows_written, self.writer.bytes_written
             self._count_rows(rows - self._reported[0], nbytes - self._reported[1])
             _count("write_wait_us", (self.writer.wait_s - self._reported[2]) * 1e6)
-        self._mark_done()
+        yield from self._acknowledge()
+
+    def _acknowledged(self) -> list[bool]:
+        if self.writer is None:
+            return [True] * len(self._chunks)
+        acked = self.writer.take_acked()
+        return [acked.get(i, 0) == counts[0] for i, counts in enumerate(self._counts)]
+
+    def _acknowledge(self):
+        """Report the chunks whose every entry was acknowledged; mark them done."""
+        import numpy as np
+
+        from .progress import record_local
+        by_layer = {}
+        for ok, (layer, coord), counts in zip(self._acknowledged(), self._chunks, self._counts):
+            if not ok:
+                _count("unacknowledged_chunks")
+                log.error("%s: not every row was acknowledged by Bigtable", completion.describe(layer, coord))
+                continue
+            by_layer.setdefault(layer, ([], []))
+            by_layer[layer][0].append(coord)
+            by_layer[layer][1].append(counts)
+        for layer, (coords, counts) in by_layer.items():
+            acks = completion.Acks(layer, np.asarray(coords, np.int64).reshape(len(coords), -1),
+                                   np.asarray(counts, np.int64).reshape(-1, 4))
+            record_local(self.progress_id, layer, len(coords))
+            if self.progress is not None:
+                self.progress.mark_done(layer, coords)
+            if self.sink.checkpoint_url and layer == 2 and not self.sink.skip_writes:
+                checkpoint.write_acks(self.sink.checkpoint_url, self.sink.identity, acks.coords, acks.counts)
+            yield WindowedValue(acks, 0, [GlobalWindow()])
+        self._chunks, self._counts = [], []
 
     def _count_rows(self, rows: int, nbytes: int):
         """Totals, and per stage (`rows_written_Layer2`, ..., `rows_written_Roots`)."""
@@ -189,21 +253,67 @@ class WriteRowsFn(beam.DoFn):
             _count(f"rows_written_{self.stage}", rows)
             _count(f"bytes_written_{self.stage}", nbytes)
 
-    def _mark_done(self):
-        """Every row of these chunks is written: record them as done."""
-        from .progress import record_local
-        by_layer = {}
-        for layer, coord in self._done:
-            by_layer.setdefault(layer, []).append(coord)
-        for layer, coords in by_layer.items():
-            record_local(self.progress_id, layer, len(coords))
-            if self.progress is not None:
-                self.progress.mark_done(layer, coords)
-        self._done = []
-
     def teardown(self):
+        if getattr(self, "progress", None) is not None:
+            self.progress.flush_pending()
         if getattr(self, "writer", None) is not None:
             self.writer.close()
+
+
+class _MergeAcks(beam.CombineFn):
+    """All acknowledgements of one layer into one `Acks` (columnar: numpy arrays)."""
+
+    def __init__(self, layer):
+        self.layer = layer
+
+    def create_accumulator(self):
+        return completion.Acks.empty(self.layer)
+
+    def add_input(self, acc, acks):
+        return completion.Acks.concat(self.layer, [acc, acks])
+
+    def merge_accumulators(self, accs):
+        return completion.Acks.concat(self.layer, list(accs))
+
+    def extract_output(self, acc):
+        return acc
+
+
+class ProveLayer(beam.PTransform):
+    """One layer's proof: the acknowledged chunks are exactly the expected ones (else the
+    pipeline fails naming the missing chunks)."""
+
+    def __init__(self, layer, expected):
+        super().__init__()
+        self.layer, self.expected = layer, expected
+
+    def expand(self, acks):
+        expected = self.expected
+        return (acks
+                | "Merge" >> beam.CombineGlobally(_MergeAcks(self.layer))
+                | "Check" >> beam.Map(lambda merged: completion.check_layer(merged, expected)))
+
+
+class ProveCompleteFn(beam.DoFn):
+    """Every layer proven and the totals agree: count it, and write the completion mark."""
+
+    def __init__(self, sink: SinkSpec, layers, roots: bool, scope: str):
+        self.sink, self.layers, self.roots, self.scope = sink, list(layers), roots, scope
+
+    def process(self, proofs):
+        totals = completion.check_totals(proofs, self.layers, self.roots)
+        mark = {"identity": self.sink.identity, "scope": self.scope, "finished_ms": int(time.time() * 1000),
+                "layers": {str(p["layer"]): p["chunks"] for p in proofs}, **totals}
+        if not self.sink.skip_writes:
+            import json
+
+            from .store import table_state
+            from .store.bigtable import open_table
+            table = open_table(self.sink.project, self.sink.instance, self.sink.table_id)
+            table_state.write_cells(table, {table_state.COMPLETE: json.dumps(mark, sort_keys=True).encode()},
+                                    self.sink.ingest_ms)
+        _count("completion_proven")
+        yield mark
 
 
 def _expand_slab(x, layout):
@@ -214,74 +324,97 @@ def _expand_slab(x, layout):
 
 
 class BuildGraph(beam.PTransform):
-    """Builds the graph: returns its rows as PCollections of `Rows`, one per stage.
+    """Builds the graph and writes it: one build stage per layer, each with its own sink (no
+    Flatten, so each stage's writes are fused into it and overlap its build), one proof per
+    layer, and the completion proof over all of them. Returns the completion mark."""
 
-    They stay separate (no Flatten) so that each stage's writes are fused into that stage
-    and overlap with its build, instead of waiting for every stage to finish.
-    """
-
-    def __init__(self, layout: GraphLayout, reader, coords=None, fail_at_layer=None, top_layer=None,
-                 checkpoint_url=None, start_layer=2, done_layer2=()):
+    def __init__(self, layout: GraphLayout, reader, sink: SinkSpec, coords=None, fail_at_layer=None,
+                 top_layer=None, checkpoint_url=None, start_layer=2, resume=False):
         """`coords`: only these layer-2 chunks; `top_layer`: stop after building this layer
         (then no roots are assigned) — together they make the `--test` run.
         `checkpoint_url`: save every layer's summaries there; `start_layer`: build from this
-        layer on, reading layer `start_layer - 1`'s checkpoint (validated here, at once).
-        `done_layer2`: layer-2 chunks already written (Redis says so); those whose summary is
-        checkpointed are read back instead of rebuilt."""
+        layer on, reading layer `start_layer - 1`'s checkpoint and the proofs of the layers
+        below (validated here, at once). `resume`: layer-2 chunks that the checkpoint records
+        as acknowledged for this run's identity are read back instead of rebuilt."""
         super().__init__()
         self.top_layer = top_layer or layout.layer_count
         self.layout = layout
         self.reader = reader
+        self.sink = sink
         self.coords = coords
         self.fail_at_layer = fail_at_layer
         self.checkpoint_url = checkpoint_url
         self.start_layer = start_layer
+        identity = sink.identity
         self.restart_summaries = self.restart_roots = None
+        self.carried_proofs = []
         if start_layer > 2:
-            self.restart_summaries = checkpoint.list_layer(checkpoint_url, "summaries", start_layer - 1)
+            self.restart_summaries = checkpoint.list_layer(checkpoint_url, "summaries", start_layer - 1, identity)
             self.restart_roots = [name for layer in range(2, start_layer)
-                                  for name in checkpoint.list_layer(checkpoint_url, "roots", layer)]
+                                  for name in checkpoint.list_layer(checkpoint_url, "roots", layer, identity)]
+            for layer in range(2, start_layer):
+                proof = checkpoint.read_marker(checkpoint_url, "summaries", layer, identity).get("proof")
+                if not proof:
+                    raise checkpoint.CheckpointError(
+                        f"checkpoint {checkpoint_url.rstrip('/')}/{checkpoint.complete_name('summaries', layer)} "
+                        f"holds no proof that layer {layer}'s rows were written; restart from an earlier layer")
+                self.carried_proofs.append(proof)
         self.skipped, self.skipped_summaries, self.skipped_roots = set(), [], []
-        if done_layer2 and checkpoint_url and start_layer == 2:
-            self.skipped_summaries, all_roots = checkpoint.saved_layer2(checkpoint_url, done_layer2)
+        self.carried_acks = None
+        if resume and checkpoint_url and start_layer == 2:
+            coords_acked, counts = checkpoint.acknowledged_layer2(checkpoint_url, identity)
+            self.skipped_summaries, all_roots = checkpoint.saved_layer2(checkpoint_url, coords_acked.tolist())
             self.skipped = {tuple(int(v) for v in n[len("layer2/"):-len(".npz")].split("_"))
                             for n in self.skipped_summaries}
+            keep = [i for i, c in enumerate(coords_acked.tolist()) if tuple(c) in self.skipped]
+            self.carried_acks = completion.Acks(2, coords_acked[keep], counts[keep])
             chunk_ids = {f"roots/layer2_{int(layout.chunk_id(2, *c))}.npz" for c in self.skipped}
             self.skipped_roots = [n for n in all_roots if n in chunk_ids]
 
-    def _mark_saved(self, saved, layer, already=(0, 0)):
-        """Write layer's checkpoint markers; returns them as a side input that the next layer
-        waits for, so a layer's checkpoint is complete before the layer above starts.
+    def _mark_saved(self, saved, layer, proof, already=(0, 0)):
+        """Write layer's checkpoint markers once its summaries are saved and its rows proven
+        written; returns them as a side input that the next layer waits for, so a layer's
+        checkpoint is complete (and its proof in it) before the layer above starts.
         `already`: summary and root-bound files saved by an earlier run and reused."""
         if not self.checkpoint_url:
             return ()
         seeds = saved.pipeline | f"SavedSeedLayer{layer}" >> beam.Create([("summaries", already[0]),
                                                                            ("roots", already[1])])
-        url = self.checkpoint_url
+        url, identity = self.checkpoint_url, self.sink.identity
         marked = ((saved, seeds)
                   | f"AllSavedLayer{layer}" >> beam.Flatten()
                   | f"CountSavedLayer{layer}" >> beam.CombinePerKey(sum)
-                  | f"MarkCheckpointLayer{layer}" >> beam.MapTuple(
-                      lambda kind, n, layer=layer: checkpoint.mark_complete(url, kind, layer, n)))
+                  | f"MarkCheckpointLayer{layer}" >> beam.Map(
+                      lambda kv, proof, layer=layer: checkpoint.mark_complete(
+                          url, kv[0], layer, kv[1], identity, proof if kv[0] == "summaries" else None),
+                      beam.pvalue.AsSingleton(proof)))
         return (beam.pvalue.AsList(marked),)
 
     def _read_checkpoint(self, pbegin, label, summary_names, root_names):
-        url = self.checkpoint_url
+        url, identity = self.checkpoint_url, self.sink.identity
         summaries = (pbegin
                      | f"{label}Summaries" >> beam.Create(summary_names)
                      | f"{label}Spread" >> beam.Reshuffle()
                      | f"{label}ReadSummaries" >> beam.Map(
-                         lambda name: checkpoint.decode_summary(checkpoint.read_file(url, name))))
+                         lambda name: checkpoint.decode_summary(checkpoint.read_file(url, name), identity, name)))
         roots = (pbegin
                  | f"{label}RootBound" >> beam.Create(root_names)
                  | f"{label}ReadRootBound" >> beam.Map(
-                     lambda name: checkpoint.decode_root_bound(checkpoint.read_file(url, name))))
+                     lambda name: checkpoint.decode_root_bound(checkpoint.read_file(url, name), identity, name)))
         return summaries, roots
+
+    def _write_and_prove(self, rows, stage, layer, expected, carried=None):
+        acks = rows | f"Write{stage}" >> beam.ParDo(WriteRowsFn(self.sink, stage=stage))
+        if carried is not None and len(carried.coords):
+            acks = ((acks, rows.pipeline | f"Carried{stage}Acks" >> beam.Create([carried]))
+                    | f"All{stage}Acks" >> beam.Flatten())
+        return acks | f"Prove{stage}" >> ProveLayer(layer, expected)
 
     def expand(self, pbegin):
         layout = self.layout
-        rows = {}
+        proofs = []
         after = ()  # side inputs the next layer waits for (its checkpoint markers)
+        test = self.coords is not None
         if self.start_layer > 2:
             summaries, saved_roots = self._read_checkpoint(pbegin, "Checkpoint", self.restart_summaries,
                                                            self.restart_roots)
@@ -298,9 +431,11 @@ class BuildGraph(beam.PTransform):
                 coords = coords | "SkipDoneChunks" >> beam.Filter(lambda c: tuple(c) not in skipped)
             coords = coords | "SpreadChunks" >> beam.Reshuffle()
             built = coords | "BuildLayer2" >> beam.ParDo(
-                BuildLayer2Fn(layout, self.reader, self.fail_at_layer, self.checkpoint_url)).with_outputs(
-                    ROWS, ROOTS, SAVED, main="summary")
-            rows["Layer2"] = built[ROWS]
+                BuildLayer2Fn(layout, self.reader, self.fail_at_layer, self.checkpoint_url,
+                              self.sink.identity)).with_outputs(ROWS, ROOTS, SAVED, main="summary")
+            proof = self._write_and_prove(built[ROWS], "Layer2", 2, completion.expected_chunks(layout, 2, self.coords),
+                                          self.carried_acks)
+            proofs.append(proof)
             roots = [built[ROOTS]]
             summaries = built.summary
             if self.skipped:
@@ -308,36 +443,36 @@ class BuildGraph(beam.PTransform):
                     pbegin, "DoneLayer2", self.skipped_summaries, self.skipped_roots)
                 summaries = (summaries, saved_summaries) | "Layer2Summaries" >> beam.Flatten()
                 roots.append(saved_roots)
-            after = self._mark_saved(built[SAVED], 2, (len(self.skipped_summaries), len(self.skipped_roots)))
+            after = self._mark_saved(built[SAVED], 2, proof, (len(self.skipped_summaries), len(self.skipped_roots)))
         for layer in range(max(3, self.start_layer), self.top_layer + 1):
             built = (summaries
                      | f"GroupLayer{layer}" >> beam.GroupByKey()
                      | f"BuildLayer{layer}" >> beam.ParDo(
-                         BuildParentLayerFn(layout, layer, self.fail_at_layer, self.checkpoint_url),
+                         BuildParentLayerFn(layout, layer, self.fail_at_layer, self.checkpoint_url,
+                                            self.sink.identity),
                          *after).with_outputs(ROWS, ROOTS, SAVED, main="summary"))
-            rows[f"Layer{layer}"] = built[ROWS]
+            expected = completion.expected_chunks(
+                layout, layer, [tuple(int(c) >> 1 for c in self.coords[0])] if test else None)
+            proof = self._write_and_prove(built[ROWS], f"Layer{layer}", layer, expected)
+            proofs.append(proof)
             roots.append(built[ROOTS])
             summaries = built.summary
-            after = self._mark_saved(built[SAVED], layer)
-        if self.top_layer < layout.layer_count:
-            return rows
-        seeds = pbegin | "RootBuckets" >> beam.Create([(n, None) for n in range(ROOT_COUNTER_BUCKETS)])
-        root_rows = ((roots + [seeds])
-                     | "AllRootBound" >> beam.Flatten()
-                     | "GroupRootBuckets" >> beam.GroupByKey()
-                     | "AssignRootIds" >> beam.ParDo(BuildRootsFn(layout)))
-        rows["Roots"] = root_rows
-        return rows
-
-
-class WriteToChunkedGraph(beam.PTransform):
-    def __init__(self, project, instance, table_id, ingest_ms, skip_writes=False, batch_rows=2000,
-                 max_inflight=2, redis=None, progress_id=None):
-        super().__init__()
-        self.args = (project, instance, table_id, ingest_ms, skip_writes, batch_rows, max_inflight, redis,
-                     progress_id)
-
-    def expand(self, rows_by_stage):
-        for stage, rows in rows_by_stage.items():
-            _ = rows | f"Write{stage}" >> beam.ParDo(WriteRowsFn(*self.args, stage=stage))
-        return rows_by_stage
+            after = self._mark_saved(built[SAVED], layer, proof)
+        layers = list(range(2, self.top_layer + 1))
+        with_roots = self.top_layer == layout.layer_count
+        if with_roots:
+            seeds = pbegin | "RootBuckets" >> beam.Create([(n, None) for n in range(ROOT_COUNTER_BUCKETS)])
+            root_rows = ((roots + [seeds])
+                         | "AllRootBound" >> beam.Flatten()
+                         | "GroupRootBuckets" >> beam.GroupByKey()
+                         | "AssignRootIds" >> beam.ParDo(BuildRootsFn(layout)))
+            proofs.append(self._write_and_prove(root_rows, "Roots", completion.ROOTS,
+                                                completion.expected_chunks(layout, completion.ROOTS)))
+            layers.append(completion.ROOTS)
+        if self.carried_proofs:
+            proofs.append(pbegin | "CarriedProofs" >> beam.Create(self.carried_proofs))
+        return (proofs
+                | "AllProofs" >> beam.Flatten()
+                | "GatherProofs" >> beam.combiners.ToList()
+                | "ProveComplete" >> beam.ParDo(ProveCompleteFn(self.sink, layers, with_roots,
+                                                                "test" if test else "full")))

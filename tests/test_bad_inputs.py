@@ -12,7 +12,7 @@ import yaml
 import zstandard
 
 import pipeline
-from beam_ingest.inputs.precomputed import Edges, decode_edges, encode_components, encode_edges
+from beam_ingest.inputs.precomputed import Edges, decode_components, decode_edges, encode_components, encode_edges
 from beam_ingest.inputs.protos import ChunkComponentsMsg, ChunkEdgesMsg
 from beam_ingest.layout import GraphLayout
 from beam_ingest.synthetic import SyntheticSpec, generate
@@ -70,6 +70,27 @@ def _layer_bits(edges):
                               np.append(e.areas, 1))
 
 
+def _append(kind, a, b):
+    def change(edges):
+        e = edges[kind]
+        edges[kind] = Edges(np.append(e.ids1, np.uint64(a)), np.append(e.ids2, np.uint64(b)),
+                            np.append(e.affinities, np.float32(1)), np.append(e.areas, np.uint64(1)))
+    return change
+
+
+FAR = (1000, 1000, 1000)  # encodable in the SV id (10 spatial bits), far outside the 2x2x2 grid
+OFF_GRID = (rf"SV {_sv(FAR, 1)} of %s edge #\d+ .* lies in chunk \(1000, 1000, 1000\), "
+            r"outside the 2x2x2 layer-2 chunk grid")
+
+
+def _component_off_grid(root):
+    path = os.path.join(root, COMPONENTS)
+    with open(path, "rb") as fh:
+        svs, labels = decode_components(fh.read(), path)
+    _write(root, COMPONENTS, encode_components(np.append(svs, np.uint64(_sv(FAR, 1))),
+                                               np.append(labels, labels.max() + 1)))
+
+
 def _mismatched(root):
     msg = ChunkEdgesMsg()
     msg.in_chunk.node_ids1 = np.array([_sv(CHUNK, 1), _sv(CHUNK, 2)], "<u8").tobytes()
@@ -86,12 +107,31 @@ CASES = {
     "garbage protobuf": (lambda r: _write(r, EDGES, zstandard.ZstdCompressor().compress(b"\xff\xfe\xfd\xfc" * 8)),
                          rf"{EDGES} \(chunk \(1, 0, 1\)\): not a valid ChunkEdgesMsg", True),
     "mismatched lengths": (_mismatched, r"in_chunk arrays have mismatched lengths", True),
-    "in-chunk edge leaves the chunk": (lambda r: _edit_edges(r, _outside_in_chunk),
-                                       r"chunk \(1, 0, 1\): in_chunk edge #\d+ .* has an end outside", True),
-    "edge with neither end in the chunk": (lambda r: _edit_edges(r, _neither_end),
-                                           r"chunk \(1, 0, 1\): between_chunk edge #0 .* neither end", True),
+    "in-chunk edge leaves the chunk": (
+        lambda r: _edit_edges(r, _outside_in_chunk),
+        rf"{EDGES} \(chunk \(1, 0, 1\)\): in_chunk edge #\d+ .* has an end outside", True),
+    "edge with neither end in the chunk": (
+        lambda r: _edit_edges(r, _neither_end),
+        rf"{EDGES} \(chunk \(1, 0, 1\)\): between_chunk edge #0 .* neither end", True),
     "id whose layer bits are not 1": (lambda r: _edit_edges(r, _layer_bits),
-                                      r"chunk \(1, 0, 1\): id \d+ .* not a supervoxel id \(its layer bits say 2", True),
+                                      rf"{EDGES} \(chunk \(1, 0, 1\)\): id \d+ of in_chunk edge #\d+ .* is not a "
+                                      r"supervoxel id \(its layer bits say 2", True),
+    "cross edge to an SV outside the volume": (
+        lambda r: _edit_edges(r, _append("cross_chunk", _sv(CHUNK, 1), _sv(FAR, 1))),
+        rf"{EDGES} \(chunk \(1, 0, 1\)\): " + OFF_GRID % "cross_chunk", True),
+    "between edge from an SV outside the volume": (
+        lambda r: _edit_edges(r, _append("between_chunk", _sv(FAR, 1), _sv(CHUNK, 1))),
+        rf"{EDGES} \(chunk \(1, 0, 1\)\): " + OFF_GRID % "between_chunk", True),
+    "in-chunk edge to an SV outside the volume": (
+        lambda r: _edit_edges(r, _append("in_chunk", _sv(CHUNK, 1), _sv(FAR, 1))),
+        rf"{EDGES} \(chunk \(1, 0, 1\)\): " + OFF_GRID % "in_chunk", True),
+    "component SV outside the volume": (
+        _component_off_grid,
+        rf"{COMPONENTS} \(chunk \(1, 0, 1\)\): SV {_sv(FAR, 1)} of the components lies in chunk \(1000, 1000, 1000\), "
+        r"outside the 2x2x2 layer-2 chunk grid", True),
+    "zero-byte components file next to edges": (
+        lambda r: _write(r, COMPONENTS, b""),
+        rf"{COMPONENTS} \(chunk \(1, 0, 1\)\): empty file \(0 bytes\) but edges_1_0_1\.proto\.zst has \d+ edges", True),
     "garbage components": (lambda r: _write(r, COMPONENTS, b"\x0a\xff\xff\xff"),
                            rf"{COMPONENTS} \(chunk \(1, 0, 1\)\): not a valid ChunkComponentsMsg", True),
     "component group past the end": (
@@ -99,7 +139,7 @@ CASES = {
         r"claims 5 members, only 1 remain", True),
     "SV in two components": (
         lambda r: _write(r, COMPONENTS, encode_components(np.array([_sv(CHUNK, 1)] * 2, np.uint64), np.array([0, 1]))),
-        r"chunk \(1, 0, 1\): components file lists SV \d+ in more than one component", True),
+        rf"{COMPONENTS} \(chunk \(1, 0, 1\)\): SV \d+ is listed in more than one component", True),
     "missing watershed info": (lambda r: os.remove(os.path.join(r, "watershed", "info")),
                                r"watershed info .*/watershed/info: not found", False),
     "malformed watershed info": (lambda r: _write(r, "watershed/info", b'{"scales": [{"size": [1, 2]}]}'),

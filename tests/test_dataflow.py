@@ -40,11 +40,12 @@ def test_dry_run_builds_the_expected_job(dataset):
     assert plan.layout.layer_count == 5
     for layer in layers:
         assert f"BuildGraph/BuildLayer{layer}" in names
-        assert f"WriteToBigtable/WriteLayer{layer}" in names
+        assert f"BuildGraph/WriteLayer{layer}" in names
+        assert f"BuildGraph/ProveLayer{layer}" in names
     for layer in layers[1:]:
         assert f"BuildGraph/GroupLayer{layer}" in names
-    assert {"BuildGraph/AssignRootIds", "BuildGraph/GroupRootBuckets", "WriteToBigtable/WriteRoots",
-            "BuildGraph/SpreadChunks"} <= names
+    assert {"BuildGraph/AssignRootIds", "BuildGraph/GroupRootBuckets", "BuildGraph/WriteRoots",
+            "BuildGraph/ProveRoots", "BuildGraph/ProveComplete", "BuildGraph/SpreadChunks"} <= names
     assert not any("BuildLayer6" in n for n in names)
     options = result.job.options.get_all_options()
     assert options["setup_file"] == "./setup.py" and options["graph_id"] == "g"

@@ -1,5 +1,6 @@
 """Raw agglomeration input: sharded files, DATA_VERSIONs, and the precomputed files it writes."""
 import os
+import zlib
 
 import numpy as np
 import pytest
@@ -7,7 +8,7 @@ import yaml
 
 from beam_ingest.inputs.precomputed import InputError
 from beam_ingest.inputs.raw import RawReader, decode_records, edge_dtype, sum_duplicates
-from beam_ingest.inputs.sharded import ShardReader, write_shard
+from beam_ingest.inputs.sharded import ShardReader, index_dtype, write_shard
 from beam_ingest.launcher import plan_ingest
 from beam_ingest.synthetic import SyntheticSpec, generate
 from helpers import run_ingest
@@ -75,6 +76,7 @@ def test_shard_corruption_is_named(tmp_path):
                        r"the index at byte 1000000 .* runs past the end of the file"),
         "magic.data": (b"XX01" + good[4:], r"not a sharded file"),
         "indexcrc.data": (good[:-1] + bytes([good[-1] ^ 1]), r"crc mismatch in the index"),
+        "empty.data": (b"", r"empty file \(0 bytes\), not a sharded file"),
     }
     for name, (data, _) in cases.items():
         (tmp_path / name).write_bytes(data)
@@ -112,3 +114,71 @@ def test_wrong_data_version_is_named(tmp_path, graph_id, capsys):
     assert pipeline.main(["--config", info["config"], "--graph_id", graph_id, "--raw", "--skip_writes"]) == 2
     err = capsys.readouterr().err
     assert "not whole DATA_VERSION 4 records" in err and "is DATA_VERSION right?" in err
+
+
+def duplicate_index_entry(data: bytes, pair_keys: bool, which: int = 0) -> bytes:
+    """The same container with index record `which` listed twice (crc and header fixed up)."""
+    offset, length = (int(v) for v in np.frombuffer(data[4:20], "<u8"))
+    records = np.frombuffer(data[offset:offset + length - 4], index_dtype(pair_keys))
+    index = np.concatenate([records, records[which:which + 1]]).tobytes()
+    index += np.uint32(zlib.crc32(index)).tobytes()
+    return data[:4] + np.array([offset, len(index)], "<u8").tobytes() + data[20:offset] + index
+
+
+def test_duplicate_index_entry_is_refused(tmp_path):
+    single = write_shard({7: b"first", 9: b"other"}, False)
+    (tmp_path / "single.data").write_bytes(duplicate_index_entry(single, False))
+    pair = write_shard({(3, 4): b"ab", (4, 3): b"ba"}, True)
+    (tmp_path / "pair.data").write_bytes(duplicate_index_entry(pair, True, which=1))
+    reader = ShardReader(str(tmp_path))
+    with pytest.raises(InputError, match=r"single\.data \(chunk \(0, 0, 0\)\): the index lists key 7 2 times"):
+        reader.read({"single.data": {7}}, False, "chunk (0, 0, 0)")
+    with pytest.raises(InputError, match=r"pair\.data \(chunk \(0, 0, 0\)\): the index lists key \(4, 3\) 2 times"):
+        reader.read({"pair.data": {(3, 4), (4, 3)}}, True, "chunk (0, 0, 0)")
+    # a chunk that does not read the duplicated key is not affected; unique keys read as before
+    assert reader.read({"single.data": {9}}, False, "chunk (0, 0, 0)") == {("single.data", 9): b"other"}
+    assert reader.read({"pair.data": {(3, 4)}}, True, "c") == {("pair.data", (3, 4)): b"ab"}
+
+
+def test_duplicate_index_entry_stops_the_raw_ingest(tmp_path, graph_id, capsys):
+    import pipeline
+    info = raw_dataset(tmp_path, 4)
+    layout = plan_ingest(info["config"], graph_id, raw=True).layout
+    path = tmp_path / "raw" / "agg" / "chunked_rg" / "between_chunks_0_1_1_1.data"
+    data = path.read_bytes()
+    offset, length = (int(v) for v in np.frombuffer(data[4:20], "<u8"))
+    key = tuple(int(k) for k in np.frombuffer(data[offset:offset + length - 4], index_dtype(True))[0]["chunkid"])
+    coords = [tuple(int(v) for v in layout.coords_of(np.uint64(k), 1)[0]) for k in key]
+    path.write_bytes(duplicate_index_entry(data, True))
+    assert pipeline.main(["--config", info["config"], "--graph_id", graph_id, "--raw", "--skip_writes"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(err) == 1, err
+    assert "between_chunks_0_1_1_1.data (chunk (" in err[0]
+    assert f"the index lists key {key} (layer-1 chunks {coords[0]} and {coords[1]}) 2 times" in err[0]
+
+
+def test_raw_sv_outside_the_grid_is_named_before_anything_is_written(tmp_path):
+    from beam_ingest.layout import GraphLayout
+    layout = GraphLayout((64, 64, 64), (0, 0, 0), (256, 256, 128))  # 4x4x2
+    me = int(layout.chunk_id(1, 1, 1, 0))
+    own, far = me | 1, int(layout.chunk_id(1, 1000, 1000, 1000)) | 5
+    rec = np.zeros(2, edge_dtype(2))
+    rec["sv1"], rec["sv2"] = [own, own], [me | 2, far]
+    agg = tmp_path / "agg"
+    (agg / "chunked_rg").mkdir(parents=True)
+    (agg / "remap").mkdir()
+    (agg / "chunked_rg" / "in_chunk_0_1_1_0.data").write_bytes(write_shard({me: rec.tobytes()}, False))
+    out = tmp_path / "edges"
+    reader = RawReader(str(agg), layout, 2, (8, 8, 40), str(out), str(tmp_path / "components"))
+    with pytest.raises(InputError, match=rf"in_chunk_0_1_1_0\.data \(chunk \(1, 1, 0\)\): SV {far} of the payload "
+                                         rf"keyed {me} lies in chunk \(1000, 1000, 1000\), outside the 4x4x2"):
+        reader.read((1, 1, 0))
+    assert not out.exists()
+    rec["sv2"] = [me | 2, me | 3]
+    (agg / "chunked_rg" / "in_chunk_0_1_1_0.data").write_bytes(write_shard({me: rec.tobytes()}, False))
+    pairs = np.array([[own, me | 2], [me | 3, far]], "<u8")
+    (agg / "remap" / "done_0_1_1_0.data").write_bytes(write_shard({me: pairs.tobytes()}, False))
+    with pytest.raises(InputError, match=rf"done_0_1_1_0\.data \(chunk \(1, 1, 0\)\): SV {far} of the payload "
+                                         rf"keyed {me} lies in chunk \(1000, 1000, 1000\)"):
+        reader.read((1, 1, 0))
+    assert not out.exists()

@@ -27,6 +27,8 @@ def write_chunk(tmp_path, coord, kinds, groups):
     (tmp_path / "components").mkdir(exist_ok=True)
     full = {k: kinds.get(k, edges([], [])) for k in ("in_chunk", "between_chunk", "cross_chunk")}
     (tmp_path / "edges" / edges_filename(coord)).write_bytes(encode_edges(full))
+    if not groups:
+        return  # an empty mapping: no components file
     svs = np.array([s for g in groups for s in g], np.uint64)
     labels = np.repeat(np.arange(len(groups)), [len(g) for g in groups])
     (tmp_path / "components" / components_filename(coord)).write_bytes(encode_components(svs, labels))
@@ -127,3 +129,95 @@ def test_watershed_info_errors(tmp_path):
     assert info.size == (10, 20, 30) and info.voxel_offset == (1, 2, 3)
     with pytest.raises(InputError, match="CV_MIP=1 but the info has 1 scale"):
         read_watershed_info(str(tmp_path / "ws"), mip=1)
+
+
+GRID = GraphLayout((64, 64, 64), (0, 0, 0), (256, 256, 128))  # 4x4x2 chunks, 4 layers
+
+
+def gsv(coord, seg):
+    return int(GRID.chunk_id(1, *coord)) | seg
+
+
+FAR_AWAY = (1000, 1000, 1000)  # encodable with 10 spatial bits, outside the 4x4x2 grid
+
+
+@pytest.mark.parametrize("case", ["between other end", "between own end first", "cross", "in_chunk", "component"])
+def test_sv_outside_the_chunk_grid_is_an_error(tmp_path, case):
+    here = (1, 2, 0)
+    a, b = gsv(here, 1), gsv(here, 2)
+    out = gsv(FAR_AWAY, 7)
+    kinds = {"in_chunk": edges([a], [b]), "between_chunk": edges([a], [gsv((2, 2, 0), 1)])}
+    groups = [[a, b]]
+    if case == "between other end":
+        kinds["between_chunk"] = edges([a, b], [gsv((2, 2, 0), 1), out])
+    elif case == "between own end first":
+        kinds["between_chunk"] = edges([a, out], [gsv((2, 2, 0), 1), b])
+    elif case == "cross":
+        kinds["cross_chunk"] = edges([a], [out])
+    elif case == "in_chunk":
+        kinds["in_chunk"] = edges([a, b], [b, out])
+    else:
+        groups = [[a, b], [out]]
+    write_chunk(tmp_path, here, kinds, groups)
+    inputs = reader(tmp_path).read(here)
+    name = r"components_1_2_0\.proto" if case == "component" else r"edges_1_2_0\.proto\.zst"
+    with pytest.raises(InputError, match=rf"{name} \(chunk \(1, 2, 0\)\): SV {out} .*lies in chunk "
+                                         r"\(1000, 1000, 1000\), outside the 4x4x2 layer-2 chunk grid"):
+        build_layer2(inputs, GRID)
+
+
+def test_sv_outside_the_grid_on_one_axis_only(tmp_path):
+    a = gsv((3, 3, 1), 1)
+    out = gsv((3, 3, 2), 1)  # z = 2 in a grid of 2 along z: just past the last chunk
+    write_chunk(tmp_path, (3, 3, 1), {"between_chunk": edges([a], [out])}, [[a, out]])
+    with pytest.raises(InputError, match=r"lies in chunk \(3, 3, 2\), outside the 4x4x2"):
+        build_layer2(reader(tmp_path).read((3, 3, 1)), GRID)
+
+
+def test_far_edges_are_counted_not_refused(tmp_path):
+    here = (1, 1, 0)
+    a, b = gsv(here, 1), gsv(here, 2)
+    face, diagonal = gsv((2, 1, 0), 1), gsv((2, 2, 1), 1)
+    far_x, far_y, far_cross = gsv((3, 1, 0), 1), gsv((1, 3, 1), 1), gsv((1, 3, 0), 4)
+    write_chunk(tmp_path, here,
+                {"in_chunk": edges([a], [b]),
+                 "between_chunk": edges([a, face, b, far_y], [diagonal, a, far_x, b]),  # either orientation
+                 "cross_chunk": edges([a], [far_cross])},
+                [[a, b, face, diagonal, far_x, far_y]])
+    rows, summary, _, stats = build_layer2(reader(tmp_path).read(here), GRID)
+    assert stats.far_edges == 3
+    # they are still stored as atomic cross edges, at the layer where their chunks meet
+    stored = dict(zip(rows.cross_other.tolist(), rows.cross_layer.tolist()))
+    assert stored[far_x] == 3 and stored[far_y] == 3 and stored[far_cross] == 3 and stored[face] == 3
+    assert stored[diagonal] == 3
+    near = build_layer2(ChunkInputs(here, {"in_chunk": edges([a], [b]), "between_chunk": edges([a], [face]),
+                                           "cross_chunk": edges([], [])}, np.empty(0, np.uint64),
+                                    np.empty(0, np.int64)), GRID)[3]
+    assert near.far_edges == 0
+
+
+def test_zero_byte_components_file_next_to_edges_is_an_error(tmp_path):
+    a, b = sv((0, 0, 0), 1), sv((0, 0, 0), 2)
+    write_chunk(tmp_path, (0, 0, 0), {"in_chunk": edges([a], [b])}, [[a, b]])
+    (tmp_path / "components" / components_filename((0, 0, 0))).write_bytes(b"")
+    with pytest.raises(InputError, match=r"components_0_0_0\.proto \(chunk \(0, 0, 0\)\): empty file \(0 bytes\) "
+                                         r"but edges_0_0_0\.proto\.zst has 1 edges"):
+        reader(tmp_path).read((0, 0, 0))
+
+
+def test_legit_empty_and_missing_components_files(tmp_path):
+    a, b = sv((1, 0, 0), 1), sv((1, 0, 0), 2)
+    # a chunk whose edges file holds no edges may have an empty (0-byte, valid) components file
+    write_chunk(tmp_path, (0, 0, 0), {}, [])
+    assert encode_components(np.empty(0, np.uint64), np.empty(0, np.int64)) == b""  # a valid empty message
+    (tmp_path / "components" / components_filename((0, 0, 0))).write_bytes(b"")
+    got = reader(tmp_path).read((0, 0, 0))
+    assert len(got.component_svs) == 0 and all(len(e) == 0 for e in got.edges.values())
+    # ... or no edges file and an empty components file
+    (tmp_path / "components" / components_filename((0, 1, 0))).write_bytes(b"")
+    assert len(reader(tmp_path).read((0, 1, 0)).component_svs) == 0
+    # a missing components file is an empty mapping (spec): edges kept, every SV on its own
+    write_chunk(tmp_path, (1, 0, 0), {"in_chunk": edges([a], [b])}, [])
+    assert not (tmp_path / "components" / components_filename((1, 0, 0))).exists()
+    got = reader(tmp_path).read((1, 0, 0))
+    assert build_layer2(got, LAYOUT)[3].nodes == 2

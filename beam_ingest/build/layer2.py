@@ -5,7 +5,7 @@ import dataclasses
 
 import numpy as np
 
-from ..inputs.precomputed import ChunkInputs, Edges, InputError
+from ..inputs.precomputed import ChunkInputs, Edges, InputError, off_grid_text
 from ..layout import GraphLayout
 from ..store.cells import counter_key
 from .graph import components
@@ -18,6 +18,7 @@ class Layer2Stats:
     edges: int = 0
     active_edges: int = 0
     nodes: int = 0
+    far_edges: int = 0  # between/cross edges (as given, copies counted) to a chunk that is not a neighbour
 
 
 def _check_orientation(kind: str, a_here, b_here, a, b, where: str) -> np.ndarray:
@@ -32,6 +33,27 @@ def _check_orientation(kind: str, a_here, b_here, a, b, where: str) -> np.ndarra
         raise InputError(f"{where}: {kind} edge #{i} ({a[i]}, {b[i]}) has neither end in this chunk "
                          f"({int(neither.sum())} such edges)")
     return ~a_here
+
+
+_PART_KINDS = ("in_chunk", "in_chunk", "between_chunk", "between_chunk", "cross_chunk", "cross_chunk", None)
+
+
+def _first_use(bad: np.ndarray, parts, inputs: ChunkInputs):
+    """The first place (in file order) where one of the dense ids flagged in `bad` is used.
+
+    Returns `(id position in its part, which part, text)`: text names the edge
+    ("in_chunk edge #i (a, b)") or "the components".
+    """
+    for p, part in enumerate(parts):
+        hits = np.flatnonzero(bad[part])
+        if len(hits):
+            i = int(hits[0])
+            kind = _PART_KINDS[p]
+            if kind is None:
+                return int(inputs.component_svs[i]), p, "the components"
+            e = inputs.edges[kind]
+            return int((e.ids1, e.ids2)[p % 2][i]), p, f"{kind} edge #{i} ({e.ids1[i]}, {e.ids2[i]})"
+    raise AssertionError("no flagged id is used")
 
 
 def dense_ids(all_ids: np.ndarray, sv_chunk, segment_bits: int):
@@ -83,7 +105,8 @@ def build_layer2(inputs: ChunkInputs, layout: GraphLayout, where: str = ""):
     Every id of the chunk's inputs is replaced by its rank among them (one sort), so the
     rest works on small dense integers: no further searches over 64-bit ids.
     """
-    where = where or f"layer-2 chunk {tuple(inputs.coord)}"
+    chunk = f"chunk {tuple(inputs.coord)}"
+    where = where or f"layer-2 {chunk}"
     x, y, z = inputs.coord
     inside, between, cross = (inputs.edges[k] for k in ("in_chunk", "between_chunk", "cross_chunk"))
     parts = [inside.ids1, inside.ids2, between.ids1, between.ids2, cross.ids1, cross.ids2,
@@ -92,29 +115,42 @@ def build_layer2(inputs: ChunkInputs, layout: GraphLayout, where: str = ""):
     bounds = np.cumsum([0] + [len(p) for p in parts])
     in1, in2, bt1, bt2, cx1, cx2, comp = (dense[bounds[i]:bounds[i + 1]] for i in range(len(parts)))
     n_ids = len(ids)
+    in_edges = f"{inputs.edges_file} ({chunk})" if inputs.edges_file else where
+    in_comps = f"{inputs.components_file} ({chunk})" if inputs.components_file else where
+    dense_parts = (in1, in2, bt1, bt2, cx1, cx2, comp)
     not_svs = layout.layer_of(ids) != 1
     if np.any(not_svs):
-        bad = ids[np.flatnonzero(not_svs)[0]]
-        raise InputError(f"{where}: id {bad} in the edges/components files is not a supervoxel id (its layer "
-                         f"bits say {int(layout.layer_of(bad))}, expected 1); {int(not_svs.sum())} such ids")
+        bad, part, what = _first_use(not_svs, dense_parts, inputs)
+        raise InputError(f"{in_comps if part == 6 else in_edges}: id {bad} of {what} is not a supervoxel id (its "
+                         f"layer bits say {int(layout.layer_of(bad))}, expected 1); {int(not_svs.sum())} such ids")
+    id_coords = layout.coords_of(ids, 1)  # layer-2 chunk of every distinct id, (n_ids, 3)
+    outside_grid = np.any(id_coords >= np.asarray(layout.n_chunks, np.int64), axis=1)
+    if np.any(outside_grid):
+        bad, part, what = _first_use(outside_grid, dense_parts, inputs)
+        raise InputError(f"{in_comps if part == 6 else in_edges}: SV {bad} of {what} {off_grid_text(layout, bad)}; "
+                         f"{int(outside_grid.sum())} such ids")
 
     outside = ~(here[in1] & here[in2])
     if np.any(outside):
         bad = int(np.flatnonzero(outside)[0])
-        raise InputError(f"{where}: in_chunk edge #{bad} ({inside.ids1[bad]}, {inside.ids2[bad]}) "
+        raise InputError(f"{in_edges}: in_chunk edge #{bad} ({inside.ids1[bad]}, {inside.ids2[bad]}) "
                          "has an end outside this chunk")
-    swap = _check_orientation("between_chunk", here[bt1], here[bt2], between.ids1, between.ids2, where)
+    swap = _check_orientation("between_chunk", here[bt1], here[bt2], between.ids1, between.ids2, in_edges)
     bt1, bt2 = np.where(swap, bt2, bt1), np.where(swap, bt1, bt2)
-    swap = _check_orientation("cross_chunk", here[cx1], here[cx2], cross.ids1, cross.ids2, where)
+    swap = _check_orientation("cross_chunk", here[cx1], here[cx2], cross.ids1, cross.ids2, in_edges)
     cx1, cx2 = np.where(swap, cx2, cx1), np.where(swap, cx1, cx2)
     # Duplicate copies need no removal here: they change neither the SV set nor the
     # components, and the stored cross edges are made distinct below.
+    # Edges to a chunk that is not a neighbour (face, edge or corner) are valid input but
+    # unusual (spec/input-formats.md): counted, and reported by the caller.
+    others = np.concatenate([bt2, cx2])
+    far_edges = int(np.count_nonzero(np.any(np.abs(id_coords[others] - np.asarray(inputs.coord)) > 1, axis=1)))
 
     # Component mapping: SV -> component index (-1 = none).
     comp_of = np.full(n_ids, -1, np.int64)
     if len(comp) and np.bincount(comp, minlength=n_ids).max() > 1:
         dup = ids[np.flatnonzero(np.bincount(comp, minlength=n_ids) > 1)[0]]
-        raise InputError(f"{where}: components file lists SV {dup} in more than one component")
+        raise InputError(f"{in_comps}: SV {dup} is listed in more than one component")
     comp_of[comp] = inputs.component_labels
     in_active = (comp_of[in1] >= 0) & (comp_of[in1] == comp_of[in2])
     bt_active = (comp_of[bt1] >= 0) & (comp_of[bt1] == comp_of[bt2])
@@ -125,7 +161,7 @@ def build_layer2(inputs: ChunkInputs, layout: GraphLayout, where: str = ""):
     sv_dense = np.flatnonzero(is_sv)
     svs = ids[sv_dense]
     stats = Layer2Stats(svs=len(svs), edges=len(in1) + len(bt1) + len(cx1),
-                        active_edges=int(in_active.sum() + bt_active.sum()) + len(cx1))
+                        active_edges=int(in_active.sum() + bt_active.sum()) + len(cx1), far_edges=far_edges)
     if len(svs) == 0:
         return Rows(chunk=where), Summary(), None, stats
 

@@ -108,6 +108,9 @@ class Rows:
     counter_values: list = dataclasses.field(default_factory=list)
     chunk: str = ""  # for messages: "layer-L chunk (x, y, z)"
     done: list = dataclasses.field(default_factory=list)  # [(layer, coord)] this batch completes
+    svs: int = 0  # supervoxels read for this batch (layer 2), for the completion proof
+    # After `concat`: rows of each part (node_ids, children_of, cross_node, counter_keys), per part.
+    part_sizes: np.ndarray | None = None
 
     @classmethod
     def concat(cls, parts) -> "Rows":
@@ -121,7 +124,19 @@ class Rows:
         out.counter_values = [v for p in parts for v in p.counter_values]
         out.chunk = f"{len(parts)} chunks"
         out.done = [d for p in parts for d in p.done]
+        out.svs = sum(p.svs for p in parts)
+        out.part_sizes = np.array([[len(p.node_ids), len(p.children_of), len(p.cross_node), len(p.counter_keys)]
+                                   for p in parts], np.int64).reshape(-1, 4)
         return out
+
+    def part_labels(self):
+        """For node_ids, children_of, cross_node and counter_keys: the part each row came from."""
+        sizes = self.part_sizes
+        if sizes is None:
+            sizes = np.array([[len(self.node_ids), len(self.children_of), len(self.cross_node),
+                               len(self.counter_keys)]], np.int64)
+        index = np.arange(len(sizes), dtype=np.int32)
+        return tuple(np.repeat(index, sizes[:, k]) for k in range(4))
 
     def row_count(self) -> int:
         """Distinct row keys written (a node row may carry several cells)."""

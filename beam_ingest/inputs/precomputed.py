@@ -40,6 +40,8 @@ class ChunkInputs:
     edges: dict[str, Edges]
     component_svs: np.ndarray     # uint64, the SVs the components file maps
     component_labels: np.ndarray  # int64, component index of each
+    edges_file: str = ""          # where the edges / components came from, for error messages
+    components_file: str = ""     # ("" when they did not come from one file)
 
     @classmethod
     def empty(cls, coord) -> "ChunkInputs":
@@ -55,6 +57,17 @@ def edges_filename(coord) -> str:
 def components_filename(coord) -> str:
     x, y, z = (int(c) for c in coord)
     return f"components_{x}_{y}_{z}.proto"
+
+
+def off_grid(layout, ids) -> np.ndarray:
+    """Mask of the SV ids whose layer-2 chunk coordinate lies outside the layout's chunk grid."""
+    return np.any(layout.coords_of(ids, 1) >= np.asarray(layout.n_chunks, np.int64), axis=1)
+
+
+def off_grid_text(layout, sv) -> str:
+    """`lies in chunk (x, y, z), outside the AxBxC layer-2 chunk grid` for one SV id."""
+    coord = tuple(int(v) for v in layout.coords_of(sv, 1)[0])
+    return f"lies in chunk {coord}, outside the {'x'.join(str(n) for n in layout.n_chunks)} layer-2 chunk grid"
 
 
 def _array(buf: bytes, dtype, what: str, where: str) -> np.ndarray:
@@ -189,11 +202,21 @@ class PrecomputedReader:
         edges_data = self._get(edges_cf, self.edges_url, edges_name, coord)
         comps_data = self._get(comps_cf, self.components_url, comps_name, coord)
         inputs = ChunkInputs.empty(coord)
+        inputs.edges_file = f"{self.edges_url.rstrip('/')}/{edges_name}"
+        inputs.components_file = f"{self.components_url.rstrip('/')}/{comps_name}"
         if edges_data is not None:
-            inputs.edges = decode_edges(edges_data, f"{self.edges_url.rstrip('/')}/{edges_name} (chunk {coord})")
+            inputs.edges = decode_edges(edges_data, f"{inputs.edges_file} (chunk {coord})")
         if comps_data is not None:
+            n_edges = sum(len(e) for e in inputs.edges.values())
+            if len(comps_data) == 0 and n_edges:
+                # A valid empty message is 0 bytes too, but the spec's empty mapping is a
+                # missing file (the raw reader writes none); 0 bytes next to edges is a failed or
+                # truncated write, not "every SV on its own".
+                raise InputError(f"{inputs.components_file} (chunk {coord}): empty file (0 bytes) but {edges_name} "
+                                 f"has {n_edges} edges; a chunk with edges needs its components (truncated or failed "
+                                 "write?)")
             inputs.component_svs, inputs.component_labels = decode_components(
-                comps_data, f"{self.components_url.rstrip('/')}/{comps_name} (chunk {coord})")
+                comps_data, f"{inputs.components_file} (chunk {coord})")
         return inputs
 
     def __getstate__(self):

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..build.graph import components, pair_keys
 from .precomputed import (ChunkInputs, Edges, InputError, components_filename, edges_filename, encode_components,
-                          encode_edges)
+                          encode_edges, off_grid, off_grid_text)
 from .sharded import ShardReader
 
 
@@ -86,8 +86,22 @@ class RawReader:
 
     def connect(self):
         if self._edges is None:
-            self._edges = ShardReader(f"{self.url}/chunked_rg")
-            self._remap = ShardReader(f"{self.url}/remap")
+            self._edges = ShardReader(f"{self.url}/chunked_rg", self._key_name)
+            self._remap = ShardReader(f"{self.url}/remap", self._key_name)
+
+    def _key_name(self, key) -> str:
+        """A shard key in words: the layer-1 chunk coordinates of its chunk id(s)."""
+        keys = key if isinstance(key, tuple) else (key,)
+        coords = [str(tuple(int(v) for v in self.layout.coords_of(np.uint64(k), 1)[0])) for k in keys]
+        return f"layer-1 chunk {coords[0]}" if len(coords) == 1 else f"layer-1 chunks {' and '.join(coords)}"
+
+    def _check_grid(self, svs: np.ndarray, name: str, key, where: str):
+        """Every SV of a payload must lie in the chunk grid: refuse before anything is written."""
+        outside = off_grid(self.layout, svs)
+        if np.any(outside):
+            bad = int(svs[np.flatnonzero(outside)[0]])
+            raise InputError(f"{name} ({where}): SV {bad} of the payload keyed {key} {off_grid_text(self.layout, bad)}"
+                             f"; {int(outside.sum())} such ids in that payload")
 
     @property
     def requests(self) -> int:
@@ -129,12 +143,12 @@ class RawReader:
         got = self._edges.read({**in_files, **pair_files}, lambda name: not name.startswith("in_chunk"), where)
         parts = {"in_chunk": [], "between_chunk": [], "cross_chunk": []}
         for (name, key), data in got.items():
+            sv1, sv2, aff, area = decode_records(data, self.data_version, self.resolution, f"{name} ({where})")
+            self._check_grid(np.concatenate([sv1, sv2]), f"{self._edges.url}/{name}", key, where)
             if name.startswith("in_chunk"):
-                parts["in_chunk"].append(decode_records(data, self.data_version, self.resolution,
-                                                        f"{name} ({where})"))
+                parts["in_chunk"].append((sv1, sv2, aff, area))
                 continue
             kind = "between_chunk" if name.startswith("between") else "cross_chunk"
-            sv1, sv2, aff, area = decode_records(data, self.data_version, self.resolution, f"{name} ({where})")
             if key[0] != me:  # keyed (neighbour, this chunk): swap so sv1 is ours
                 sv1, sv2 = sv2, sv1
             parts[kind].append((sv1, sv2, aff, area))
@@ -154,10 +168,16 @@ class RawReader:
             key = int(self.layout.chunk_id(1, *c))
             for mip in range(self.layout.layer_count - 1):
                 wanted.setdefault(_name(f"done_{mip}", [v >> mip for v in c]), set()).add(key)
-        got = self._remap.read(wanted, False, f"chunk {coord}")
-        pairs = [np.frombuffer(d, "<u8").reshape(-1, 2) for d in got.values() if len(d)]
-        if any(len(d) % 16 for d in got.values()):
-            raise InputError(f"{self.url}/remap (chunk {coord}): a payload is not whole uint64 pairs")
+        where = f"chunk {coord}"
+        got = self._remap.read(wanted, False, where)
+        pairs = []
+        for (name, key), data in got.items():
+            if len(data) % 16:
+                raise InputError(f"{self._remap.url}/{name} ({where}): the payload keyed {key} is not whole uint64 "
+                                 "pairs")
+            pairs.append(np.frombuffer(data, "<u8").reshape(-1, 2))
+            self._check_grid(pairs[-1].ravel(), f"{self._remap.url}/{name}", key, where)
+        pairs = [p for p in pairs if len(p)]
         if not pairs:
             return np.empty(0, np.uint64), np.empty(0, np.int64)
         pairs = np.concatenate(pairs)

@@ -48,11 +48,23 @@ def write_shard(payloads: dict, pair_keys: bool) -> bytes:
     return header + bytes(body) + index
 
 
+def _wanted_records(records: np.ndarray, want, pairs: bool) -> np.ndarray:
+    """Positions of the index records whose key is in `want` (vectorized over the records)."""
+    keys = records["chunkid"]
+    if not pairs:
+        return np.flatnonzero(np.isin(keys, np.fromiter((int(k) for k in want), np.uint64)))
+    hit = np.zeros(len(records), bool)
+    for a, b in want:  # a handful of chunk pairs per file
+        hit |= (keys[:, 0] == np.uint64(a)) & (keys[:, 1] == np.uint64(b))
+    return np.flatnonzero(hit)
+
+
 class ShardReader:
     """Ranged reads of payloads from many sharded files of one folder (cloud-files)."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, key_name=None):
         self.url = url.rstrip("/")
+        self.key_name = key_name  # optional: key -> words for error messages (e.g. its chunk coordinates)
         self._cf = None
         self.requests = 0  # ranged requests made
         self.rounds = 0    # batches of them (each one parallel round trip)
@@ -91,8 +103,9 @@ class ShardReader:
         `pair_keys`: whether files key payloads by chunk pairs: a bool, or a function of the
         file name (so in-chunk and between files are read in the same three rounds).
 
-        Missing files are skipped. A bad magic, an index past the end, a crc mismatch or a
-        payload outside the file raises InputError naming the file (and byte offset).
+        Missing files are skipped. An empty file, a bad magic, an index past the end, a crc
+        mismatch, a payload outside the file or a wanted key listed more than once in the index
+        raises InputError naming the file (and byte offset or key).
         """
         names = sorted(wanted)
         headers = self._get([(n, 0, HEADER_LENGTH) for n in names])
@@ -102,6 +115,8 @@ class ShardReader:
             if header is None:
                 continue
             path = f"{self.url}/{name}"
+            if len(header) == 0:
+                raise InputError(f"{path} ({where}): empty file (0 bytes), not a sharded file")
             if len(header) < HEADER_LENGTH or header[:4] != MAGIC:
                 raise InputError(f"{path} ({where}): not a sharded file (bad header {header[:4]!r})")
             offset, length = (int(v) for v in np.frombuffer(header[4:HEADER_LENGTH], "<u8"))
@@ -125,16 +140,32 @@ class ShardReader:
             if len(records_bytes) % dtype.itemsize:
                 raise InputError(f"{path} ({where}): index of {len(records_bytes)} bytes is not whole records")
             records = np.frombuffer(records_bytes, dtype)
-            want = wanted[name]
-            for rec in records:
-                key = tuple(int(k) for k in rec["chunkid"]) if pairs else int(rec["chunkid"])
-                if key in want:
-                    s, size = int(rec["offset"]), int(rec["size"])
-                    if size < CRC_LENGTH or s + size > start:
-                        raise InputError(f"{path} ({where}): payload at byte {s} (size {size}) lies outside the "
-                                         "data section")
+            chosen = records[_wanted_records(records, wanted[name], pairs)]
+            chosen_keys = chosen["chunkid"]
+            _, first, counts = np.unique(chosen_keys, axis=0, return_index=True, return_counts=True)
+            if np.any(counts > 1):
+                # Two payloads under one key: which one is the chunk's data? Refuse rather than pick.
+                dup = int(np.flatnonzero(counts > 1)[0])
+                same = (chosen_keys == chosen_keys[first[dup]]).reshape(len(chosen), -1).all(axis=1)
+                key = chosen_keys[first[dup]]
+                key = tuple(int(k) for k in key) if pairs else int(key)
+                offsets = chosen["offset"][same]
+                named = f"{key} ({self.key_name(key)})" if self.key_name else f"{key}"
+                raise InputError(f"{path} ({where}): the index lists key {named} {int(counts[dup])} times (payloads "
+                                 f"at bytes {', '.join(str(int(o)) for o in offsets)}); each key must appear once")
+            end_of_data, size = np.uint64(start), chosen["size"]
+            bad = ((size < CRC_LENGTH) | (size > end_of_data)
+                   | (chosen["offset"] > end_of_data - np.minimum(size, end_of_data)))  # no uint64 wrap-around
+            if np.any(bad):
+                rec = chosen[int(np.flatnonzero(bad)[0])]
+                raise InputError(f"{path} ({where}): payload at byte {int(rec['offset'])} (size {int(rec['size'])}) "
+                                 "lies outside the data section")
+            for rec in chosen:
+                s, size = int(rec["offset"]), int(rec["size"])
+                if (name, s) not in keys_at:  # two keys may share one payload: fetch it once
                     payload_ranges.append((name, s, s + size))
-                    keys_at[(name, s)] = key
+                keys_at.setdefault((name, s), []).append(
+                    tuple(int(k) for k in rec["chunkid"]) if pairs else int(rec["chunkid"]))
         payloads = self._get(payload_ranges)
         out = {}
         for name, s, e in payload_ranges:
@@ -144,5 +175,6 @@ class ShardReader:
             data = raw[:-CRC_LENGTH]
             if _crc(data) != raw[-CRC_LENGTH:]:
                 raise InputError(f"{self.url}/{name} ({where}): crc mismatch in the payload at byte {s}")
-            out[(name, keys_at[(name, s)])] = data
+            for key in keys_at[(name, s)]:
+                out[(name, key)] = data
         return out

@@ -1,6 +1,7 @@
 """Bigtable admin (table, families, meta/version rows) and a batched, checked row writer."""
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import datetime
 import logging
@@ -119,62 +120,117 @@ def table_split_keys(layout, n_tablets: int) -> list[bytes]:
     return sorted(keys)
 
 
-def prepare_table(table, if_exists: str, meta_bytes: bytes, ingest_ms: int | None, same_graph,
-                  split_keys=()) -> int:
-    """Create (or check) the table and write meta/version rows; return the ingest time (ms).
+REACH_DEADLINE_S = 20.0  # the launcher's first call: an unreachable Bigtable is an error within this
 
-    `if_exists`: "fail" refuses an existing table, "continue" reuses it when its meta row
-    describes the same graph (and reuses its ingest time, so cells match the first run),
-    "recreate" deletes and recreates it. `same_graph(meta_bytes_in_table)` compares metas.
+
+def describe_target(table) -> str:
+    client = table._instance._client
+    where = f"emulator {os.environ['BIGTABLE_EMULATOR_HOST']}" if os.environ.get("BIGTABLE_EMULATOR_HOST") else "Bigtable"
+    return f"{where} (project {client.project}, instance {table._instance.instance_id})"
+
+
+def admin_call(table, what: str, call, deadline_s: float = REACH_DEADLINE_S):
+    """Run an admin call with a deadline; unreachable or refusing Bigtable -> one TableError."""
+    from google.api_core.retry import Retry
+    retry = Retry(initial=0.25, maximum=2.0, timeout=deadline_s,
+                  predicate=lambda exc: isinstance(exc, (gexc.ServiceUnavailable, gexc.DeadlineExceeded)))
+    try:
+        return call(retry=retry, timeout=deadline_s)
+    except (gexc.RetryError, gexc.ServiceUnavailable, gexc.DeadlineExceeded) as exc:
+        raise TableError(f"{describe_target(table)} unreachable while {what} (gave up after {deadline_s:.0f} s: "
+                         f"{_short(exc)})") from None
+    except (gexc.Unauthenticated, gexc.PermissionDenied) as exc:
+        raise TableError(f"{describe_target(table)} refused {what}: {_short(exc)} (check credentials and "
+                         "the project/instance names)") from None
+
+
+def _short(exc) -> str:
+    cause = getattr(exc, "cause", None) or exc
+    text = str(getattr(cause, "message", None) or cause).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+def table_exists(table, deadline_s: float = REACH_DEADLINE_S) -> bool:
+    from google.cloud.bigtable.table import VIEW_NAME_ONLY
+    client = table._instance._client.table_admin_client
+    try:
+        admin_call(table, f"looking up table {table.table_id!r}", lambda **kw: client.get_table(
+            request={"name": table.name, "view": VIEW_NAME_ONLY}, **kw), deadline_s)
+        return True
+    except gexc.NotFound:
+        return False
+
+
+def create_table(table, split_keys=()) -> None:
+    """Create the table with its families; AlreadyExists (another launcher was faster) -> TableError."""
+    try:
+        table.create(initial_split_keys=list(split_keys), column_families=family_rules())
+    except gexc.AlreadyExists:
+        raise TableError(f"table {table.table_id!r} was created by another launcher at the same moment: one "
+                         "launcher per graph") from None
+    except (gexc.RetryError, gexc.ServiceUnavailable, gexc.DeadlineExceeded) as exc:
+        raise TableError(f"{describe_target(table)} unreachable while creating table {table.table_id!r}: "
+                         f"{_short(exc)}") from None
+
+
+# Options of every Bigtable gRPC channel (data here; the launcher's admin channels may reuse
+# them). Keepalive: a connection that goes silent without a reset (a NAT or load balancer
+# that dropped it) is pinged after 30 s without activity, also between calls, and closed
+# when the ping is not answered, failing its calls with UNAVAILABLE. gRPC core waits for the
+# ping ack up to `grpc.http2.ping_timeout_ms` (default 1 min once keepalive is on), not only
+# `keepalive_timeout_ms`: measured with grpcio 1.85 through a blackholing relay, the three
+# keepalive options alone detect a dead connection in 30 + 60 s; with the ping timeout also
+# at 10 s, in 30 + 10 s.
+GRPC_CHANNEL_OPTIONS = (
+    ("grpc.max_send_message_length", -1),
+    ("grpc.max_receive_message_length", -1),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.ping_timeout_ms", 10_000),
+)
+
+# Deadline of one MutateRows attempt (a batch takes well under a second when Bigtable is
+# healthy). A call past it, or failing UNAVAILABLE, is retried over a fresh channel.
+MUTATE_TIMEOUT_S = 60.0
+
+# gRPC status codes after which a transport gives up its channel (its connection may be dead).
+RECONNECT_CODES = ("DEADLINE_EXCEEDED", "UNAVAILABLE")
+
+
+def data_client(emulator_host: str | None = None):
+    """The generated Bigtable data API client: of the emulator at `emulator_host` (default:
+    $BIGTABLE_EMULATOR_HOST) if there is one, else of Bigtable.
+
+    Its channel has GRPC_CHANNEL_OPTIONS (keepalive) and a connection of its own (a local
+    subchannel pool: gRPC otherwise shares one connection among all channels to the same
+    target with the same options, so a "new" channel would reuse a dead connection).
+    In production the channel is the transport's own `create_channel`, with the default
+    credentials and scopes.
     """
-    exists = table.exists()
-    if exists and if_exists == "fail":
-        raise TableError(
-            f"table {table.table_id!r} already exists; pass --if_exists=continue to resume an "
-            "interrupted ingest into it, or --if_exists=recreate to delete it and start over")
-    if exists and if_exists == "recreate":
-        log.warning("deleting existing table %s (--if_exists=recreate)", table.table_id)
-        table.delete()
-        exists = False
-    if exists:
-        found = read_cell(table, cells.META_ROW, cells.FAMILY_HIERARCHY, cells.META)
-        if found is None:
-            raise TableError(f"table {table.table_id!r} exists but has no meta row: not an ingest "
-                             "of this tool; refusing to continue into it")
-        existing_meta, stamp = found
-        reason = same_graph(existing_meta)
-        if reason:
-            raise TableError(f"table {table.table_id!r} holds a different graph ({reason}); "
-                             "refusing to continue into it")
-        table_ms = int(stamp.timestamp() * 1000)
-        if ingest_ms is not None and ingest_ms != table_ms:
-            raise TableError(f"--ingest_timestamp={ingest_ms} differs from the table's ingest time "
-                             f"{table_ms}; leave it unset to continue the earlier run")
-        log.info("continuing into existing table %s (ingest time %d)", table.table_id, table_ms)
-        return table_ms
-    if ingest_ms is None:
-        ingest_ms = int(time.time() * 1000)
-    table.create(initial_split_keys=list(split_keys), column_families=family_rules())
-    project, instance = table._instance._client.project, table._instance.instance_id
-    writer = RowWriter(project, instance, table.table_id, ingest_ms, max_inflight=1)
-    writer.write([(cells.META_ROW, [(cells.FAMILY_HIERARCHY, cells.META, meta_bytes)]),
-                  (cells.VERSION_ROW, [(cells.FAMILY_HIERARCHY, cells.VERSION,
-                                        VERSION_STRING.encode("utf8"))])])
-    writer.flush()
-    return ingest_ms
-
-
-def data_client():
-    """The generated Bigtable data API client (the emulator when BIGTABLE_EMULATOR_HOST is set)."""
     from google.cloud.bigtable_v2 import BigtableClient
     from google.cloud.bigtable_v2.services.bigtable.transports import BigtableGrpcTransport
-    host = os.environ.get("BIGTABLE_EMULATOR_HOST")
+    options = list(GRPC_CHANNEL_OPTIONS) + [("grpc.use_local_subchannel_pool", 1)]
+    host = emulator_host or os.environ.get("BIGTABLE_EMULATOR_HOST")
     if host:
         import grpc
-        channel = grpc.insecure_channel(host, options=[("grpc.max_send_message_length", -1),
-                                                       ("grpc.max_receive_message_length", -1)])
-        return BigtableClient(transport=BigtableGrpcTransport(channel=channel))
-    return BigtableClient()
+        channel = grpc.insecure_channel(host, options=options)
+    else:
+        channel = BigtableGrpcTransport.create_channel(f"{BigtableGrpcTransport.DEFAULT_HOST}:443",
+                                                       options=options)
+    return BigtableClient(transport=BigtableGrpcTransport(channel=channel))
+
+
+class _Channel:
+    """One gRPC channel of a transport, its MutateRows callable and its calls in flight."""
+
+    def __init__(self):
+        from google.cloud.bigtable_v2.types import MutateRowsResponse
+        self.channel = data_client().transport.grpc_channel
+        self.call = self.channel.unary_stream("/google.bigtable.v2.Bigtable/MutateRows", request_serializer=None,
+                                              response_deserializer=MutateRowsResponse.pb().FromString)
+        self.in_flight = 0
+        self.retired = False
 
 
 class MutateRowsTransport:
@@ -183,23 +239,66 @@ class MutateRowsTransport:
     The channel carries the client's credentials; the routing header is the one the
     generated client sends. Responses come back as raw protobuf messages; gRPC errors
     are raised as google.api_core exceptions.
+
+    Shared by the writer's threads. A call failing with DEADLINE_EXCEEDED or UNAVAILABLE
+    retires the channel it went over (once, whichever thread sees it first): later calls
+    go over a fresh channel, on a new connection; the old channel is closed when its last
+    call in flight ends, so no other thread's call is cancelled under it.
     """
 
     def __init__(self, table_name: str, app_profile_id: str = ""):
         from google.api_core import gapic_v1
-        from google.cloud.bigtable_v2.types import MutateRowsResponse
-        channel = data_client().transport.grpc_channel
-        self._call = channel.unary_stream("/google.bigtable.v2.Bigtable/MutateRows", request_serializer=None,
-                                          response_deserializer=MutateRowsResponse.pb().FromString)
+        self.table_name = table_name
         self._metadata = (gapic_v1.routing_header.to_grpc_metadata(
             {"table_name": table_name, "app_profile_id": app_profile_id}),)
+        self._lock = threading.Lock()
+        self._current = _Channel()
+        self.channels_opened = 1
 
     def mutate_rows(self, request: bytes, timeout: float):
         import grpc
+        with self._lock:
+            if self._current.retired:  # closed by close(): open another
+                self._current = _Channel()
+                self.channels_opened += 1
+            current = self._current
+            current.in_flight += 1
         try:
-            yield from self._call(request, timeout=timeout, metadata=self._metadata)
+            yield from current.call(request, timeout=timeout, metadata=self._metadata)
         except grpc.RpcError as exc:
+            code = exc.code() if callable(getattr(exc, "code", None)) else None
+            if code is not None and code.name in RECONNECT_CODES:
+                self._replace(current, code.name)
             raise gexc.from_grpc_error(exc) from None
+        finally:
+            with self._lock:
+                current.in_flight -= 1
+                close = current.retired and current.in_flight == 0
+            if close:
+                current.channel.close()
+
+    def _replace(self, failed: _Channel, why: str):
+        with self._lock:
+            if failed is not self._current:
+                return  # another thread's failure on the same channel replaced it already
+            log.warning("MutateRows to %s failed with %s: reconnecting over a fresh channel",
+                        self.table_name, why)
+            try:
+                fresh = _Channel()
+            except Exception as exc:  # e.g. credentials not found this time: the next failure tries again
+                log.warning("could not open a fresh Bigtable channel (%s); keeping the old one", exc)
+                return
+            self._current = fresh
+            self.channels_opened += 1
+            failed.retired = True  # closed by the last of its calls (this one included)
+
+    def close(self):
+        """Close the channel now, or when its last call in flight ends (a later call opens another)."""
+        with self._lock:
+            current, current.retired = self._current, True
+            close = current.in_flight == 0
+        if close:
+            current.channel.close()
 
 
 def mutate_rows_transport(table_name: str):
@@ -218,7 +317,7 @@ class RowWriter:
     """
 
     def __init__(self, project: str, instance: str, table_id: str, ingest_ms: int, batch_rows: int = 2000,
-                 max_attempts: int | None = None, transport=None, timeout_s: float = 300.0, max_inflight: int = 2,
+                 max_attempts: int | None = None, transport=None, timeout_s: float | None = None, max_inflight: int = 2,
                  max_queued: int = 16):
         from . import wire
         self.table_id = table_id
@@ -228,14 +327,15 @@ class RowWriter:
         self.max_attempts = max_attempts or MAX_ATTEMPTS
         self.initial_backoff_s = INITIAL_BACKOFF_S
         self.max_backoff_s = MAX_BACKOFF_S
-        self.timeout_s = timeout_s
+        self.timeout_s = MUTATE_TIMEOUT_S if timeout_s is None else timeout_s  # per MutateRows attempt
         self.transport = transport or mutate_rows_transport(self.table_name)
-        self._prefix = bytes([1 << 3 | 2]) + wire.varint(len(self.table_name)) + self.table_name.encode()
+        self._prefix = wire.request_prefix(self.table_name)  # MutateRowsRequest.table_name, UTF-8
         self._wire = wire
         self.pending = []
         self.pending_rows = 0
         self.rows_written = 0
         self.bytes_written = 0
+        self.acked = collections.Counter()  # entries acknowledged per label (see write_rows)
         self.retries = 0
         self.wait_s = 0.0  # time spent waiting for a free in-flight slot (Bigtable is the limit)
         self.max_inflight = max(1, int(max_inflight))
@@ -248,9 +348,24 @@ class RowWriter:
         self._pool = None
         self._futures = []
 
-    def write_rows(self, rows, compressor=None):
-        """Queue every cell of a `Rows` batch."""
-        self._add(self._wire.encode_rows(rows, self.timestamp_micros, compressor))
+    def write_rows(self, rows, compressor=None, label_base: int = 0) -> np.ndarray:
+        """Queue every cell of a `Rows` batch; returns the entries queued per part of `rows`.
+
+        Entries are labelled `label_base + part`; `take_acked()` tells how many entries of
+        each label Bigtable acknowledged, so a caller can prove each chunk fully written."""
+        entries = self._wire.encode_rows(rows, self.timestamp_micros, compressor)
+        if label_base:
+            entries.labels = entries.labels + np.int32(label_base)
+        parts = 1 if rows.part_sizes is None else len(rows.part_sizes)
+        queued = np.bincount(entries.labels - label_base, minlength=parts)
+        self._add(entries)
+        return queued
+
+    def take_acked(self) -> collections.Counter:
+        """Entries acknowledged per label since the last call."""
+        with self._lock:
+            acked, self.acked = self.acked, collections.Counter()
+        return acked
 
     def write(self, row_cells):
         """Queue `(row key, [(family, qualifier, value), ...])` rows."""
@@ -302,6 +417,9 @@ class RowWriter:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+        close = getattr(self.transport, "close", None)  # test doubles may have none
+        if close is not None:
+            close()
 
     def _mutate(self, entries):
         """One MutateRows call; returns the status code and message of every entry."""
@@ -334,6 +452,9 @@ class RowWriter:
                 with self._lock:
                     self.rows_written += int(ok.sum())
                     self.bytes_written += int(np.diff(entries.offsets)[ok].sum())
+                    if entries.labels is not None:
+                        labels, counts = np.unique(entries.labels[ok], return_counts=True)
+                        self.acked.update(dict(zip(labels.tolist(), counts.tolist())))
                 rejected = np.flatnonzero(~ok & ~np.isin(codes, list(RETRYABLE_CODES)))
                 if len(rejected):
                     i = int(rejected[0])

@@ -25,8 +25,11 @@ _SMALL_VARINTS = [bytes([v]) if v < 0x80 else bytes([v & 0x7F | 0x80, v >> 7]) f
 
 
 def varint(value: int) -> bytes:
-    if value < 1 << 14:
+    """Base-128 varint; a negative value is an int64 in two's complement (10 bytes), as protobuf writes it."""
+    if 0 <= value < 1 << 14:
         return _SMALL_VARINTS[value]
+    if value < 0:
+        value &= (1 << 64) - 1
     out = bytearray()
     while True:
         byte = value & 0x7F
@@ -38,9 +41,16 @@ def varint(value: int) -> bytes:
             return bytes(out)
 
 
-def _field(number: int, payload: bytes) -> bytes:
-    """A length-delimited field."""
+def _field(number: int, payload: bytes | str) -> bytes:
+    """A length-delimited field; its length prefix counts bytes (a `str` payload is encoded as UTF-8 first)."""
+    if isinstance(payload, str):
+        payload = payload.encode("utf-8")
     return bytes([number << 3 | 2]) + varint(len(payload)) + payload
+
+
+def request_prefix(table_name: str) -> bytes:
+    """`MutateRowsRequest.table_name` (field 1), to put before the serialized entries (field 2)."""
+    return _field(1, table_name)
 
 
 def set_cell(family: str, qualifier: bytes, value: bytes, timestamp_micros: int) -> bytes:
@@ -51,7 +61,7 @@ def set_cell(family: str, qualifier: bytes, value: bytes, timestamp_micros: int)
 @functools.lru_cache(maxsize=256)
 def cell_prefix(family: str, qualifier: bytes, timestamp_micros: int) -> bytes:
     """The SetCell fields before the value (the same for every cell of one column)."""
-    return _field(1, family.encode()) + _field(2, qualifier) + bytes([3 << 3]) + varint(timestamp_micros)
+    return _field(1, family) + _field(2, qualifier) + bytes([3 << 3]) + varint(timestamp_micros)
 
 
 def entry(row_key: bytes, mutations: list[bytes]) -> bytes:
@@ -68,6 +78,7 @@ class EncodedEntries:
     """Serialized entries, each framed as field 2 of MutateRowsRequest, and their row keys."""
     entries: ragged.Ragged
     keys: np.ndarray  # bytes (numpy "S"), for messages
+    labels: np.ndarray | None = None  # which part (chunk) of the encoded `Rows` each entry belongs to
 
     def __len__(self):
         return len(self.entries)
@@ -82,10 +93,12 @@ class EncodedEntries:
 
     def slice(self, start: int, stop: int) -> "EncodedEntries":
         return EncodedEntries(ragged.Ragged(self.entries.flat, self.entries.offsets[start:stop + 1]),
-                              self.keys[start:stop])
+                              self.keys[start:stop], None if self.labels is None else self.labels[start:stop])
 
     def take(self, index) -> "EncodedEntries":
-        return EncodedEntries(self.entries.take(index), self.keys[np.asarray(index, np.int64)])
+        index = np.asarray(index, np.int64)
+        return EncodedEntries(self.entries.take(index), self.keys[index],
+                              None if self.labels is None else self.labels[index])
 
     @classmethod
     def concat(cls, parts) -> "EncodedEntries":
@@ -94,7 +107,9 @@ class EncodedEntries:
             return cls(ragged.concat([]), np.empty(0, "S20"))
         if len(parts) == 1:
             return parts[0]
-        return cls(ragged.concat(p.entries for p in parts), np.concatenate([p.keys for p in parts]))
+        labels = (np.concatenate([p.labels for p in parts]) if all(p.labels is not None for p in parts)
+                  else None)
+        return cls(ragged.concat(p.entries for p in parts), np.concatenate([p.keys for p in parts]), labels)
 
 
 def _key_bytes(node_ids: np.ndarray) -> np.ndarray:
@@ -142,7 +157,7 @@ def id_arrays(values: np.ndarray, offsets: np.ndarray, compressor) -> ragged.Rag
 
 
 def node_entries(owner: np.ndarray, prefix_index: np.ndarray, prefixes: list[bytes],
-                 values: ragged.Ragged) -> EncodedEntries:
+                 values: ragged.Ragged, labels: np.ndarray | None = None) -> EncodedEntries:
     """Entries of cells on nodes: cell i is on `owner[i]` (sorted), column `prefixes[prefix_index[i]]`.
 
     All lengths are computed first, then every byte is placed by one `join`: each cell's
@@ -166,7 +181,8 @@ def node_entries(owner: np.ndarray, prefix_index: np.ndarray, prefixes: list[byt
     out = ragged.join(n, [ragged.Ragged.from_lengths(header.flat, header_len), b"\x12", mutation_len_v,
                           b"\x0a", cell_len_v, prefix, b"\x22", value_len, values])
     entry_offsets = np.concatenate([out.offsets[first], out.offsets[-1:]])
-    return EncodedEntries(ragged.Ragged(out.flat, entry_offsets), _key_strings(keys))
+    return EncodedEntries(ragged.Ragged(out.flat, entry_offsets), _key_strings(keys),
+                          None if labels is None else labels[first])
 
 
 def encode_rows(rows, timestamp_micros: int, compressor=None) -> EncodedEntries:
@@ -176,13 +192,16 @@ def encode_rows(rows, timestamp_micros: int, compressor=None) -> EncodedEntries:
     entry (MutateRows allows several entries for a row, and these cells are independent).
     """
     compressor = compressor or zstandard.ZstdCompressor(level=cells.ZSTD_LEVEL)
+    node_labels, children_labels, cross_labels, counter_labels = rows.part_labels()
     parts = []
     if len(rows.node_ids):
         parts.append(parent_entries(rows.node_ids, rows.parent_ids, timestamp_micros))
-    owners, prefix_index, values = [], [], []
+        parts[-1].labels = node_labels
+    owners, owner_labels, prefix_index, values = [], [], [], []
     prefixes = [cell_prefix(cells.FAMILY_HIERARCHY, cells.CHILDREN, timestamp_micros)]
     if len(rows.children_of):
         owners.append(rows.children_of)
+        owner_labels.append(children_labels)
         prefix_index.append(np.zeros(len(rows.children_of), np.int64))
         values.append(id_arrays(rows.children.values, rows.children.offsets, compressor))
     if len(rows.cross_node):
@@ -195,6 +214,7 @@ def encode_rows(rows, timestamp_micros: int, compressor=None) -> EncodedEntries:
             prefixes.append(cell_prefix(cells.FAMILY_CROSS_EDGES, cells.cross_edges_qualifier(layer),
                                         timestamp_micros))
         owners.append(rows.cross_node[starts])
+        owner_labels.append(cross_labels[starts])
         prefix_index.append(np.searchsorted(np.unique(layers), layers) + 1)
         pairs = np.stack([rows.cross_own, rows.cross_other], axis=1).reshape(-1)
         values.append(id_arrays(pairs, offsets * 2, compressor))
@@ -202,12 +222,16 @@ def encode_rows(rows, timestamp_micros: int, compressor=None) -> EncodedEntries:
         owner = np.concatenate(owners)
         order = np.argsort(owner, kind="stable")
         parts.append(node_entries(owner[order], np.concatenate(prefix_index)[order], prefixes,
-                                  ragged.concat(values).take(order)))
+                                  ragged.concat(values).take(order), np.concatenate(owner_labels)[order]))
     if rows.counter_keys:
         parts.append(encode_cells(
             ((k, [(cells.FAMILY_COUNTERS, cells.COUNTER, cells.encode_counter(v))])
              for k, v in zip(rows.counter_keys, rows.counter_values)), timestamp_micros))
-    return EncodedEntries.concat(parts)
+        parts[-1].labels = counter_labels
+    out = EncodedEntries.concat(parts)
+    if out.labels is None:
+        out.labels = np.zeros(len(out), np.int32)  # nothing to write
+    return out
 
 
 def encode_cells(row_cells, timestamp_micros: int) -> EncodedEntries:

@@ -135,10 +135,11 @@ def run(argv=None):
         from beam_ingest.store.table_state import RunRecord, run_inputs
         identity = RunRecord(plan.graph_id, ingest_ms, "none", run_inputs(plan.settings, opts.raw)).identity
     else:
-        state = prepare_table(plan, opts.if_exists, opts.ingest_timestamp, opts.table_splits, opts.raw)
+        state = prepare_table(plan, opts.if_exists, opts.ingest_timestamp, opts.table_splits, opts.raw,
+                              restart_layer=opts.start_layer if opts.start_layer > 2 else None)
         ingest_ms, identity = plan.ingest_ms, state.record.identity
     try:
-        if state is not None and state.complete is not None and opts.start_layer == 2:
+        if state is not None and state.complete is not None:
             log.info("table %s is complete already (proven by an earlier run of this graph): nothing to do",
                      plan.graph_id)
             return None, {"already_complete": 1, **state.complete}, plan

@@ -183,28 +183,69 @@ def _some_sv(table, layout):
     return best
 
 
+def table_completion(graph_id: str, project=None, instance=None):
+    """`(line, identity)` describing the table's completion mark, or `(None, None)` when no
+    Bigtable is configured."""
+    import datetime
+    import json
+
+    from .store import bigtable, table_state
+    project = project or os.environ.get("BIGTABLE_PROJECT")
+    instance = instance or os.environ.get("BIGTABLE_INSTANCE")
+    if not (os.environ.get("BIGTABLE_EMULATOR_HOST") or (project and instance)):
+        return None, None
+    project, instance = bigtable.resolve_instance(project, instance)
+    table = bigtable.open_table(project, instance, graph_id, admin=True)
+    if not bigtable.table_exists(table):
+        return f"table   : {graph_id!r} does not exist in {project}/{instance}", None
+    state = table_state.read_meta_row(table)
+    identity = json.loads(state[table_state.RUN][0])["identity"] if table_state.RUN in state else None
+    mark = json.loads(state[table_state.COMPLETE][0]) if table_state.COMPLETE in state else None
+    if mark is None or mark.get("identity") != identity:
+        return ("table   : NOT complete (no completion mark: the ingest is running, failed, or was stopped; "
+                "rerun with --if_exists=continue)"), identity
+    when = datetime.datetime.fromtimestamp(mark["finished_ms"] / 1000, tz=datetime.timezone.utc)
+    scope = " (--test scope)" if mark.get("scope") == "test" else ""
+    return (f"table   : complete{scope}: every chunk proven written ({mark['chunks']} chunks, {mark['rows']} rows, "
+            f"finished {when:%Y-%m-%d %H:%M:%S} UTC)"), identity
+
+
 def cmd_status(args):
     import time
     from .progress import ProgressCache, RedisSettings, format_status
     settings = RedisSettings.from_env()
-    if settings is None:
-        raise CommandError("status needs the Redis progress cache: set REDIS_HOST (and REDIS_PORT, "
-                         "REDIS_DB, REDIS_PASSWORD) as for the ingest")
-    cache = ProgressCache(settings, args.graph_id)
+    table_line, identity = table_completion(args.graph_id)
+    if settings is None and table_line is None:
+        raise CommandError("status needs the Redis progress cache (REDIS_HOST, REDIS_PORT, REDIS_DB, REDIS_PASSWORD "
+                           "as for the ingest) or the Bigtable settings (BIGTABLE_PROJECT/BIGTABLE_INSTANCE or "
+                           "BIGTABLE_EMULATOR_HOST) to read the table's completion mark")
+    if settings is None and "does not exist" in table_line:
+        raise CommandError(table_line.replace("table   : ", "table "))
     while True:
-        try:
-            status = cache.settings.client().ping() and cache.status()
-        except Exception as exc:
-            raise CommandError(f"Redis {settings.host}:{settings.port} unavailable: {exc}", code=1)
-        if status is None:
-            raise CommandError(f"no progress recorded for graph {args.graph_id!r} in Redis "
-                             f"{settings.host}:{settings.port} db {settings.db}")
-        text = format_status(status)
+        lines = []
+        if settings is not None:
+            cache = ProgressCache(settings, args.graph_id)
+            try:
+                status = cache.settings.client().ping() and cache.status()
+                stored = cache.settings.client().get(cache._key("identity"))
+            except Exception as exc:
+                raise CommandError(f"Redis {settings.host}:{settings.port} unavailable: {exc}", code=1)
+            if status is None and (table_line is None or "does not exist" in table_line):
+                raise CommandError(f"no progress recorded for graph {args.graph_id!r} in Redis "
+                                   f"{settings.host}:{settings.port} db {settings.db}")
+            if status is not None:
+                lines.append(format_status(status))
+                if identity and stored and stored.decode() != identity:
+                    lines.append("(this progress belongs to another run of the graph id, not to the table's)")
+        if table_line is not None:
+            lines.append(table_line)
+        text = "\n".join(lines)
         if args.watch is None:
             print(text)
             return 0
         print("\033[2J\033[H" + f"Every {args.watch:g}s: graph {args.graph_id}\n\n" + text, flush=True)
         time.sleep(args.watch)
+        table_line, identity = table_completion(args.graph_id)
 
 
 def cmd_flush_redis(args):
@@ -240,10 +281,12 @@ def cmd_verify(args):
     if problem:
         print(f"MISMATCH: table {args.graph_id!r} does not describe this config: {problem}")
         return 1
+    completion, _ = table_completion(args.graph_id, project, instance)
+    print(completion.replace("table   : ", "completion: "))
     ds = plan.settings.data_source
     report = verify(table, plan.layout, PrecomputedReader(ds.EDGES, ds.COMPONENTS), args.sample, args.seed)
     print(report.format())
-    return 0 if report.ok else 1
+    return 0 if report.ok and ": complete" in completion else 1
 
 
 def cmd_estimate(args):

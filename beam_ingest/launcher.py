@@ -107,7 +107,7 @@ class TableState:
 
 
 def prepare_table(plan: IngestPlan, if_exists: str, ingest_ms: int | None, table_splits: int = 0,
-                  raw: bool = False) -> TableState:
+                  raw: bool = False, restart_layer: int | None = None) -> TableState:
     """Create or check the table, take this launcher's claim on it, write meta/version and the
     run record. Every refusal is a TableError; the claim is released on any failure."""
     from .store import bigtable, table_state
@@ -118,6 +118,9 @@ def prepare_table(plan: IngestPlan, if_exists: str, ingest_ms: int | None, table
         raise TableError(
             f"table {table.table_id!r} already exists; pass --if_exists=continue to resume an "
             "interrupted ingest into it, or --if_exists=recreate to delete it and start over")
+    if restart_layer and not exists:
+        raise TableError(f"--start_layer={restart_layer}: table {table.table_id!r} does not exist; a restart at a "
+                         "layer continues the earlier run's table (its lower layers are already in it)")
     inputs = table_state.run_inputs(plan.settings, raw)
     claim = None
     try:
@@ -149,11 +152,15 @@ def prepare_table(plan: IngestPlan, if_exists: str, ingest_ms: int | None, table
 
 def _take_claim(table):
     from .store.table_state import Claim, ClaimLost
+    from google.api_core.exceptions import NotFound
     claim = Claim(table)
     try:
         claim.acquire()
     except ClaimLost as exc:
         raise TableError(str(exc)) from None
+    except NotFound:
+        raise TableError(f"table {table.table_id!r} was deleted by another launcher at the same moment: one "
+                         "launcher per graph") from None
     return claim
 
 

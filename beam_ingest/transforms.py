@@ -304,14 +304,19 @@ class ProveCompleteFn(beam.DoFn):
         totals = completion.check_totals(proofs, self.layers, self.roots)
         mark = {"identity": self.sink.identity, "scope": self.scope, "finished_ms": int(time.time() * 1000),
                 "layers": {str(p["layer"]): p["chunks"] for p in proofs}, **totals}
-        if not self.sink.skip_writes:
+        if not self.sink.skip_writes:  # through the sink's writer: keepalive, deadlines, checked status
             import json
 
-            from .store import table_state
-            from .store.bigtable import open_table
-            table = open_table(self.sink.project, self.sink.instance, self.sink.table_id)
-            table_state.write_cells(table, {table_state.COMPLETE: json.dumps(mark, sort_keys=True).encode()},
-                                    self.sink.ingest_ms)
+            from .store import cells, table_state
+            from .store.bigtable import RowWriter
+            writer = RowWriter(self.sink.project, self.sink.instance, self.sink.table_id, self.sink.ingest_ms,
+                               max_inflight=1)
+            try:
+                writer.write([(cells.META_ROW, [(cells.FAMILY_HIERARCHY, table_state.COMPLETE,
+                                                 json.dumps(mark, sort_keys=True).encode())])])
+                writer.drain()
+            finally:
+                writer.close()
         _count("completion_proven")
         yield mark
 

@@ -162,9 +162,17 @@ class Claim:
         self._thread = None
         self._lock = threading.Lock()
 
+    def _fresh_table(self):
+        """The table over a new client: a heartbeat or release never waits on a connection that
+        died during a long run."""
+        from .bigtable import open_table
+        client = self.table._instance._client
+        return open_table(client.project, self.table._instance.instance_id, self.table.table_id)
+
     def _cas(self, expected: bytes | None, delete_only=False) -> bool:
         """Set the claim to ours (or delete it) iff it is now `expected` (None: absent)."""
-        row = self.table.conditional_row(cells.META_ROW, filter_=_claim_filter(expected))
+        table = self.table if not self.held else self._fresh_table()
+        row = table.conditional_row(cells.META_ROW, filter_=_claim_filter(expected))
         state = expected is not None  # predicate matched -> the "true" mutations
         now = _utc(int(time.time() * 1000))
         row.delete_cell(cells.FAMILY_HIERARCHY, CLAIM, state=state)
@@ -241,7 +249,10 @@ class Claim:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)
-        with self._lock:
+        if not self._lock.acquire(timeout=10):  # a heartbeat hangs on a dead connection
+            log.warning("table %s: claim not released; it expires in %.0f s", self.table.table_id, self.ttl_s)
+            return
+        try:
             if self.held:
                 try:
                     self._cas(self.nonce, delete_only=True)
@@ -249,6 +260,8 @@ class Claim:
                     log.warning("table %s: could not release the claim (%s); it expires in %.0f s",
                                 self.table.table_id, exc, self.ttl_s)
                 self.held = False
+        finally:
+            self._lock.release()
 
     def forget(self) -> None:
         """Stop holding a claim whose table is being deleted (nothing left to release)."""

@@ -73,6 +73,11 @@ def check_graph_id(graph_id: str, test: bool = False) -> None:
                                                              if test else ""))
 
 
+def add_flag(parser, name: str, default, help: str) -> None:
+    """A true/false option: `--name`, `--name=true` or `--name=false`."""
+    parser.add_argument(name, type=flag, nargs="?", const=True, default=default, help=help)
+
+
 class IngestOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
@@ -88,8 +93,8 @@ class IngestOptions(PipelineOptions):
             "--ingest_timestamp", type=int_in(0, MAX_INGEST_MS), default=None,
             help="Timestamp of every cell, in ms since the epoch (default: now). Two runs with "
                  "the same value write identical cells.")
-        parser.add_argument(
-            "--skip_writes", type=flag, nargs="?", const=True, default=False,
+        add_flag(
+            parser, "--skip_writes", False,
             help="Build the whole graph but drop the rows instead of writing them (no table is "
                  "touched); for benchmarks and dry checks of input.")
         parser.add_argument(
@@ -111,22 +116,22 @@ class IngestOptions(PipelineOptions):
             "--start_layer", type=int_in(2), default=2,
             help="Start at this layer (3 .. layer count) from the checkpoint of the layer below, writing the "
                  "same cells a full run would; needs --checkpoint_dir and --if_exists=continue.")
-        parser.add_argument(
-            "--raw", type=flag, nargs="?", const=True, default=False,
+        add_flag(
+            parser, "--raw", False,
             help="Read the raw agglomeration (ingest_config.AGGLOMERATION: sharded chunked_rg/ and remap/ "
                  "files, DATA_VERSION 2/3/4) instead of EDGES/COMPONENTS, and write each chunk's EDGES and "
                  "COMPONENTS files on the way (unless those paths are unset).")
-        parser.add_argument(
-            "--test", type=flag, nargs="?", const=True, default=False,
+        add_flag(
+            parser, "--test", False,
             help="A trial run: only the 8 layer-2 chunks at the centre of the dataset (the children of "
                  "the centre layer-3 chunk) and their layer-3 parent, into the table <graph_id>-test; "
                  "prints each chunk's edge counts first.")
-        parser.add_argument(
-            "--wait", type=flag, nargs="?", const=True, default=None,
+        add_flag(
+            parser, "--wait", None,
             help="Wait for the job to finish and print the summary (default: yes, except for a Dataflow "
                  "job launched from a Flex template, which must return at once).")
-        parser.add_argument(
-            "--verbose", type=flag, nargs="?", const=True, default=False,
+        add_flag(
+            parser, "--verbose", False,
             help="Log Beam's own messages and the full traceback of a failure (default: one error line).")
         parser.add_argument("--fail_at_layer", type=int_in(2), default=None,
                             help="(testing) fail at this layer.")

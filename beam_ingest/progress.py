@@ -132,7 +132,7 @@ class ProgressCache:
         """Send marks kept while Redis was away (a worker's teardown: the last chance)."""
         if any(self._pending.values()):
             self._skip_until = 0.0
-            self.mark_done(next(iter(self._pending)), [])
+            self._send_pending()
 
     def finish(self) -> bool:
         """The launcher proved the table complete: record it, whatever marks were lost on the way."""
@@ -143,7 +143,9 @@ class ProgressCache:
     def mark_done(self, layer, coords) -> None:
         """Record chunks as done; what cannot be recorded now is kept and sent with a later call."""
         self._pending.setdefault(str(layer), []).extend(chunk_name(c) for c in coords)
+        self._send_pending()
 
+    def _send_pending(self) -> None:
         def go():
             pipe = self._redis().pipeline()
             for pending_layer, names in self._pending.items():
@@ -153,11 +155,6 @@ class ProgressCache:
             self._pending = {}
             return True
         self._safely("marking chunks done", go)
-
-    def done_chunks(self, layer) -> set:
-        """Coordinates of the chunks of `layer` recorded done (empty if Redis is unavailable)."""
-        names = self._safely("reading done chunks", lambda: self._redis().smembers(self._key("done", layer)), set())
-        return {tuple(int(v) for v in n.decode().split("_")) for n in names or ()}
 
     def status(self) -> dict | None:
         """`{layer: (done, total)}` in display order, or None if the graph is unknown."""

@@ -28,6 +28,7 @@ import time
 from google.cloud.bigtable import row_filters
 
 from . import cells
+from .bigtable import timestamp_from_ms
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +39,6 @@ COMPLETE = b"beam_ingest_complete"
 
 CLAIM_TTL_S = 120.0  # a claim without a heartbeat for this long belongs to a launcher that is gone
 HEARTBEAT_S = 20.0
-
-
-def _utc(ms: int) -> datetime.datetime:
-    return datetime.datetime.fromtimestamp(ms / 1000.0, tz=datetime.timezone.utc)
 
 
 def _ms(stamp: datetime.datetime) -> int:
@@ -119,7 +116,7 @@ def write_cells(table, row_cells: dict, ms: int) -> None:
     """Cells of the meta row `{qualifier: value}` in one atomic row mutation."""
     row = table.direct_row(cells.META_ROW)
     for qualifier, value in row_cells.items():
-        row.set_cell(cells.FAMILY_HIERARCHY, qualifier, value, timestamp=_utc(ms))
+        row.set_cell(cells.FAMILY_HIERARCHY, qualifier, value, timestamp=timestamp_from_ms(ms))
     status = row.commit()
     if getattr(status, "code", 0):
         raise RuntimeError(f"writing the meta row of table {table.table_id!r} failed: {status}")
@@ -174,7 +171,7 @@ class Claim:
         table = self.table if not self.held else self._fresh_table()
         row = table.conditional_row(cells.META_ROW, filter_=_claim_filter(expected))
         state = expected is not None  # predicate matched -> the "true" mutations
-        now = _utc(int(time.time() * 1000))
+        now = timestamp_from_ms(int(time.time() * 1000))
         row.delete_cell(cells.FAMILY_HIERARCHY, CLAIM, state=state)
         row.delete_cell(cells.FAMILY_HIERARCHY, CLAIM_BY, state=state)
         if not delete_only:

@@ -130,8 +130,8 @@ def run(argv=None):
     if opts.skip_writes or dry_run:
         ingest_ms = opts.ingest_timestamp if opts.ingest_timestamp is not None else int(time.time() * 1000)
         if not opts.skip_writes:
-            from beam_ingest.store.bigtable import resolve_instance
-            plan.project, plan.instance = resolve_instance(plan.project, plan.instance)
+            from beam_ingest.store.bigtable import resolve_target
+            plan.target = resolve_target(plan.project, plan.instance)
         from beam_ingest.store.table_state import RunRecord, run_inputs
         identity = RunRecord(plan.graph_id, ingest_ms, "none", run_inputs(plan.settings, opts.raw)).identity
     else:
@@ -160,7 +160,7 @@ def _run_pipeline(options, opts, plan, layout, coords, top_layer, redis, ingest_
         logging.info("progress of %s recorded in Redis %s:%s (python -m beam_ingest status --graph_id %s)",
                      plan.graph_id, redis.host, redis.port, plan.graph_id)
 
-    sink = SinkSpec(plan.project, plan.instance, plan.graph_id, ingest_ms, identity=identity,
+    sink = SinkSpec(plan.target, plan.graph_id, ingest_ms, identity=identity,
                     skip_writes=opts.skip_writes, batch_rows=opts.write_batch_rows,
                     max_inflight=opts.max_inflight_writes, redis=redis, checkpoint_url=opts.checkpoint_dir)
     reader = make_reader(plan, opts.raw)
@@ -208,9 +208,8 @@ def check_completion(plan, counters, identity, state):
     if state is None:
         return  # --skip_writes: the proof covers the build; no table
     state.claim.check()
-    from beam_ingest.store import bigtable, table_state
-    table = bigtable.open_table(plan.project, plan.instance, plan.graph_id)
-    mark = table_state.completion_mark(table)
+    from beam_ingest.store.table_state import MetaRow
+    mark = MetaRow(plan.target, plan.graph_id).completion_mark()
     if mark is None or mark.get("identity") != identity:
         raise IncompleteError(f"table {plan.graph_id!r} holds no completion mark of this run")
 

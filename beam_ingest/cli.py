@@ -49,11 +49,11 @@ EXAMPLES = """examples:
 
 def _table(args):
     from .store import bigtable
-    project, instance = bigtable.resolve_instance(args.project or os.environ.get("BIGTABLE_PROJECT"),
-                                                  args.instance or os.environ.get("BIGTABLE_INSTANCE"))
-    table = bigtable.open_table(project, instance, args.graph_id, admin=True)
-    if not table.exists():
-        raise CommandError(f"table {args.graph_id!r} does not exist in {project}/{instance}")
+    target = bigtable.resolve_target(args.project or os.environ.get("BIGTABLE_PROJECT"),
+                                     args.instance or os.environ.get("BIGTABLE_INSTANCE"))
+    table = bigtable.open_table(target, args.graph_id, admin=True)
+    if not bigtable.table_exists(table):
+        raise CommandError(f"table {args.graph_id!r} does not exist in {target.describe()}")
     return table
 
 
@@ -194,11 +194,11 @@ def table_completion(graph_id: str, project=None, instance=None):
     instance = instance or os.environ.get("BIGTABLE_INSTANCE")
     if not (os.environ.get("BIGTABLE_EMULATOR_HOST") or (project and instance)):
         return None, None
-    project, instance = bigtable.resolve_instance(project, instance)
-    table = bigtable.open_table(project, instance, graph_id, admin=True)
+    target = bigtable.resolve_target(project, instance)
+    table = bigtable.open_table(target, graph_id, admin=True)
     if not bigtable.table_exists(table):
-        return f"table   : {graph_id!r} does not exist in {project}/{instance}", None
-    state = table_state.read_meta_row(table)
+        return f"table   : {graph_id!r} does not exist in {target.describe()}", None
+    state = table_state.MetaRow(target, graph_id).read()
     identity = json.loads(state[table_state.RUN][0])["identity"] if table_state.RUN in state else None
     mark = json.loads(state[table_state.COMPLETE][0]) if table_state.COMPLETE in state else None
     if mark is None or mark.get("identity") != identity:
@@ -272,16 +272,16 @@ def cmd_verify(args):
     from .store.bigtable import read_cell
     from .verify import verify
     plan = plan_ingest(args.config, args.graph_id)
-    project, instance = bigtable.resolve_instance(plan.project, plan.instance)
-    table = bigtable.open_table(project, instance, args.graph_id, admin=True)
-    if not table.exists():
-        raise CommandError(f"table {args.graph_id!r} does not exist in {project}/{instance}")
+    target = bigtable.resolve_target(plan.project, plan.instance)
+    table = bigtable.open_table(target, args.graph_id, admin=True)
+    if not bigtable.table_exists(table):
+        raise CommandError(f"table {args.graph_id!r} does not exist in {target.describe()}")
     found = read_cell(table, cells.META_ROW, cells.FAMILY_HIERARCHY, cells.META)
     problem = "it has no meta row" if found is None else meta_mismatch(plan)(found[0])
     if problem:
         print(f"MISMATCH: table {args.graph_id!r} does not describe this config: {problem}")
         return 1
-    completion, _ = table_completion(args.graph_id, project, instance)
+    completion, _ = table_completion(args.graph_id, target.project, target.instance)
     print(completion.replace("table   : ", "completion: "))
     ds = plan.settings.data_source
     report = verify(table, plan.layout, PrecomputedReader(ds.EDGES, ds.COMPONENTS), args.sample, args.seed)

@@ -26,6 +26,7 @@ class IngestPlan:
     instance: str | None
     resolution: tuple = (1.0, 1.0, 1.0)
     ingest_ms: int | None = None
+    target: object = None  # the bigtable.Target, resolved once by the launcher
 
 
 def plan_ingest(config_path: str, graph_id: str, raw: bool = False) -> IngestPlan:
@@ -111,80 +112,78 @@ def prepare_table(plan: IngestPlan, if_exists: str, ingest_ms: int | None, table
     """Create or check the table, take this launcher's claim on it, write meta/version and the
     run record. Every refusal is a TableError; the claim is released on any failure."""
     from .store import bigtable, table_state
-    plan.project, plan.instance = bigtable.resolve_instance(plan.project, plan.instance)
-    table = bigtable.open_table(plan.project, plan.instance, plan.graph_id, admin=True)
+    plan.target = bigtable.resolve_target(plan.project, plan.instance)
+    table = bigtable.open_table(plan.target, plan.graph_id, admin=True)
+    meta = table_state.MetaRow(plan.target, plan.graph_id)
     exists = bigtable.table_exists(table)
     if exists and if_exists == "fail":
         raise TableError(
-            f"table {table.table_id!r} already exists; pass --if_exists=continue to resume an "
+            f"table {meta.table_id!r} already exists; pass --if_exists=continue to resume an "
             "interrupted ingest into it, or --if_exists=recreate to delete it and start over")
     if restart_layer and not exists:
-        raise TableError(f"--start_layer={restart_layer}: table {table.table_id!r} does not exist; a restart at a "
+        raise TableError(f"--start_layer={restart_layer}: table {meta.table_id!r} does not exist; a restart at a "
                          "layer continues the earlier run's table (its lower layers are already in it)")
     inputs = table_state.run_inputs(plan.settings, raw)
     claim = None
     try:
         if exists:
-            claim = _take_claim(table)
+            claim = _take_claim(meta)
             if if_exists == "recreate":
-                log.warning("deleting existing table %s (--if_exists=recreate)", table.table_id)
+                log.warning("deleting existing table %s (--if_exists=recreate)", meta.table_id)
                 table.delete()  # still claimed: no other launcher can be writing into it
                 claim.forget()
                 claim, exists = None, False
         if not exists:
             bigtable.create_table(table, bigtable.table_split_keys(plan.layout, table_splits))
-            claim = _take_claim(table)
-            return _start_fresh(plan, table, claim, ingest_ms, inputs)
-        state = table_state.read_meta_row(table)
+            claim = _take_claim(meta)
+            return _start_fresh(plan, meta, claim, ingest_ms, inputs)
+        state = meta.read()
         if cells.META not in state:
-            if table_state.has_node_rows(table):
-                raise TableError(f"table {table.table_id!r} exists but has no meta row and holds rows: not an "
+            if meta.has_node_rows():
+                raise TableError(f"table {meta.table_id!r} exists but has no meta row and holds rows: not an "
                                  "ingest of this tool; refusing to continue into it")
             log.info("table %s has no meta row and no rows (a run stopped right after creating it): "
-                     "starting it afresh", table.table_id)
-            return _start_fresh(plan, table, claim, ingest_ms, inputs)
-        return _continue(plan, table, claim, ingest_ms, inputs, state)
+                     "starting it afresh", meta.table_id)
+            return _start_fresh(plan, meta, claim, ingest_ms, inputs)
+        return _continue(plan, meta, claim, ingest_ms, inputs, state)
     except BaseException:
         if claim is not None:
             claim.release()
         raise
 
 
-def _take_claim(table):
+def _take_claim(meta):
     from .store.table_state import Claim, ClaimLost
     from google.api_core.exceptions import NotFound
-    claim = Claim(table)
+    claim = Claim(meta)
     try:
         claim.acquire()
     except ClaimLost as exc:
         raise TableError(str(exc)) from None
     except NotFound:
-        raise TableError(f"table {table.table_id!r} was deleted by another launcher at the same moment: one "
+        raise TableError(f"table {meta.table_id!r} was deleted by another launcher at the same moment: one "
                          "launcher per graph") from None
     return claim
 
 
-def _start_fresh(plan, table, claim, ingest_ms, inputs) -> TableState:
+def _start_fresh(plan, meta, claim, ingest_ms, inputs) -> TableState:
     from .store import bigtable, table_state
     if ingest_ms is None:
         ingest_ms = int(time.time() * 1000)
     record = table_state.RunRecord.new(plan.graph_id, ingest_ms, inputs)
     meta_bytes = dumps_meta(meta_for(plan.graph_id, plan.settings))
-    table_state.write_cells(table, {cells.META: meta_bytes, table_state.RUN: record.to_json()}, ingest_ms)
-    row = table.direct_row(cells.VERSION_ROW)
-    row.set_cell(cells.FAMILY_HIERARCHY, cells.VERSION, bigtable.VERSION_STRING.encode(),
-                 timestamp=bigtable.timestamp_from_ms(ingest_ms))
-    row.commit()
+    meta.write({cells.META: meta_bytes, table_state.RUN: record.to_json()}, ingest_ms)
+    meta.write({cells.VERSION: bigtable.VERSION_STRING.encode()}, ingest_ms, row_key=cells.VERSION_ROW)
     plan.ingest_ms = ingest_ms
     return TableState(record, claim, None, fresh=True)
 
 
-def _continue(plan, table, claim, ingest_ms, inputs, state) -> TableState:
+def _continue(plan, meta, claim, ingest_ms, inputs, state) -> TableState:
     from .store import table_state
     existing_meta, table_ms = state[cells.META]
     reason = meta_mismatch(plan)(existing_meta)
     if reason:
-        raise TableError(f"table {table.table_id!r} holds a different graph ({reason}); refusing to continue into it")
+        raise TableError(f"table {meta.table_id!r} holds a different graph ({reason}); refusing to continue into it")
     if ingest_ms is not None and ingest_ms != table_ms:
         raise TableError(f"--ingest_timestamp={ingest_ms} differs from the table's ingest time "
                          f"{table_ms}; leave it unset to continue the earlier run")
@@ -192,16 +191,16 @@ def _continue(plan, table, claim, ingest_ms, inputs, state) -> TableState:
         record = table_state.RunRecord.from_json(state[table_state.RUN][0])
         diffs = table_state.input_differences(record.inputs, inputs)
         if diffs:
-            raise TableError(f"table {table.table_id!r} was ingested from other inputs ({'; '.join(diffs)}); "
+            raise TableError(f"table {meta.table_id!r} was ingested from other inputs ({'; '.join(diffs)}); "
                              "refusing to continue into it")
     else:  # a table of an earlier version of this tool: give it a record now
         record = table_state.RunRecord.new(plan.graph_id, table_ms, inputs)
-        table_state.write_cells(table, {table_state.RUN: record.to_json()}, table_ms)
+        meta.write({table_state.RUN: record.to_json()}, table_ms)
     complete = None
     if table_state.COMPLETE in state:
         mark = json.loads(state[table_state.COMPLETE][0])
         if mark.get("identity") == record.identity:
             complete = mark
-    log.info("continuing into existing table %s (ingest time %d)", table.table_id, table_ms)
+    log.info("continuing into existing table %s (ingest time %d)", meta.table_id, table_ms)
     plan.ingest_ms = table_ms
     return TableState(record, claim, complete, fresh=False)

@@ -129,9 +129,9 @@ class BuildRootsFn(beam.DoFn):
 @dataclasses.dataclass(frozen=True)
 class SinkSpec:
     """Where and how the sink writes; handed to every worker with the job (nothing is read
-    from a worker's environment but the Bigtable client's own settings)."""
-    project: str | None
-    instance: str | None
+    from a worker's environment: `target` is the launcher's bigtable.Target, None with
+    --skip_writes; Redis settings and paths are here too)."""
+    target: object
     table_id: str
     ingest_ms: int
     identity: str = ""
@@ -167,7 +167,7 @@ class WriteRowsFn(beam.DoFn):
         self.progress = ProgressCache(sink.redis, self.progress_id, sink.identity) if sink.redis else None
         if not sink.skip_writes:
             from .store.bigtable import RowWriter
-            self.writer = RowWriter(sink.project, sink.instance, sink.table_id, sink.ingest_ms,
+            self.writer = RowWriter(sink.target, sink.table_id, sink.ingest_ms,
                                     batch_rows=sink.batch_rows, max_inflight=sink.max_inflight)
 
     def start_bundle(self):
@@ -309,7 +309,7 @@ class ProveCompleteFn(beam.DoFn):
 
             from .store import cells, table_state
             from .store.bigtable import RowWriter
-            writer = RowWriter(self.sink.project, self.sink.instance, self.sink.table_id, self.sink.ingest_ms,
+            writer = RowWriter(self.sink.target, self.sink.table_id, self.sink.ingest_ms,
                                max_inflight=1)
             try:
                 writer.write([(cells.META_ROW, [(cells.FAMILY_HIERARCHY, table_state.COMPLETE,

@@ -24,8 +24,18 @@ def run_ingest(config, graph_id, *extra, timestamp=TS):
     return pipeline.run(argv + list(extra))
 
 
+def target():
+    """The emulator the test session started (BIGTABLE_EMULATOR_HOST), as a launcher resolves it."""
+    return bigtable.resolve_target(None, None)
+
+
 def open_table(graph_id):
-    return bigtable.open_table("emulator", "emulator", graph_id, admin=True)
+    return bigtable.open_table(target(), graph_id, admin=True)
+
+
+def meta_row(graph_id):
+    from beam_ingest.store.table_state import MetaRow
+    return MetaRow(target(), graph_id)
 
 
 class TableStructure:

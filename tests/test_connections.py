@@ -68,13 +68,12 @@ class Guard:
 
 @pytest.fixture
 def proxied(bigtable_emulator, graph_id, monkeypatch):
-    """A fresh table (and a client for it going straight to the emulator), and a FaultProxy in
-    front of the emulator that BIGTABLE_EMULATOR_HOST points at."""
-    table = open_table(graph_id)  # reads the environment now: its channels skip the proxy
+    """A fresh table (and a client for it going straight to the emulator), a FaultProxy in
+    front of the emulator, and the Target that goes through it."""
+    table = open_table(graph_id)
     table.create(column_families=bigtable.family_rules())
     proxy = FaultProxy(bigtable_emulator.host)
-    monkeypatch.setenv("BIGTABLE_EMULATOR_HOST", proxy.host)
-    yield table, proxy
+    yield table, proxy, bigtable.Target("emulator", "emulator", proxy.host)
     proxy.close()
 
 
@@ -99,7 +98,7 @@ def test_production_constants():
     assert options["grpc.http2.ping_timeout_ms"] == 10_000
     assert options["grpc.max_send_message_length"] == -1 and options["grpc.max_receive_message_length"] == -1
     assert bigtable.MUTATE_TIMEOUT_S == 60
-    assert bigtable.RowWriter("p", "i", "t", TS, transport=object()).timeout_s == 60
+    assert bigtable.RowWriter(bigtable.Target("p", "i"), "t", TS, transport=object()).timeout_s == 60
 
 
 def test_production_channel_has_keepalive_and_default_credentials(monkeypatch):
@@ -119,7 +118,7 @@ def test_production_channel_has_keepalive_and_default_credentials(monkeypatch):
         return real(cls, host, **kwargs)
 
     monkeypatch.setattr(BigtableGrpcTransport, "create_channel", classmethod(spy))
-    client = bigtable.data_client()
+    client = bigtable.data_client(None)
     assert len(made) == 1
     host, kwargs = made[0]
     assert host == "bigtable.googleapis.com:443"
@@ -131,9 +130,9 @@ def test_production_channel_has_keepalive_and_default_credentials(monkeypatch):
 
 def test_writer_survives_a_blackhole_through_keepalive(proxied, graph_id, monkeypatch):
     """Deadline out of reach: only keepalive can notice the dead connection."""
-    table, proxy = proxied
+    table, proxy, through = proxied
     fast_failover(monkeypatch, keepalive_ms=1000, deadline_s=WRITE_GUARD_S * 2)
-    writer = bigtable.RowWriter("emulator", "emulator", graph_id, TS, batch_rows=10, max_inflight=1)
+    writer = bigtable.RowWriter(through, graph_id, TS, batch_rows=10, max_inflight=1)
     writer.write(rows(0, 20))
     writer.flush()
     assert proxy.blackhole() >= 1
@@ -151,9 +150,9 @@ def test_writer_survives_a_blackhole_through_deadline_and_fresh_channel(proxied,
     even while another call still holds the old channel open (a new channel with the same
     options would otherwise share the dead connection); that call is not cancelled under it."""
     from google.api_core import exceptions as gexc
-    table, proxy = proxied
+    table, proxy, through = proxied
     fast_failover(monkeypatch, keepalive_ms=None, deadline_s=2.0)
-    writer = bigtable.RowWriter("emulator", "emulator", graph_id, TS, batch_rows=10, max_inflight=1)
+    writer = bigtable.RowWriter(through, graph_id, TS, batch_rows=10, max_inflight=1)
     writer.write(rows(0, 20))
     writer.flush()
     connections = proxy.connections
@@ -185,13 +184,13 @@ def test_writer_survives_a_blackhole_through_deadline_and_fresh_channel(proxied,
 def test_threads_sharing_a_transport_replace_its_channel_once(proxied, graph_id, monkeypatch):
     """Several calls in flight when the connection dies: one fresh channel for all of them, and
     the old one closed only after its last call ended (nobody's call is cancelled under it)."""
-    table, proxy = proxied
+    table, proxy, through = proxied
     fast_failover(monkeypatch, keepalive_ms=None, deadline_s=2.0)
     channels = []
 
     class Recorded(bigtable._Channel):
-        def __init__(self):
-            super().__init__()
+        def __init__(self, emulator_host):
+            super().__init__(emulator_host)
             self.closes = []
             real_close = self.channel.close
 
@@ -203,7 +202,7 @@ def test_threads_sharing_a_transport_replace_its_channel_once(proxied, graph_id,
             channels.append(self)
 
     monkeypatch.setattr(bigtable, "_Channel", Recorded)
-    writer = bigtable.RowWriter("emulator", "emulator", graph_id, TS, batch_rows=5, max_inflight=4)
+    writer = bigtable.RowWriter(through, graph_id, TS, batch_rows=5, max_inflight=4)
     calls = itertools.count(1)
     real = writer.transport.mutate_rows
     holes = []
@@ -235,13 +234,7 @@ def dataset(tmp_path_factory):
                     SyntheticSpec(chunks=(4, 4, 2), svs_per_chunk=40, seed=31))
 
 
-@pytest.mark.parametrize("scope", [
-    "data",
-    pytest.param("all", marks=pytest.mark.skip(
-        reason="the launcher's table-state calls during the run (claim heartbeat, completion marks: "
-               "google-cloud-bigtable Client channels) have no keepalive yet and fail after their 60 s "
-               "operation timeout; enable once they do")),
-])
+@pytest.mark.parametrize("scope", ["data", "all"])
 def test_ingest_through_a_blackhole_finishes_exact(dataset, bigtable_emulator, graph_id, monkeypatch, scope):
     """`data`: the writers' connections go through the proxy (the launcher's admin client talks to
     the emulator directly); `all`: every connection of the run goes through it."""
@@ -249,15 +242,13 @@ def test_ingest_through_a_blackhole_finishes_exact(dataset, bigtable_emulator, g
     run_ingest(dataset["config"], clean, "--write_batch_rows=50")  # straight to the emulator
     fast_failover(monkeypatch, keepalive_ms=1000, deadline_s=5.0)
     proxy = FaultProxy(bigtable_emulator.host)
-    if scope == "all":
+    if scope == "all":  # the launcher resolves its target from here: every connection goes through the proxy
         monkeypatch.setenv("BIGTABLE_EMULATOR_HOST", proxy.host)
-    else:
-        real_data_client = bigtable.data_client
-        monkeypatch.setattr(bigtable, "data_client", lambda: real_data_client(emulator_host=proxy.host))
     transports = []
 
-    def factory(table_name):  # the real transport, counted
-        transports.append(bigtable.MutateRowsTransport(table_name))
+    def factory(table_name, emulator_host):  # the real transport, counted
+        assert emulator_host == bigtable_emulator.host or scope == "all" and emulator_host == proxy.host
+        transports.append(bigtable.MutateRowsTransport(table_name, proxy.host))
         return transports[-1]
 
     calls = itertools.count(1)

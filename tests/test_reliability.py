@@ -16,7 +16,7 @@ from beam_ingest.config import load_config
 from beam_ingest.launcher import layout_for
 from beam_ingest.store import bigtable, cells, table_state
 from beam_ingest.synthetic import SyntheticSpec, generate
-from helpers import TS, TableStructure, open_table, run_ingest
+from helpers import TS, TableStructure, meta_row, open_table, run_ingest
 from test_end_to_end import check_against_reference
 from test_runs import cells_of
 
@@ -44,13 +44,13 @@ def _layout(dataset):
 
 
 def _mark(graph_id):
-    return table_state.completion_mark(open_table(graph_id))
+    return meta_row(graph_id).completion_mark()
 
 
 def test_clean_run_writes_a_completion_mark_of_its_identity(dataset, graph_id):
     _, counters, plan = run_ingest(dataset["config"], graph_id)
     layout = plan.layout
-    state = table_state.read_meta_row(open_table(graph_id))
+    state = meta_row(graph_id).read()
     record = json.loads(state[table_state.RUN][0])
     mark = json.loads(state[table_state.COMPLETE][0])
     assert mark["identity"] == record["identity"] and mark["scope"] == "full"
@@ -172,7 +172,7 @@ def test_kill_between_create_and_meta(dataset, graph_id, clean_cells, capsys):
     killed = subprocess.run([PY, "tests/launch_patched.py", "kill-before-meta", "--"] + args, cwd=ROOT,
                             capture_output=True, text=True, timeout=300)
     assert killed.returncode == -signal.SIGKILL
-    state = table_state.read_meta_row(open_table(graph_id))
+    state = meta_row(graph_id).read()
     assert cells.META not in state and table_state.CLAIM in state  # created, claimed, no meta
     assert pipeline.main(args) == 2
     assert "already exists; pass --if_exists=continue" in capsys.readouterr().err
@@ -257,15 +257,16 @@ def test_verify_reports_the_completion_mark(dataset, graph_id, capsys):
 def test_claim_is_exclusive_and_stale_claims_are_taken_over(graph_id):
     table = open_table(graph_id)
     bigtable.create_table(table)
-    first, second = table_state.Claim(table), table_state.Claim(table)
+    meta = meta_row(graph_id)
+    first, second = table_state.Claim(meta), table_state.Claim(meta)
     first.acquire()
     with pytest.raises(table_state.ClaimLost, match="being ingested by another launcher"):
         second.acquire()
     first._stop.set()  # its heartbeat stops, as if the launcher hung
-    quick = table_state.Claim(table, ttl_s=0.5)
+    quick = table_state.Claim(meta, ttl_s=0.5)
     time.sleep(1.0)
     quick.acquire()  # no heartbeat for longer than the ttl: taken over
     first.release()  # the old holder cannot remove the new claim
-    assert table_state.read_meta_row(table)[table_state.CLAIM][0] == quick.nonce
+    assert meta.read()[table_state.CLAIM][0] == quick.nonce
     quick.release()
-    assert table_state.CLAIM not in table_state.read_meta_row(table)
+    assert table_state.CLAIM not in meta.read()

@@ -22,8 +22,8 @@ class FlakyTransport:
     twice before it lands. With `always`, odd rows fail every time.
     """
 
-    def __init__(self, table_name, odd_code=14, always=False):
-        self.real = bigtable.MutateRowsTransport(table_name)
+    def __init__(self, table_name, emulator_host, odd_code=14, always=False):
+        self.real = bigtable.MutateRowsTransport(table_name, emulator_host)
         self.calls = 0
         self.seen = collections.Counter()
         self.lock = threading.Lock()
@@ -58,8 +58,8 @@ class FlakyTransport:
 def use_flaky(monkeypatch, **kwargs):
     made = []
 
-    def factory(table_name):
-        made.append(FlakyTransport(table_name, **kwargs))
+    def factory(table_name, emulator_host):
+        made.append(FlakyTransport(table_name, emulator_host, **kwargs))
         return made[-1]
 
     monkeypatch.setattr(bigtable, "mutate_rows_transport", factory)

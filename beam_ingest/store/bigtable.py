@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import dataclasses
 import datetime
 import logging
 import os
@@ -54,14 +55,32 @@ def family_rules():
     }
 
 
-def resolve_instance(project: str | None, instance: str | None) -> tuple[str, str]:
-    """Project and instance from config/env; the emulator accepts any names."""
-    emulator = os.environ.get("BIGTABLE_EMULATOR_HOST")
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """The Bigtable instance of a run, decided once by the launcher and handed to every worker
+    with the job: nothing that writes or reads the table looks at a worker's environment."""
+    project: str
+    instance: str
+    emulator_host: str | None = None  # host:port of a Bigtable emulator; None: Google Cloud Bigtable
+
+    def table_name(self, table_id: str) -> str:
+        return f"projects/{self.project}/instances/{self.instance}/tables/{table_id}"
+
+    def describe(self) -> str:
+        where = f"emulator {self.emulator_host}" if self.emulator_host else "Bigtable"
+        return f"{where} (project {self.project}, instance {self.instance})"
+
+
+def resolve_target(project: str | None, instance: str | None, environ=None) -> Target:
+    """The target from config/options and the launcher's environment (BIGTABLE_EMULATOR_HOST);
+    the emulator accepts any names."""
+    env = os.environ if environ is None else environ
+    emulator = env.get("BIGTABLE_EMULATOR_HOST")
     if emulator:
         host, _, port = emulator.rpartition(":")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise TableError(f"BIGTABLE_EMULATOR_HOST: expected host:port, got {emulator!r}")
-        return project or "emulator", instance or "emulator"
+        return Target(project or "emulator", instance or "emulator", emulator)
     if not project or not instance:
         raise TableError(
             "no Bigtable configured: set backend_client.CONFIG.PROJECT/INSTANCE or the "
@@ -73,12 +92,36 @@ def resolve_instance(project: str | None, instance: str | None) -> tuple[str, st
     if not INSTANCE_ID.fullmatch(instance):
         raise TableError(f"Bigtable instance {instance!r} (backend_client.CONFIG.INSTANCE or BIGTABLE_INSTANCE) is "
                          "not a valid instance id (6-33 characters: lower-case letters, digits, '-')")
-    return project, instance
+    return Target(project, instance, None)
 
 
-def open_table(project: str, instance: str, table_id: str, admin: bool = False):
-    client = Client(project=project, admin=admin)
-    return client.instance(instance).table(table_id)
+class _TargetClient(Client):
+    """google-cloud-bigtable's Client for one Target: its admin channels go to the target's
+    emulator (not $BIGTABLE_EMULATOR_HOST) and carry GRPC_CHANNEL_OPTIONS (keepalive) on a
+    connection of their own. Used by the launcher and the operator commands."""
+
+    def __init__(self, target: Target, admin: bool = False):
+        credentials = None
+        if target.emulator_host:
+            from google.auth.credentials import AnonymousCredentials
+            credentials = AnonymousCredentials()
+        super().__init__(project=target.project, admin=admin, credentials=credentials)
+        self._emulator_host = target.emulator_host
+
+    def _create_gapic_client_channel(self, client_class, grpc_transport):
+        options = list(GRPC_CHANNEL_OPTIONS) + [("grpc.use_local_subchannel_pool", 1)]
+        if self._emulator_host:
+            import grpc
+            return grpc_transport(channel=grpc.insecure_channel(self._emulator_host, options=options),
+                                  host=self._emulator_host)
+        host = client_class.DEFAULT_ENDPOINT
+        return grpc_transport(channel=grpc_transport.create_channel(host=host, credentials=self._credentials,
+                                                                    options=options), host=host)
+
+
+def open_table(target: Target, table_id: str, admin: bool = False):
+    """The table through google-cloud-bigtable (admin calls; the operator commands' reads)."""
+    return _TargetClient(target, admin=admin).instance(target.instance).table(table_id)
 
 
 def timestamp_from_ms(ms: int) -> datetime.datetime:
@@ -125,8 +168,7 @@ REACH_DEADLINE_S = 20.0  # the launcher's first call: an unreachable Bigtable is
 
 def describe_target(table) -> str:
     client = table._instance._client
-    where = f"emulator {os.environ['BIGTABLE_EMULATOR_HOST']}" if os.environ.get("BIGTABLE_EMULATOR_HOST") else "Bigtable"
-    return f"{where} (project {client.project}, instance {table._instance.instance_id})"
+    return Target(client.project, table._instance.instance_id, client._emulator_host).describe()
 
 
 def admin_call(table, what: str, call, deadline_s: float = REACH_DEADLINE_S):
@@ -198,9 +240,9 @@ MUTATE_TIMEOUT_S = 60.0
 RECONNECT_CODES = ("DEADLINE_EXCEEDED", "UNAVAILABLE")
 
 
-def data_client(emulator_host: str | None = None):
-    """The generated Bigtable data API client: of the emulator at `emulator_host` (default:
-    $BIGTABLE_EMULATOR_HOST) if there is one, else of Bigtable.
+def data_client(emulator_host: str | None):
+    """The generated Bigtable data API client: of the emulator at `emulator_host` if there is
+    one, else of Google Cloud Bigtable (never decided by this process's environment).
 
     Its channel has GRPC_CHANNEL_OPTIONS (keepalive) and a connection of its own (a local
     subchannel pool: gRPC otherwise shares one connection among all channels to the same
@@ -211,10 +253,9 @@ def data_client(emulator_host: str | None = None):
     from google.cloud.bigtable_v2 import BigtableClient
     from google.cloud.bigtable_v2.services.bigtable.transports import BigtableGrpcTransport
     options = list(GRPC_CHANNEL_OPTIONS) + [("grpc.use_local_subchannel_pool", 1)]
-    host = emulator_host or os.environ.get("BIGTABLE_EMULATOR_HOST")
-    if host:
+    if emulator_host:
         import grpc
-        channel = grpc.insecure_channel(host, options=options)
+        channel = grpc.insecure_channel(emulator_host, options=options)
     else:
         channel = BigtableGrpcTransport.create_channel(f"{BigtableGrpcTransport.DEFAULT_HOST}:443",
                                                        options=options)
@@ -224,9 +265,9 @@ def data_client(emulator_host: str | None = None):
 class _Channel:
     """One gRPC channel of a transport, its MutateRows callable and its calls in flight."""
 
-    def __init__(self):
+    def __init__(self, emulator_host: str | None):
         from google.cloud.bigtable_v2.types import MutateRowsResponse
-        self.channel = data_client().transport.grpc_channel
+        self.channel = data_client(emulator_host).transport.grpc_channel
         self.call = self.channel.unary_stream("/google.bigtable.v2.Bigtable/MutateRows", request_serializer=None,
                                               response_deserializer=MutateRowsResponse.pb().FromString)
         self.in_flight = 0
@@ -246,20 +287,21 @@ class MutateRowsTransport:
     call in flight ends, so no other thread's call is cancelled under it.
     """
 
-    def __init__(self, table_name: str, app_profile_id: str = ""):
+    def __init__(self, table_name: str, emulator_host: str | None, app_profile_id: str = ""):
         from google.api_core import gapic_v1
         self.table_name = table_name
+        self.emulator_host = emulator_host
         self._metadata = (gapic_v1.routing_header.to_grpc_metadata(
             {"table_name": table_name, "app_profile_id": app_profile_id}),)
         self._lock = threading.Lock()
-        self._current = _Channel()
+        self._current = _Channel(self.emulator_host)
         self.channels_opened = 1
 
     def mutate_rows(self, request: bytes, timeout: float):
         import grpc
         with self._lock:
             if self._current.retired:  # closed by close(): open another
-                self._current = _Channel()
+                self._current = _Channel(self.emulator_host)
                 self.channels_opened += 1
             current = self._current
             current.in_flight += 1
@@ -284,7 +326,7 @@ class MutateRowsTransport:
             log.warning("MutateRows to %s failed with %s: reconnecting over a fresh channel",
                         self.table_name, why)
             try:
-                fresh = _Channel()
+                fresh = _Channel(self.emulator_host)
             except Exception as exc:  # e.g. credentials not found this time: the next failure tries again
                 log.warning("could not open a fresh Bigtable channel (%s); keeping the old one", exc)
                 return
@@ -301,8 +343,8 @@ class MutateRowsTransport:
             current.channel.close()
 
 
-def mutate_rows_transport(table_name: str):
-    return MutateRowsTransport(table_name)
+def mutate_rows_transport(table_name: str, emulator_host: str | None):
+    return MutateRowsTransport(table_name, emulator_host)
 
 
 class RowWriter:
@@ -316,19 +358,20 @@ class RowWriter:
     rejected outright, raises `WriteError` naming it (from `drain()`).
     """
 
-    def __init__(self, project: str, instance: str, table_id: str, ingest_ms: int, batch_rows: int = 2000,
+    def __init__(self, target: Target, table_id: str, ingest_ms: int, batch_rows: int = 2000,
                  max_attempts: int | None = None, transport=None, timeout_s: float | None = None, max_inflight: int = 2,
                  max_queued: int = 16):
         from . import wire
         self.table_id = table_id
-        self.table_name = f"projects/{project}/instances/{instance}/tables/{table_id}"
+        self.target = target
+        self.table_name = target.table_name(table_id)
         self.timestamp_micros = int(ingest_ms) * 1000
         self.batch_rows = batch_rows
         self.max_attempts = max_attempts or MAX_ATTEMPTS
         self.initial_backoff_s = INITIAL_BACKOFF_S
         self.max_backoff_s = MAX_BACKOFF_S
         self.timeout_s = MUTATE_TIMEOUT_S if timeout_s is None else timeout_s  # per MutateRows attempt
-        self.transport = transport or mutate_rows_transport(self.table_name)
+        self.transport = transport or mutate_rows_transport(self.table_name, target.emulator_host)
         self._prefix = wire.request_prefix(self.table_name)  # MutateRowsRequest.table_name, UTF-8
         self._wire = wire
         self.pending = []

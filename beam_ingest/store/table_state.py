@@ -15,7 +15,6 @@ single CheckAndMutateRow tests and takes the claim atomically.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import hashlib
 import json
 import logging
@@ -25,10 +24,7 @@ import socket
 import threading
 import time
 
-from google.cloud.bigtable import row_filters
-
 from . import cells
-from .bigtable import timestamp_from_ms
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +35,6 @@ COMPLETE = b"beam_ingest_complete"
 
 CLAIM_TTL_S = 120.0  # a claim without a heartbeat for this long belongs to a launcher that is gone
 HEARTBEAT_S = 20.0
-
-
-def _ms(stamp: datetime.datetime) -> int:
-    return int(round(stamp.timestamp() * 1000))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,43 +88,131 @@ def input_differences(stored: dict, ours: dict) -> list[str]:
     return diffs
 
 
-def read_meta_row(table) -> dict:
-    """`{qualifier: (value, timestamp ms)}`: the latest cell of each column of the meta row."""
-    row = table.read_row(cells.META_ROW, filter_=row_filters.RowFilterChain(
-        [row_filters.FamilyNameRegexFilter(cells.FAMILY_HIERARCHY), row_filters.CellsColumnLimitFilter(1)]))
-    if row is None:
-        return {}
-    return {q: (found[0].value, _ms(found[0].timestamp))
-            for q, found in row.cells.get(cells.FAMILY_HIERARCHY, {}).items() if found}
+CALL_TIMEOUT_S = 20.0  # one call on the meta row; a healthy Bigtable answers in milliseconds
+CALL_ATTEMPTS = 3
 
 
-def has_node_rows(table) -> bool:
-    """Any node or counter row (keys sort below `meta`)."""
-    return any(True for _ in table.read_rows(end_key=cells.META_ROW, limit=1,
-                                             filter_=row_filters.CellsColumnLimitFilter(1)))
+class MetaRow:
+    """The table's small rows (meta, version) over the Bigtable data API, for the launcher.
+
+    Same channel as the writers' (keepalive, a connection of its own): every call has a
+    deadline of CALL_TIMEOUT_S, and a call failing DEADLINE_EXCEEDED or UNAVAILABLE is retried
+    over a fresh channel, so a connection that went silent during a long run costs seconds.
+    Every call here is idempotent (the claim's compare-and-set included: see `Claim`).
+    """
+
+    def __init__(self, target, table_id: str, timeout_s: float | None = None, attempts: int = CALL_ATTEMPTS):
+        self.target, self.table_id = target, table_id
+        self.table_name = target.table_name(table_id)
+        self.timeout_s = CALL_TIMEOUT_S if timeout_s is None else timeout_s
+        self.attempts = attempts
+        self._client = None
+
+    def _call(self, what: str, fn):
+        from google.api_core import exceptions as gexc
+        from .bigtable import data_client
+        for attempt in range(1, self.attempts + 1):
+            if self._client is None:
+                self._client = data_client(self.target.emulator_host)
+            try:
+                return fn(self._client)
+            except (gexc.DeadlineExceeded, gexc.ServiceUnavailable) as exc:
+                self.close()  # its connection may be dead: the next attempt opens another
+                if attempt == self.attempts:
+                    from .bigtable import TableError
+                    raise TableError(f"{self.target.describe()} unreachable while {what} of table "
+                                     f"{self.table_id!r} ({self.attempts} attempts of {self.timeout_s:.0f} s: "
+                                     f"{type(exc).__name__})") from None
+                log.warning("table %s: %s failed (%s); retrying over a fresh channel", self.table_id, what,
+                            type(exc).__name__)
+                time.sleep(0.2 * attempt)
+
+    def close(self):
+        if self._client is not None:
+            self._client.transport.grpc_channel.close()
+            self._client = None
+
+    def read(self, row_key: bytes = cells.META_ROW) -> dict:
+        """`{qualifier: (value, timestamp ms)}`: the latest cell of each column of family 0."""
+        from google.cloud.bigtable_v2.types import RowFilter
+        request = {"table_name": self.table_name, "rows": {"row_keys": [row_key]},
+                   "filter": _chain(RowFilter(family_name_regex_filter=cells.FAMILY_HIERARCHY),
+                                    RowFilter(cells_per_column_limit_filter=1))}
+        return self._call(f"reading row {row_key!r}", lambda client: _merge_row(
+            client.read_rows(request=request, timeout=self.timeout_s)))
+
+    def has_node_rows(self) -> bool:
+        """Any node or counter row (keys sort below `meta`)."""
+        from google.cloud.bigtable_v2.types import RowFilter
+        request = {"table_name": self.table_name, "rows_limit": 1,
+                   "rows": {"row_ranges": [{"end_key_open": cells.META_ROW}]},
+                   "filter": _chain(RowFilter(cells_per_column_limit_filter=1), RowFilter(strip_value_transformer=True))}
+        return self._call("looking for rows", lambda client: any(
+            len(response.chunks) for response in client.read_rows(request=request, timeout=self.timeout_s)))
+
+    def write(self, row_cells: dict, ms: int, row_key: bytes = cells.META_ROW) -> None:
+        """Cells `{qualifier: value}` of family 0 in one atomic row mutation, at time `ms`."""
+        mutations = [_set(q, v, ms) for q, v in row_cells.items()]
+        self._call(f"writing row {row_key!r}", lambda client: client.mutate_row(request={
+            "table_name": self.table_name, "row_key": row_key, "mutations": mutations}, timeout=self.timeout_s))
+
+    def check_and_mutate(self, predicate, if_matched: list, otherwise: list) -> bool:
+        """CheckAndMutateRow on the meta row; True when `predicate` matched a cell."""
+        return self._call("updating the claim", lambda client: client.check_and_mutate_row(request={
+            "table_name": self.table_name, "row_key": cells.META_ROW, "predicate_filter": predicate,
+            "true_mutations": if_matched, "false_mutations": otherwise}, timeout=self.timeout_s).predicate_matched)
+
+    def completion_mark(self) -> dict | None:
+        found = self.read().get(COMPLETE)
+        return json.loads(found[0]) if found else None
 
 
-def write_cells(table, row_cells: dict, ms: int) -> None:
-    """Cells of the meta row `{qualifier: value}` in one atomic row mutation."""
-    row = table.direct_row(cells.META_ROW)
-    for qualifier, value in row_cells.items():
-        row.set_cell(cells.FAMILY_HIERARCHY, qualifier, value, timestamp=timestamp_from_ms(ms))
-    status = row.commit()
-    if getattr(status, "code", 0):
-        raise RuntimeError(f"writing the meta row of table {table.table_id!r} failed: {status}")
+def _chain(*filters):
+    from google.cloud.bigtable_v2.types import RowFilter
+    return RowFilter(chain=RowFilter.Chain(filters=list(filters)))
 
 
-def completion_mark(table) -> dict | None:
-    found = read_meta_row(table).get(COMPLETE)
-    return json.loads(found[0]) if found else None
+def _set(qualifier: bytes, value: bytes, ms: int):
+    from google.cloud.bigtable_v2.types import Mutation
+    return Mutation(set_cell=Mutation.SetCell(family_name=cells.FAMILY_HIERARCHY, column_qualifier=qualifier,
+                                              timestamp_micros=int(ms) * 1000, value=value))
+
+
+def _delete(qualifier: bytes):
+    from google.cloud.bigtable_v2.types import Mutation
+    return Mutation(delete_from_column=Mutation.DeleteFromColumn(family_name=cells.FAMILY_HIERARCHY,
+                                                                 column_qualifier=qualifier))
 
 
 def _claim_filter(expected: bytes | None):
-    chain = [row_filters.FamilyNameRegexFilter(cells.FAMILY_HIERARCHY),
-             row_filters.ColumnQualifierRegexFilter(b"^" + CLAIM + b"$"), row_filters.CellsColumnLimitFilter(1)]
+    """Matches the claim cell, or only a claim cell holding `expected`."""
+    from google.cloud.bigtable_v2.types import RowFilter
+    chain = [RowFilter(family_name_regex_filter=cells.FAMILY_HIERARCHY),
+             RowFilter(column_qualifier_regex_filter=b"^" + CLAIM + b"$"), RowFilter(cells_per_column_limit_filter=1)]
     if expected is not None:
-        chain.append(row_filters.ValueRegexFilter(b"^" + expected + b"$"))  # nonces are hex: no escaping
-    return row_filters.RowFilterChain(chain)
+        chain.append(RowFilter(value_regex_filter=b"^" + expected + b"$"))  # nonces are hex: no escaping
+    return _chain(*chain)
+
+
+def _merge_row(responses) -> dict:
+    """The cells of one row from ReadRows chunks: `{qualifier: (value, timestamp ms)}`, first
+    (latest) cell per column. Values may arrive split over chunks (`value_size` > 0)."""
+    out, qualifier, stamp, parts = {}, None, 0, []
+    for response in responses:
+        for chunk in response.chunks:
+            if chunk.reset_row:
+                out, parts = {}, []
+                continue
+            if "qualifier" in chunk:
+                qualifier = chunk.qualifier
+            if parts == []:
+                stamp = chunk.timestamp_micros
+            parts.append(chunk.value)
+            if chunk.value_size > 0:
+                continue  # more of this value follows
+            out.setdefault(qualifier, (b"".join(parts), stamp // 1000))
+            parts = []
+    return out
 
 
 class ClaimLost(RuntimeError):
@@ -148,8 +228,9 @@ class Claim:
     removes it. Every interleaving of concurrent launchers leaves exactly one holder.
     """
 
-    def __init__(self, table, ttl_s: float = CLAIM_TTL_S, heartbeat_s: float = HEARTBEAT_S):
-        self.table = table
+    def __init__(self, meta: MetaRow, ttl_s: float = CLAIM_TTL_S, heartbeat_s: float = HEARTBEAT_S):
+        self.meta = meta
+        self.table_id = meta.table_id
         self.nonce = secrets.token_hex(16).encode()
         self.by = json.dumps({"host": socket.gethostname(), "pid": os.getpid()}).encode()
         self.ttl_s, self.heartbeat_s = ttl_s, heartbeat_s
@@ -159,26 +240,18 @@ class Claim:
         self._thread = None
         self._lock = threading.Lock()
 
-    def _fresh_table(self):
-        """The table over a new client: a heartbeat or release never waits on a connection that
-        died during a long run."""
-        from .bigtable import open_table
-        client = self.table._instance._client
-        return open_table(client.project, self.table._instance.instance_id, self.table.table_id)
-
     def _cas(self, expected: bytes | None, delete_only=False) -> bool:
-        """Set the claim to ours (or delete it) iff it is now `expected` (None: absent)."""
-        table = self.table if not self.held else self._fresh_table()
-        row = table.conditional_row(cells.META_ROW, filter_=_claim_filter(expected))
-        state = expected is not None  # predicate matched -> the "true" mutations
-        now = timestamp_from_ms(int(time.time() * 1000))
-        row.delete_cell(cells.FAMILY_HIERARCHY, CLAIM, state=state)
-        row.delete_cell(cells.FAMILY_HIERARCHY, CLAIM_BY, state=state)
+        """Set the claim to ours (or delete it) iff it is now `expected` (None: absent).
+
+        Idempotent, so a retry after a lost answer is safe: from `expected` = ours it sets or
+        deletes ours again; from "absent", a retry finds our own claim, which `acquire` accepts."""
+        now = int(time.time() * 1000)
+        mutations = [_delete(CLAIM), _delete(CLAIM_BY)]
         if not delete_only:
-            row.set_cell(cells.FAMILY_HIERARCHY, CLAIM, self.nonce, timestamp=now, state=state)
-            row.set_cell(cells.FAMILY_HIERARCHY, CLAIM_BY, self.by, timestamp=now, state=state)
-        matched = row.commit()
-        return bool(matched) if expected is not None else not matched
+            mutations += [_set(CLAIM, self.nonce, now), _set(CLAIM_BY, self.by, now)]
+        if expected is None:
+            return not self.meta.check_and_mutate(_claim_filter(None), [], mutations)
+        return self.meta.check_and_mutate(_claim_filter(expected), mutations, [])
 
     def _stale(self, holder: bytes, stamp_ms: int, by: bytes | None) -> str | None:
         """Why the holder's claim can be taken over, or None while it is alive."""
@@ -201,27 +274,29 @@ class Claim:
     def acquire(self) -> None:
         """Take the claim or raise `ClaimLost` naming the launcher that holds it."""
         for _ in range(3):  # the holder may change between our read and our write
-            state = read_meta_row(self.table)
+            state = self.meta.read()
             current = state.get(CLAIM)
             if current is None:
                 if self._cas(None):
                     return self._held()
                 continue
             holder, stamp_ms = current
+            if holder == self.nonce:  # our own compare-and-set went through, its answer was lost
+                return self._held()
             by = state.get(CLAIM_BY, (None, 0))[0]
             why = self._stale(holder, stamp_ms, by)
             if why is None:
                 who = json.loads(by) if by else {}
                 raise ClaimLost(
-                    f"table {self.table.table_id!r} is being ingested by another launcher (host "
+                    f"table {self.table_id!r} is being ingested by another launcher (host "
                     f"{who.get('host', '?')}, pid {who.get('pid', '?')}, last heartbeat "
                     f"{time.time() - stamp_ms / 1000:.0f} s ago): one launcher per graph. If it is gone, "
                     f"retry in {self.ttl_s:.0f} s")
             log.warning("taking over the claim on table %s from a launcher that is gone (%s)",
-                        self.table.table_id, why)
+                        self.table_id, why)
             if self._cas(holder):
                 return self._held()
-        raise ClaimLost(f"table {self.table.table_id!r}: another launcher took it at the same time; "
+        raise ClaimLost(f"table {self.table_id!r}: another launcher took it at the same time; "
                         "one launcher per graph")
 
     def _held(self):
@@ -236,18 +311,18 @@ class Claim:
                     if self.held and not self._cas(self.nonce):
                         self.lost = "another launcher took over the table's claim"
                         self.held = False
-                        log.error("table %s: %s; this run's result cannot be trusted", self.table.table_id,
+                        log.error("table %s: %s; this run's result cannot be trusted", self.table_id,
                                   self.lost)
                         return
             except Exception as exc:  # Bigtable unreachable for a moment: try again next beat
-                log.warning("table %s: claim heartbeat failed (%s)", self.table.table_id, exc)
+                log.warning("table %s: claim heartbeat failed (%s)", self.table_id, exc)
 
     def release(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)
         if not self._lock.acquire(timeout=10):  # a heartbeat hangs on a dead connection
-            log.warning("table %s: claim not released; it expires in %.0f s", self.table.table_id, self.ttl_s)
+            log.warning("table %s: claim not released; it expires in %.0f s", self.table_id, self.ttl_s)
             return
         try:
             if self.held:
@@ -255,7 +330,7 @@ class Claim:
                     self._cas(self.nonce, delete_only=True)
                 except Exception as exc:
                     log.warning("table %s: could not release the claim (%s); it expires in %.0f s",
-                                self.table.table_id, exc, self.ttl_s)
+                                self.table_id, exc, self.ttl_s)
                 self.held = False
         finally:
             self._lock.release()
@@ -269,4 +344,4 @@ class Claim:
     def check(self) -> None:
         """Raise `ClaimLost` if the claim was lost while the run went on."""
         if self.lost:
-            raise ClaimLost(f"table {self.table.table_id!r}: {self.lost}")
+            raise ClaimLost(f"table {self.table_id!r}: {self.lost}")

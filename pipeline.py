@@ -77,7 +77,7 @@ def make_reader(plan, raw: bool):
 
 def print_test_chunks(plan, coords, raw=False):
     """The per-chunk edge counts a `--test` run starts with (all and active, like the seed's)."""
-    from beam_ingest.build.layer2 import build_layer2
+    from beam_ingest.hierarchy.layer2 import build_layer2
     reader = make_reader(plan, raw)
     print(f"test run of {len(coords)} layer-2 chunks at the centre, into table {plan.graph_id}")
     for coord in coords:

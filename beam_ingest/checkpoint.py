@@ -20,7 +20,7 @@ import json
 
 import numpy as np
 
-from .build.types import Groups, RootBound, Summary
+from .hierarchy.types import Groups, RootBound, Summary
 
 COMPLETE = "_COMPLETE"
 

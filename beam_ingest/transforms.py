@@ -11,10 +11,10 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
 from . import checkpoint, completion
-from .build.layer2 import build_layer2
-from .build.parents import build_parent_layer
-from .build.roots import build_roots, root_bucket
-from .build.types import Rows
+from .hierarchy.layer2 import build_layer2
+from .hierarchy.parents import build_parent_layer
+from .hierarchy.roots import build_roots, root_bucket
+from .hierarchy.types import Rows
 from .layout import ROOT_COUNTER_BUCKETS, GraphLayout
 from .progress import ROOTS as ROOTS_PROGRESS
 

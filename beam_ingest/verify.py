@@ -16,7 +16,7 @@ import numpy as np
 from google.cloud.bigtable import row_filters
 from google.cloud.bigtable.row_set import RowSet
 
-from .build.layer2 import build_layer2
+from .hierarchy.layer2 import build_layer2
 from .store import cells
 from .store.reader import decode_row
 

@@ -1,3 +1,4 @@
+import os
 import pickle
 import sys
 import types
@@ -79,7 +80,7 @@ def test_wire_entries_equal_protobuf_serialization():
     """The hand-laid entries are byte-for-byte what the protobuf library writes."""
     from google.cloud.bigtable_v2.types import MutateRowsRequest
 
-    from beam_ingest.build.types import Groups, Rows
+    from beam_ingest.hierarchy.types import Groups, Rows
     from beam_ingest.store import wire
     ts = 1_700_000_000_123_000
     rows = Rows(node_ids=np.array([5, 2**63 + 9], np.uint64), parent_ids=np.array([77, 2**64 - 1], np.uint64),
@@ -88,7 +89,7 @@ def test_wire_entries_equal_protobuf_serialization():
                                 np.array([0, 2, 102])),
                 cross_node=np.array([100, 100], np.uint64), cross_own=np.array([5, 6], np.uint64),
                 cross_other=np.array([8, 9], np.uint64), cross_layer=np.array([2, 3]),
-                counter_keys=[b"i00000000000000000001"], counter_values=[3])
+                counter_chunks=np.array([1], np.uint64), counter_values=np.array([3]))
     encoded = wire.encode_rows(rows, ts)
     parsed = MutateRowsRequest.pb().FromString(encoded.payload)
     got = {}
@@ -127,3 +128,15 @@ def test_decimal_keys_vectorized():
     values = np.array([0, 1, 127, 128, 300, 16383, 16384, 2**35, 2**63], np.uint64)
     encoded = varints(values)
     assert [encoded.item(i) for i in range(len(values))] == [varint(int(v)) for v in values]
+
+
+def test_hierarchy_knows_nothing_of_the_table_format():
+    """The pure core hands counters over as (chunk ids, values); the store makes their row keys."""
+    import subprocess
+    import sys
+    code = ("import sys, beam_ingest.hierarchy.layer2, beam_ingest.hierarchy.parents, beam_ingest.hierarchy.roots; "
+            "print(' '.join(m for m in sys.modules if m.startswith(('beam_ingest.store', 'apache_beam', "
+            "'google.cloud.bigtable'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))).stdout
+    assert out.strip() == ""

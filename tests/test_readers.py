@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import zstandard
 
-from beam_ingest.build.layer2 import build_layer2
+from beam_ingest.hierarchy.layer2 import build_layer2
 from beam_ingest.inputs.precomputed import (ChunkInputs, Edges, InputError, PrecomputedReader, decode_components,
                                             decode_edges, edges_filename, components_filename, encode_components,
                                             encode_edges)

@@ -11,7 +11,7 @@ import pytest
 import zstandard
 from google.cloud.bigtable_v2.types import MutateRowsRequest, MutateRowsResponse, Mutation
 
-from beam_ingest.build.types import Groups, Rows
+from beam_ingest.hierarchy.types import Groups, Rows
 from beam_ingest.store import bigtable, cells, wire
 
 REQUEST = MutateRowsRequest.pb()
@@ -154,12 +154,15 @@ def random_rows(rng: random.Random, np_rng: np.random.Generator) -> Rows:
              for _ in range(rng.choice([1, 2, 20, 2100]))]
     cross.sort(key=lambda c: (c[0], c[1]))
     column = lambda k, dtype: np.array([c[k] for c in cross], dtype)
-    keys = [cells.counter_key(rng.randrange(1 << 60)) for _ in range(rng.randint(0, 3))]
+    n_counters = rng.randint(0, 3)
+    counter_chunks = np.array([rng.randrange(1 << 60) for _ in range(n_counters)], np.uint64)
+    counter_buckets = np.array([rng.choice([-1, 0, rng.randrange(256)]) for _ in range(n_counters)], np.int64)
     return Rows(node_ids=nodes, parent_ids=np_rng.integers(0, 1 << 63, len(nodes), dtype=np.uint64),
                 children_of=children_of, children=children,
                 cross_node=column(0, np.uint64), cross_layer=column(1, np.int64),
                 cross_own=column(2, np.uint64), cross_other=column(3, np.uint64),
-                counter_keys=keys, counter_values=[rng.randint(-(1 << 40), 1 << 40) for _ in keys])
+                counter_chunks=counter_chunks, counter_buckets=counter_buckets,
+                counter_values=np.array([rng.randint(-(1 << 40), 1 << 40) for _ in range(n_counters)], np.int64))
 
 
 def expected_cells(rows: Rows, ts: int):
@@ -176,7 +179,8 @@ def expected_cells(rows: Rows, ts: int):
         groups.setdefault((node, layer), []).extend([own, other])
     for (node, layer), pairs in groups.items():
         out.append((cells.row_key(node), "3", cells.cross_edges_qualifier(layer), ts, ("ids", tuple(pairs))))
-    for key, value in zip(rows.counter_keys, rows.counter_values):
+    for chunk, bucket, value in zip(rows.counter_chunks.tolist(), rows.buckets().tolist(), rows.counter_values.tolist()):
+        key = b"i%020d" % chunk if bucket < 0 else b"i%020d_%d" % (chunk, bucket)  # spec/table-format.md
         out.append((key, "1", cells.COUNTER, ts, ("counter", value)))
     return sorted(out)
 

@@ -11,7 +11,7 @@ import itertools
 
 import numpy as np
 
-from ..build.graph import components, pair_keys
+from ..hierarchy.graph import components, pair_keys
 from .precomputed import (ChunkInputs, Edges, InputError, components_filename, edges_filename, encode_components,
                           encode_edges, off_grid, off_grid_text)
 from .sharded import ShardReader

@@ -517,5 +517,6 @@ class RowWriter:
                             len(failed), self.table_id, last_error, backoff)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff_s)
-        raise WriteError(f"{len(entries)} row(s) of table {self.table_id!r} could not be written after "
-                         f"{self.max_attempts} attempts, first {bytes(entries.keys[0])!r}: {last_error}")
+        raise WriteError(f"{len(entries)} row(s) of table {self.table_id!r} could not be written to "
+                         f"{self.target.describe()} after {self.max_attempts} attempts, first "
+                         f"{bytes(entries.keys[0])!r}: {last_error}")

@@ -40,6 +40,12 @@ def root_counter_key(root_chunk_id, bucket: int) -> bytes:
     return b"i%020d_%d" % (int(root_chunk_id), bucket)
 
 
+def counter_row_keys(chunk_ids, buckets) -> list[bytes]:
+    """Row keys of counters: a chunk's own (`bucket` < 0) or a root-id bucket's."""
+    return [counter_key(c) if b < 0 else root_counter_key(c, b)
+            for c, b in zip(np.asarray(chunk_ids).tolist(), np.asarray(buckets).tolist())]
+
+
 def encode_id(node_id) -> bytes:
     return int(node_id).to_bytes(8, "little")
 

@@ -223,10 +223,11 @@ def encode_rows(rows, timestamp_micros: int, compressor=None) -> EncodedEntries:
         order = np.argsort(owner, kind="stable")
         parts.append(node_entries(owner[order], np.concatenate(prefix_index)[order], prefixes,
                                   ragged.concat(values).take(order), np.concatenate(owner_labels)[order]))
-    if rows.counter_keys:
+    if len(rows.counter_chunks):
+        keys = cells.counter_row_keys(rows.counter_chunks, rows.buckets())
         parts.append(encode_cells(
             ((k, [(cells.FAMILY_COUNTERS, cells.COUNTER, cells.encode_counter(v))])
-             for k, v in zip(rows.counter_keys, rows.counter_values)), timestamp_micros))
+             for k, v in zip(keys, rows.counter_values.tolist())), timestamp_micros))
         parts[-1].labels = counter_labels
     out = EncodedEntries.concat(parts)
     if out.labels is None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 
 from ..layout import ROOT_COUNTER_BUCKETS, GraphLayout
-from ..store.cells import root_counter_key
 from .types import Groups, RootBound, Rows
 
 
@@ -30,7 +29,8 @@ def build_roots(bucket: int, parts, layout: GraphLayout) -> Rows:
     return Rows(
         node_ids=comps.values, parent_ids=np.repeat(root_ids, np.diff(comps.offsets)),
         children_of=root_ids, children=comps,
-        counter_keys=[root_counter_key(layout.root_chunk_id, bucket)], counter_values=[n_roots],
+        counter_chunks=np.array([layout.root_chunk_id], np.uint64), counter_values=np.array([n_roots], np.int64),
+        counter_buckets=np.array([bucket], np.int64),
         chunk=f"root bucket {bucket}")
 
 

@@ -94,7 +94,9 @@ class Rows:
     - `children`: `children_of[i]` gets `0:children = children.group(i)`.
     - atomic cross edges on layer-2 nodes: edge i is `[cross_own[i], cross_other[i]]` on
       node `cross_node[i]`, qualifier layer `cross_layer[i]`; sorted by node, layer.
-    - counters: `counter_keys[i]` (bytes) gets `1:counter = counter_values[i]`.
+    - counters: chunk `counter_chunks[i]` counts `counter_values[i]` ids; with
+      `counter_buckets[i]` >= 0 it is that root-id bucket's counter (root ids are
+      `k * 256 + bucket`). Where a counter is stored is the store's business.
     """
     node_ids: np.ndarray = dataclasses.field(default_factory=_empty_u64)
     parent_ids: np.ndarray = dataclasses.field(default_factory=_empty_u64)
@@ -104,12 +106,13 @@ class Rows:
     cross_own: np.ndarray = dataclasses.field(default_factory=_empty_u64)
     cross_other: np.ndarray = dataclasses.field(default_factory=_empty_u64)
     cross_layer: np.ndarray = dataclasses.field(default_factory=lambda: np.empty(0, np.int64))
-    counter_keys: list = dataclasses.field(default_factory=list)
-    counter_values: list = dataclasses.field(default_factory=list)
+    counter_chunks: np.ndarray = dataclasses.field(default_factory=_empty_u64)
+    counter_values: np.ndarray = dataclasses.field(default_factory=lambda: np.empty(0, np.int64))
+    counter_buckets: np.ndarray | None = None  # None: -1 for every counter (chunk counters)
     chunk: str = ""  # for messages: "layer-L chunk (x, y, z)"
     done: list = dataclasses.field(default_factory=list)  # [(layer, coord)] this batch completes
     svs: int = 0  # supervoxels read for this batch (layer 2), for the completion proof
-    # After `concat`: rows of each part (node_ids, children_of, cross_node, counter_keys), per part.
+    # After `concat`: rows of each part (node_ids, children_of, cross_node, counter_chunks), per part.
     part_sizes: np.ndarray | None = None
 
     @classmethod
@@ -117,28 +120,34 @@ class Rows:
         parts = list(parts)
         if len(parts) == 1:
             return parts[0]
-        arrays = ("node_ids", "parent_ids", "children_of", "cross_node", "cross_own", "cross_other", "cross_layer")
+        arrays = ("node_ids", "parent_ids", "children_of", "cross_node", "cross_own", "cross_other", "cross_layer",
+                  "counter_chunks", "counter_values")
         out = cls(**{name: np.concatenate([getattr(p, name) for p in parts]) for name in arrays})
+        out.counter_buckets = np.concatenate([p.buckets() for p in parts])
         out.children = Groups.concat([p.children for p in parts])
-        out.counter_keys = [k for p in parts for k in p.counter_keys]
-        out.counter_values = [v for p in parts for v in p.counter_values]
         out.chunk = f"{len(parts)} chunks"
         out.done = [d for p in parts for d in p.done]
         out.svs = sum(p.svs for p in parts)
-        out.part_sizes = np.array([[len(p.node_ids), len(p.children_of), len(p.cross_node), len(p.counter_keys)]
+        out.part_sizes = np.array([[len(p.node_ids), len(p.children_of), len(p.cross_node), len(p.counter_chunks)]
                                    for p in parts], np.int64).reshape(-1, 4)
         return out
 
+    def buckets(self) -> np.ndarray:
+        """`counter_buckets`, -1 (a chunk's own counter) where none was given."""
+        if self.counter_buckets is None:
+            return np.full(len(self.counter_chunks), -1, np.int64)
+        return np.asarray(self.counter_buckets, np.int64)
+
     def part_labels(self):
-        """For node_ids, children_of, cross_node and counter_keys: the part each row came from."""
+        """For node_ids, children_of, cross_node and counter_chunks: the part each row came from."""
         sizes = self.part_sizes
         if sizes is None:
             sizes = np.array([[len(self.node_ids), len(self.children_of), len(self.cross_node),
-                               len(self.counter_keys)]], np.int64)
+                               len(self.counter_chunks)]], np.int64)
         index = np.arange(len(sizes), dtype=np.int32)
         return tuple(np.repeat(index, sizes[:, k]) for k in range(4))
 
     def row_count(self) -> int:
         """Distinct row keys written (a node row may carry several cells)."""
         nodes = np.unique(np.concatenate([self.node_ids, self.children_of, self.cross_node]))
-        return len(nodes) + len(self.counter_keys)
+        return len(nodes) + len(self.counter_chunks)

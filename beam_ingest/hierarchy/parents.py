@@ -6,7 +6,6 @@ import dataclasses
 import numpy as np
 
 from ..layout import GraphLayout
-from ..store.cells import counter_key
 from .graph import components, min_per_group, pair_keys
 from .types import Groups, RootBound, Rows, Summary
 
@@ -91,8 +90,8 @@ def build_parent_layer(layer: int, coord, summaries, layout: GraphLayout, where:
     rows = Rows(node_ids=child_ids, parent_ids=child_parents,
                 children_of=parent_ids, children=children, chunk=where)
     if n_parents:
-        rows.counter_keys = [counter_key(chunk_id)]
-        rows.counter_values = [n_parents]
+        rows.counter_chunks = np.array([chunk_id], np.uint64)
+        rows.counter_values = np.array([n_parents], np.int64)
 
     # Edges that stay: a node with a parent hands its edges to that parent.
     node_parent = comp_parent[labels]

@@ -7,7 +7,6 @@ import numpy as np
 
 from ..inputs.precomputed import ChunkInputs, Edges, InputError, off_grid_text
 from ..layout import GraphLayout
-from ..store.cells import counter_key
 from .graph import components
 from .types import Groups, RootBound, Rows, Summary
 
@@ -193,7 +192,7 @@ def build_layer2(inputs: ChunkInputs, layout: GraphLayout, where: str = ""):
         node_ids=svs, parent_ids=node_ids[labels],
         children_of=node_ids, children=members,
         cross_node=edge_node, cross_own=own, cross_other=other, cross_layer=edge_layer,
-        counter_keys=[counter_key(chunk_id)], counter_values=[n_nodes],
+        counter_chunks=np.array([chunk_id], np.uint64), counter_values=np.array([n_nodes], np.int64),
         chunk=where)
 
     has_edges = np.zeros(n_nodes, bool)

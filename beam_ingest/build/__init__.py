@@ -1,1 +1,0 @@
-"""The pure build: numpy in, numpy out; no Beam, no Bigtable."""

@@ -87,7 +87,7 @@ def test_rows_that_keep_failing_fail_the_run_loudly(small, graph_id, monkeypatch
     use_flaky(monkeypatch, always=True)
     monkeypatch.setattr(bigtable, "INITIAL_BACKOFF_S", 0.001)
     monkeypatch.setattr(bigtable, "MAX_ATTEMPTS", 3)
-    with pytest.raises(Exception, match=r"could not be written after 3 attempts, first b'\d{20}'"):
+    with pytest.raises(Exception, match=r"could not be written to emulator [\d.:]+ \(project emulator, instance emulator\) after 3 attempts, first b'\d{20}'"):
         run_ingest(small["config"], graph_id)
 
 

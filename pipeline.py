@@ -133,10 +133,12 @@ def run(argv=None):
             from beam_ingest.store.bigtable import resolve_target
             plan.target = resolve_target(plan.project, plan.instance)
         from beam_ingest.store.table_state import RunRecord, run_inputs
-        identity = RunRecord(plan.graph_id, ingest_ms, "none", run_inputs(plan.settings, opts.raw)).identity
+        identity = RunRecord(plan.graph_id, ingest_ms, "none", run_inputs(plan.settings, opts.raw,
+                                                                                 opts.pcg_version)).identity
     else:
         state = prepare_table(plan, opts.if_exists, opts.ingest_timestamp, opts.table_splits, opts.raw,
-                              restart_layer=opts.start_layer if opts.start_layer > 2 else None)
+                              restart_layer=opts.start_layer if opts.start_layer > 2 else None,
+                              pcg_version=opts.pcg_version)
         ingest_ms, identity = plan.ingest_ms, state.record.identity
     try:
         if state is not None and state.complete is not None:
@@ -168,7 +170,8 @@ def _run_pipeline(options, opts, plan, layout, coords, top_layer, redis, ingest_
     _ = (pipeline
          | "BuildGraph" >> BuildGraph(layout, reader, sink, coords=coords, fail_at_layer=opts.fail_at_layer,
                                       top_layer=top_layer, checkpoint_url=opts.checkpoint_dir,
-                                      start_layer=opts.start_layer, resume=resuming))
+                                      start_layer=opts.start_layer, resume=resuming,
+                                      pcg_version=opts.pcg_version))
     partial = (f"Table {plan.graph_id!r} is partially written. Fix the cause, then rerun with "
                "--if_exists=continue (same cells as a clean run) or --if_exists=recreate.")
     try:

@@ -50,13 +50,15 @@ def _check_identity(z, identity, name):
 def encode_summary(parent, summary: Summary, identity: str = "") -> bytes:
     return _npz(parent=np.asarray(parent, np.int64), nodes=summary.nodes, edge_node=summary.edge_node,
                 edge_own=summary.edge_own, edge_other=summary.edge_other, edge_layer=summary.edge_layer,
-                identity=np.str_(identity))
+                edge_chain=summary.edge_chain, identity=np.str_(identity))
 
 
 def decode_summary(data: bytes, identity: str | None = None, name: str = ""):
     with np.load(io.BytesIO(data)) as z:
         _check_identity(z, identity, name)
         summary = Summary(z["nodes"], z["edge_node"], z["edge_own"], z["edge_other"], z["edge_layer"])
+        if "edge_chain" in z.files:
+            summary.edge_chain = z["edge_chain"]
         return tuple(int(c) for c in z["parent"]), summary
 
 

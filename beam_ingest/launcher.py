@@ -26,6 +26,7 @@ class IngestPlan:
     instance: str | None
     resolution: tuple = (1.0, 1.0, 1.0)
     ingest_ms: int | None = None
+    pcg_version: int = 2  # the PyChunkedGraph table version written (2 or 3)
     target: object = None  # the bigtable.Target, resolved once by the launcher
 
 
@@ -108,7 +109,7 @@ class TableState:
 
 
 def prepare_table(plan: IngestPlan, if_exists: str, ingest_ms: int | None, table_splits: int = 0,
-                  raw: bool = False, restart_layer: int | None = None) -> TableState:
+                  raw: bool = False, restart_layer: int | None = None, pcg_version: int = 2) -> TableState:
     """Create or check the table, take this launcher's claim on it, write meta/version and the
     run record. Every refusal is a TableError; the claim is released on any failure."""
     from .store import bigtable, table_state
@@ -123,7 +124,8 @@ def prepare_table(plan: IngestPlan, if_exists: str, ingest_ms: int | None, table
     if restart_layer and not exists:
         raise TableError(f"--start_layer={restart_layer}: table {meta.table_id!r} does not exist; a restart at a "
                          "layer continues the earlier run's table (its lower layers are already in it)")
-    inputs = table_state.run_inputs(plan.settings, raw)
+    inputs = table_state.run_inputs(plan.settings, raw, pcg_version)
+    plan.pcg_version = pcg_version
     claim = None
     try:
         if exists:
@@ -134,7 +136,7 @@ def prepare_table(plan: IngestPlan, if_exists: str, ingest_ms: int | None, table
                 claim.forget()
                 claim, exists = None, False
         if not exists:
-            bigtable.create_table(table, bigtable.table_split_keys(plan.layout, table_splits))
+            bigtable.create_table(table, bigtable.table_split_keys(plan.layout, table_splits), pcg_version)
             claim = _take_claim(meta)
             return _start_fresh(plan, meta, claim, ingest_ms, inputs)
         state = meta.read()
@@ -167,13 +169,14 @@ def _take_claim(meta):
 
 
 def _start_fresh(plan, meta, claim, ingest_ms, inputs) -> TableState:
-    from .store import bigtable, table_state
+    from .store import table_state
     if ingest_ms is None:
         ingest_ms = int(time.time() * 1000)
     record = table_state.RunRecord.new(plan.graph_id, ingest_ms, inputs)
     meta_bytes = dumps_meta(meta_for(plan.graph_id, plan.settings))
     meta.write({cells.META: meta_bytes, table_state.RUN: record.to_json()}, ingest_ms)
-    meta.write({cells.VERSION: bigtable.VERSION_STRING.encode()}, ingest_ms, row_key=cells.VERSION_ROW)
+    meta.write({cells.VERSION: cells.VERSION_STRINGS[plan.pcg_version].encode()}, ingest_ms,
+               row_key=cells.VERSION_ROW)
     plan.ingest_ms = ingest_ms
     return TableState(record, claim, None, fresh=True)
 
@@ -184,6 +187,13 @@ def _continue(plan, meta, claim, ingest_ms, inputs, state) -> TableState:
     reason = meta_mismatch(plan)(existing_meta)
     if reason:
         raise TableError(f"table {meta.table_id!r} holds a different graph ({reason}); refusing to continue into it")
+    found = meta.read(row_key=cells.VERSION_ROW).get(cells.VERSION)
+    ours = cells.VERSION_STRINGS[plan.pcg_version]
+    if found is not None and found[0].decode(errors="replace").split(".")[0] != ours.split(".")[0]:
+        theirs = found[0].decode(errors="replace")
+        raise TableError(f"--pcg_version={plan.pcg_version}: table {meta.table_id!r} is a version {theirs} table "
+                         f"(this run writes {ours}); continue it with --pcg_version={theirs.split('.')[0]}, or "
+                         "--if_exists=recreate to rebuild it as version " + ours.split(".")[0])
     if ingest_ms is not None and ingest_ms != table_ms:
         raise TableError(f"--ingest_timestamp={ingest_ms} differs from the table's ingest time "
                          f"{table_ms}; leave it unset to continue the earlier run")

@@ -121,6 +121,11 @@ class IngestOptions(PipelineOptions):
             help="Read the raw agglomeration (ingest_config.AGGLOMERATION: sharded chunked_rg/ and remap/ "
                  "files, DATA_VERSION 2/3/4) instead of EDGES/COMPONENTS, and write each chunk's EDGES and "
                  "COMPONENTS files on the way (unless those paths are unset).")
+        parser.add_argument(
+            "--pcg_version", type=int, choices=(2, 3), default=2,
+            help="PyChunkedGraph table version to write: 2 (default) or 3 (adds family 4 with every non-root "
+                 "node's lifted cross edges, layer-1 chunk counters and version 3.1.7, for PyChunkedGraph 3.x "
+                 "servers; spec/table-format-v3.md).")
         add_flag(
             parser, "--test", False,
             help="A trial run: only the 8 layer-2 chunks at the centre of the dataset (the children of "

@@ -37,6 +37,11 @@ def format_summary(counters: dict[str, int], layer_count: int, seconds: float) -
         f"rows {counters.get('rows_written', 0)} ({counters.get('bytes_written', 0)} bytes, "
         f"sink {counters.get('write_us', 0) / 1e6:.1f} s, of which waiting for Bigtable "
         f"{counters.get('write_wait_us', 0) / 1e6:.1f} s) in {seconds:.1f} s")
+    lifted = sum(v for k, v in counters.items() if k.endswith("_lifted_edges"))
+    if lifted:
+        dangling = sum(v for k, v in counters.items() if k.endswith("_dangling_cross_edges"))
+        lines.append(f"table version 3: {lifted} lifted cross-edge rows (family 4); {dangling} one-sided cross-edge "
+                     "copies got none (they join nothing)")
     if counters.get("layer2_far_edges"):
         lines.append(f"warning: {counters['layer2_far_edges']} edges join chunks that are not neighbours (distance > 1 "
                      "on an axis; kept as given, as PyChunkedGraph does)")

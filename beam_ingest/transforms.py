@@ -36,8 +36,9 @@ def _count(name: str, value: int = 1):
 
 class _BuildFn(beam.DoFn):
     def __init__(self, layout: GraphLayout, layer: int, fail_at_layer: int | None, checkpoint_url=None,
-                 identity: str = ""):
+                 identity: str = "", lifted: bool = False):
         self.layout = layout
+        self.lifted = lifted  # table version 3: lifted cross edges and layer-1 counters
         self.layer = layer
         self.fail_at_layer = fail_at_layer
         self.checkpoint_url = checkpoint_url
@@ -68,8 +69,8 @@ class _BuildFn(beam.DoFn):
 
 
 class BuildLayer2Fn(_BuildFn):
-    def __init__(self, layout, reader, fail_at_layer=None, checkpoint_url=None, identity=""):
-        super().__init__(layout, 2, fail_at_layer, checkpoint_url, identity)
+    def __init__(self, layout, reader, fail_at_layer=None, checkpoint_url=None, identity="", lifted=False):
+        super().__init__(layout, 2, fail_at_layer, checkpoint_url, identity, lifted)
         self.reader = reader
 
     def setup(self):
@@ -82,7 +83,7 @@ class BuildLayer2Fn(_BuildFn):
         _count("layer2_storage_requests", self.reader.requests - requests_before)
         _count("layer2_storage_rounds", self.reader.rounds - rounds_before)
         read_done = time.perf_counter()
-        rows, summary, root_bound, stats = build_layer2(inputs, self.layout)
+        rows, summary, root_bound, stats = build_layer2(inputs, self.layout, lifted=self.lifted)
         rows.svs = stats.svs
         _count("layer2_read_us", (read_done - start) * 1e6)
         _count("layer2_us", (time.perf_counter() - start) * 1e6)
@@ -101,7 +102,10 @@ class BuildParentLayerFn(_BuildFn):
     def process(self, element, *checkpoints_below):  # side inputs only order the stages
         coord, summaries = element
         start = time.perf_counter()
-        rows, summary, root_bound, stats = build_parent_layer(self.layer, coord, summaries, self.layout)
+        rows, summary, root_bound, stats = build_parent_layer(self.layer, coord, summaries, self.layout,
+                                                              lifted=self.lifted)
+        if self.lifted:
+            _count(f"layer{self.layer}_lifted_edges", len(rows.lifted_node))
         _count(f"layer{self.layer}_us", (time.perf_counter() - start) * 1e6)
         _count(f"layer{self.layer}_nodes", stats.nodes)
         _count(f"layer{self.layer}_skipped_singletons", stats.skipped)
@@ -334,14 +338,16 @@ class BuildGraph(beam.PTransform):
     layer, and the completion proof over all of them. Returns the completion mark."""
 
     def __init__(self, layout: GraphLayout, reader, sink: SinkSpec, coords=None, fail_at_layer=None,
-                 top_layer=None, checkpoint_url=None, start_layer=2, resume=False):
+                 top_layer=None, checkpoint_url=None, start_layer=2, resume=False, pcg_version=2):
         """`coords`: only these layer-2 chunks; `top_layer`: stop after building this layer
         (then no roots are assigned) — together they make the `--test` run.
         `checkpoint_url`: save every layer's summaries there; `start_layer`: build from this
         layer on, reading layer `start_layer - 1`'s checkpoint and the proofs of the layers
         below (validated here, at once). `resume`: layer-2 chunks that the checkpoint records
-        as acknowledged for this run's identity are read back instead of rebuilt."""
+        as acknowledged for this run's identity are read back instead of rebuilt.
+        `pcg_version` 3: also the cells PyChunkedGraph 3.x adds (spec/table-format-v3.md)."""
         super().__init__()
+        self.lifted = pcg_version >= 3
         self.top_layer = top_layer or layout.layer_count
         self.layout = layout
         self.reader = reader
@@ -437,7 +443,7 @@ class BuildGraph(beam.PTransform):
             coords = coords | "SpreadChunks" >> beam.Reshuffle()
             built = coords | "BuildLayer2" >> beam.ParDo(
                 BuildLayer2Fn(layout, self.reader, self.fail_at_layer, self.checkpoint_url,
-                              self.sink.identity)).with_outputs(ROWS, ROOTS, SAVED, main="summary")
+                              self.sink.identity, self.lifted)).with_outputs(ROWS, ROOTS, SAVED, main="summary")
             proof = self._write_and_prove(built[ROWS], "Layer2", 2, completion.expected_chunks(layout, 2, self.coords),
                                           self.carried_acks)
             proofs.append(proof)
@@ -454,7 +460,7 @@ class BuildGraph(beam.PTransform):
                      | f"GroupLayer{layer}" >> beam.GroupByKey()
                      | f"BuildLayer{layer}" >> beam.ParDo(
                          BuildParentLayerFn(layout, layer, self.fail_at_layer, self.checkpoint_url,
-                                            self.sink.identity),
+                                            self.sink.identity, self.lifted),
                          *after).with_outputs(ROWS, ROOTS, SAVED, main="summary"))
             expected = completion.expected_chunks(
                 layout, layer, [tuple(int(c) >> 1 for c in self.coords[0])] if test else None)

@@ -45,6 +45,7 @@ class TableStructure:
         self.raw = read_all(open_table(graph_id))
         lc = layout.layer_count
         self.parent, self.children, self.cross, self.counters = {}, {}, {}, {}
+        self.layer1_counters = {}  # table version 3
         for key, cols in self.raw.items():
             for (fam, q), versions in cols.items():
                 assert len(versions) == 1, f"{key} {fam}:{q} has {len(versions)} versions"
@@ -54,7 +55,9 @@ class TableStructure:
             if key in (b"meta", b"version"):
                 continue
             if key.startswith(b"i"):
-                self.counters[key] = cells.decode_counter(cols[("1", b"counter")][0][0])
+                value = cells.decode_counter(cols[("1", b"counter")][0][0])
+                is_layer1 = b"_" not in key and int(layout.layer_of(np.uint64(int(key[1:])))) == 1
+                (self.layer1_counters if is_layer1 else self.counters)[key] = value
                 continue
             node = int(key)
             assert key == b"%020d" % node
@@ -90,6 +93,7 @@ class TableStructure:
                 leaves[n] = frozenset().union(*(leaves_of(k) for k in self.children[n]))
             return leaves[n]
 
+        self.leaves_of = leaves_of
         self.nodes = {(layer_of(n), leaves_of(n)) for n in self.children}
         self.ancestor_layers = {}
         for sv in self.svs:

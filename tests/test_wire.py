@@ -154,6 +154,12 @@ def random_rows(rng: random.Random, np_rng: np.random.Generator) -> Rows:
              for _ in range(rng.choice([1, 2, 20, 2100]))]
     cross.sort(key=lambda c: (c[0], c[1]))
     column = lambda k, dtype: np.array([c[k] for c in cross], dtype)
+    # lifted cross edges (family 4): rows [node, partner], on nodes with or without other cells
+    lifted_owners = np.concatenate([owners[:rng.randint(0, len(owners))], ids(rng.randint(0, 6))])
+    lifted = sorted({(int(node), layer, int(np_rng.integers(0, 1 << 63)))
+                     for node in lifted_owners for layer in rng.sample(range(2, 12), rng.randint(1, 3))
+                     for _ in range(rng.choice([1, 3, 40]))})
+    lifted_column = lambda k, dtype: np.array([c[k] for c in lifted], dtype)
     n_counters = rng.randint(0, 3)
     counter_chunks = np.array([rng.randrange(1 << 60) for _ in range(n_counters)], np.uint64)
     counter_buckets = np.array([rng.choice([-1, 0, rng.randrange(256)]) for _ in range(n_counters)], np.int64)
@@ -161,6 +167,8 @@ def random_rows(rng: random.Random, np_rng: np.random.Generator) -> Rows:
                 children_of=children_of, children=children,
                 cross_node=column(0, np.uint64), cross_layer=column(1, np.int64),
                 cross_own=column(2, np.uint64), cross_other=column(3, np.uint64),
+                lifted_node=lifted_column(0, np.uint64), lifted_layer=lifted_column(1, np.int64),
+                lifted_partner=lifted_column(2, np.uint64),
                 counter_chunks=counter_chunks, counter_buckets=counter_buckets,
                 counter_values=np.array([rng.randint(-(1 << 40), 1 << 40) for _ in range(n_counters)], np.int64))
 
@@ -179,6 +187,12 @@ def expected_cells(rows: Rows, ts: int):
         groups.setdefault((node, layer), []).extend([own, other])
     for (node, layer), pairs in groups.items():
         out.append((cells.row_key(node), "3", cells.cross_edges_qualifier(layer), ts, ("ids", tuple(pairs))))
+    lifted = {}
+    for node, layer, partner in zip(rows.lifted_node.tolist(), rows.lifted_layer.tolist(),
+                                    rows.lifted_partner.tolist()):
+        lifted.setdefault((node, layer), []).extend([node, partner])
+    for (node, layer), pairs in lifted.items():
+        out.append((cells.row_key(node), "4", b"cross_edges_%d" % layer, ts, ("ids", tuple(pairs))))
     for chunk, bucket, value in zip(rows.counter_chunks.tolist(), rows.buckets().tolist(), rows.counter_values.tolist()):
         key = b"i%020d" % chunk if bucket < 0 else b"i%020d_%d" % (chunk, bucket)  # spec/table-format.md
         out.append((key, "1", cells.COUNTER, ts, ("counter", value)))

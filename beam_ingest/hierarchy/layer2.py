@@ -94,12 +94,14 @@ def _distinct(a: np.ndarray, b: np.ndarray, size: int) -> tuple[np.ndarray, np.n
     return keys // size, keys % size
 
 
-def build_layer2(inputs: ChunkInputs, layout: GraphLayout, where: str = ""):
+def build_layer2(inputs: ChunkInputs, layout: GraphLayout, where: str = "", lifted: bool = False):
     """Build one layer-2 chunk.
 
     Returns `(rows, summary, root_bound, stats)`: the chunk's cells, what its layer-3
     parent needs (nodes with cross edges and those edges), the nodes whose parent is a
-    root (no cross edge at all), and counts for metrics.
+    root (no cross edge at all), and counts for metrics. With `lifted` (table version 3)
+    the rows also count the layer-1 chunk's largest segment id, and the summary starts
+    each edge's chain of holders.
 
     Every id of the chunk's inputs is replaced by its rank among them (one sort), so the
     rest works on small dense integers: no further searches over 64-bit ids.
@@ -172,9 +174,13 @@ def build_layer2(inputs: ChunkInputs, layout: GraphLayout, where: str = ""):
     members = Groups.from_labels(labels, svs, n_nodes)
     chunk_id = layout.chunk_id(2, x, y, z)
 
+    layer1 = Rows(chunk=where)
+    if lifted:
+        layer1.counter_chunks = np.array([layout.chunk_id(1, x, y, z)], np.uint64)
+        layer1.counter_values = np.array([int(layout.segment_of(svs.max(), 1))], np.int64)  # one chunk
     if layout.layer_count == 2:
         # The whole volume is this chunk: its components are the roots.
-        return Rows(chunk=where), Summary(), RootBound(int(chunk_id), members), stats
+        return layer1, Summary(), RootBound(int(chunk_id), members), stats
 
     node_ids = chunk_id | np.arange(1, n_nodes + 1, dtype=np.uint64)
 
@@ -192,12 +198,15 @@ def build_layer2(inputs: ChunkInputs, layout: GraphLayout, where: str = ""):
         node_ids=svs, parent_ids=node_ids[labels],
         children_of=node_ids, children=members,
         cross_node=edge_node, cross_own=own, cross_other=other, cross_layer=edge_layer,
-        counter_chunks=np.array([chunk_id], np.uint64), counter_values=np.array([n_nodes], np.int64),
+        counter_chunks=np.concatenate([layer1.counter_chunks, [chunk_id]]).astype(np.uint64),
+        counter_values=np.concatenate([layer1.counter_values, [n_nodes]]).astype(np.int64),
         chunk=where)
 
     has_edges = np.zeros(n_nodes, bool)
     has_edges[own_label] = True
     summary = Summary(node_ids[has_edges], edge_node, own, other, edge_layer)
+    if lifted:
+        summary.edge_chain = edge_node.reshape(-1, 1)
     lonely = node_ids[~has_edges]
     root_bound = RootBound(int(chunk_id), Groups(lonely, np.arange(len(lonely) + 1, dtype=np.int64)))
     return rows, summary, root_bound, stats

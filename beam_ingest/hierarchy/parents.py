@@ -24,13 +24,13 @@ class ParentStats:
 def mirrored_partners(summary: Summary, layer: int):
     """Edges of cross layer `layer` whose mirror copy is stored too.
 
-    Returns `(node, partner_node, n_dangling)`: one row per matched copy, pairing the node
-    holding `[a, b]` with the node holding `[b, a]`.
+    Returns `(row, partner_row, n_dangling)`: one pair per matched copy, the summary row of
+    `[a, b]` and the summary row of its mirror `[b, a]`.
     """
-    join = summary.edge_layer == layer
-    own, other, node = summary.edge_own[join], summary.edge_other[join], summary.edge_node[join]
+    join = np.flatnonzero(summary.edge_layer == layer)
+    own, other = summary.edge_own[join], summary.edge_other[join]
     if len(own) == 0:
-        return node, node, 0
+        return join, join, 0
     i_own, i_other, size = pair_keys(own, other)
     keys = i_own * size + i_other
     order = np.argsort(keys)
@@ -38,14 +38,34 @@ def mirrored_partners(summary: Summary, layer: int):
     wanted = i_other * size + i_own
     pos = np.minimum(np.searchsorted(keys_sorted, wanted), len(keys_sorted) - 1)
     found = keys_sorted[pos] == wanted
-    partner = node[order[pos[found]]]
-    return node[found], partner, int((~found).sum())
+    return join[found], join[order[pos[found]]], int((~found).sum())
 
 
-def build_parent_layer(layer: int, coord, summaries, layout: GraphLayout, where: str = ""):
+def lifted_edges(summary: Summary, row: np.ndarray, partner_row: np.ndarray, layer: int, layout: GraphLayout):
+    """The `cross_edges_<layer>` rows (table version 3) that the matched edges `row` (with
+    their mirrors `partner_row`) give every node on their holders' chains.
+
+    Column k of a chain is the edge end's holder at layer k + 2; the holder at layer c is a
+    node of layer c, or one of a lower layer carried past c as a singleton, which is the
+    highest ancestor at a layer <= c the spec asks for. Each node takes its rows at its own
+    layer. Returns `(node, layer, partner)` sorted by node, then partner, distinct.
+    """
+    own_chain, other_chain = summary.edge_chain[row], summary.edge_chain[partner_row]
+    width = own_chain.shape[1]
+    at = np.arange(2, 2 + width, dtype=np.int64)
+    own_layers = layout.layer_of(own_chain.reshape(-1)).reshape(own_chain.shape).astype(np.int64)
+    keep = own_layers == at  # the node's own layer, not a layer it is carried through
+    node, partner = own_chain[keep], other_chain[keep]
+    pairs = np.unique(np.stack([node, partner], axis=1), axis=0)
+    return pairs[:, 0].copy(), np.full(len(pairs), layer, np.int64), pairs[:, 1].copy()
+
+
+def build_parent_layer(layer: int, coord, summaries, layout: GraphLayout, where: str = "", lifted: bool = False):
     """Build chunk `coord` of `layer` from its children's summaries.
 
-    Returns `(rows, summary, root_bound, stats)` like `build_layer2`.
+    Returns `(rows, summary, root_bound, stats)` like `build_layer2`. With `lifted` (table
+    version 3) the rows also hold the `cross_edges_<layer - 1>` cells of every node below
+    whose edges join here, and the summary extends each edge's chain of holders.
     """
     where = where or f"layer-{layer} chunk {tuple(coord)}"
     merged = Summary.concat(summaries)
@@ -56,7 +76,12 @@ def build_parent_layer(layer: int, coord, summaries, layout: GraphLayout, where:
     if len(nodes) > 1 and np.any(nodes[1:] == nodes[:-1]):
         raise RuntimeError(f"{where}: a child node arrived twice (duplicate summaries)")
 
-    node_a, node_b, stats.dangling_edges = mirrored_partners(merged, layer - 1)
+    row_a, row_b, stats.dangling_edges = mirrored_partners(merged, layer - 1)
+    node_a, node_b = merged.edge_node[row_a], merged.edge_node[row_b]
+    lifted_rows = {}
+    if lifted:
+        names = ("lifted_node", "lifted_layer", "lifted_partner")
+        lifted_rows = dict(zip(names, lifted_edges(merged, row_a, row_b, layer - 1, layout)))
     labels = components(len(nodes), np.searchsorted(nodes, node_a), np.searchsorted(nodes, node_b))
     n_comp = int(labels.max()) + 1
     sizes = np.bincount(labels, minlength=n_comp)
@@ -71,7 +96,7 @@ def build_parent_layer(layer: int, coord, summaries, layout: GraphLayout, where:
     if layer == layout.layer_count:
         stats.root_bound = n_comp
         chunk = int(layout.chunk_id(layer, *coord))
-        return Rows(chunk=where), Summary(), RootBound(chunk, members), stats
+        return Rows(chunk=where, **lifted_rows), Summary(), RootBound(chunk, members), stats
 
     gets_parent = (sizes >= 2) | (comp_min_layer == layer)
     carried = ~gets_parent & (comp_min_layer != NO_LAYER)
@@ -88,7 +113,7 @@ def build_parent_layer(layer: int, coord, summaries, layout: GraphLayout, where:
     child_parents = np.repeat(parent_ids, np.diff(children.offsets))
 
     rows = Rows(node_ids=child_ids, parent_ids=child_parents,
-                children_of=parent_ids, children=children, chunk=where)
+                children_of=parent_ids, children=children, chunk=where, **lifted_rows)
     if n_parents:
         rows.counter_chunks = np.array([chunk_id], np.uint64)
         rows.counter_values = np.array([n_parents], np.int64)
@@ -100,6 +125,8 @@ def build_parent_layer(layer: int, coord, summaries, layout: GraphLayout, where:
     up_nodes = np.concatenate([parent_ids[parent_has_edges], members.firsts()[carried]])
     summary = Summary(np.sort(up_nodes), edge_holder, merged.edge_own[remaining],
                       merged.edge_other[remaining], merged.edge_layer[remaining])
+    if lifted:
+        summary.edge_chain = np.concatenate([merged.edge_chain[remaining], edge_holder.reshape(-1, 1)], axis=1)
 
     to_root = np.sort(np.concatenate([parent_ids[~parent_has_edges], members.firsts()[lonely]]))
     stats.nodes = n_parents

@@ -18,21 +18,30 @@ class Summary:
 
     `nodes` still need a parent above this layer; `edge_*` are their remaining atomic
     cross edges, one row per edge: the node holding it, its own SV, the SV in the other
-    chunk, and the edge's cross layer.
+    chunk, and the edge's cross layer. With lifted edges (table version 3) `edge_chain`
+    holds each edge's holders so far, one column per layer 2, 3, ... (a node carried
+    past a layer as a singleton repeats); otherwise it has no columns.
     """
     nodes: np.ndarray = dataclasses.field(default_factory=_empty_u64)
     edge_node: np.ndarray = dataclasses.field(default_factory=_empty_u64)
     edge_own: np.ndarray = dataclasses.field(default_factory=_empty_u64)
     edge_other: np.ndarray = dataclasses.field(default_factory=_empty_u64)
     edge_layer: np.ndarray = dataclasses.field(default_factory=lambda: np.empty(0, np.int64))
+    edge_chain: np.ndarray = dataclasses.field(default_factory=lambda: np.empty((0, 0), _U64))
 
     @classmethod
     def concat(cls, parts) -> "Summary":
         parts = list(parts)
         if not parts:
             return cls()
-        return cls(*(np.concatenate([getattr(p, f.name) for p in parts])
-                     for f in dataclasses.fields(cls)))
+        width = max(p.edge_chain.shape[1] for p in parts)
+        fields = [f.name for f in dataclasses.fields(cls) if f.name != "edge_chain"]
+        out = cls(*(np.concatenate([getattr(p, name) for p in parts]) for name in fields))
+        chains = [p.edge_chain for p in parts if len(p.edge_chain)]
+        if chains and any(c.shape[1] != width for c in chains):
+            raise ValueError("summaries of different layers cannot be merged")
+        out.edge_chain = np.concatenate(chains) if chains else np.empty((0, width), _U64)
+        return out
 
 
 @dataclasses.dataclass
@@ -109,10 +118,17 @@ class Rows:
     counter_chunks: np.ndarray = dataclasses.field(default_factory=_empty_u64)
     counter_values: np.ndarray = dataclasses.field(default_factory=lambda: np.empty(0, np.int64))
     counter_buckets: np.ndarray | None = None  # None: -1 for every counter (chunk counters)
+    # lifted cross edges (table version 3): node `lifted_node[i]` gets the row
+    # `[lifted_node[i], lifted_partner[i]]` in its `cross_edges_<lifted_layer[i]>` cell; sorted
+    # by node, layer, partner, distinct.
+    lifted_node: np.ndarray = dataclasses.field(default_factory=_empty_u64)
+    lifted_layer: np.ndarray = dataclasses.field(default_factory=lambda: np.empty(0, np.int64))
+    lifted_partner: np.ndarray = dataclasses.field(default_factory=_empty_u64)
     chunk: str = ""  # for messages: "layer-L chunk (x, y, z)"
     done: list = dataclasses.field(default_factory=list)  # [(layer, coord)] this batch completes
     svs: int = 0  # supervoxels read for this batch (layer 2), for the completion proof
-    # After `concat`: rows of each part (node_ids, children_of, cross_node, counter_chunks), per part.
+    # After `concat`: rows of each part (node_ids, children_of, cross_node, counter_chunks,
+    # lifted_node), per part.
     part_sizes: np.ndarray | None = None
 
     @classmethod
@@ -121,15 +137,15 @@ class Rows:
         if len(parts) == 1:
             return parts[0]
         arrays = ("node_ids", "parent_ids", "children_of", "cross_node", "cross_own", "cross_other", "cross_layer",
-                  "counter_chunks", "counter_values")
+                  "counter_chunks", "counter_values", "lifted_node", "lifted_layer", "lifted_partner")
         out = cls(**{name: np.concatenate([getattr(p, name) for p in parts]) for name in arrays})
         out.counter_buckets = np.concatenate([p.buckets() for p in parts])
         out.children = Groups.concat([p.children for p in parts])
         out.chunk = f"{len(parts)} chunks"
         out.done = [d for p in parts for d in p.done]
         out.svs = sum(p.svs for p in parts)
-        out.part_sizes = np.array([[len(p.node_ids), len(p.children_of), len(p.cross_node), len(p.counter_chunks)]
-                                   for p in parts], np.int64).reshape(-1, 4)
+        out.part_sizes = np.array([[len(p.node_ids), len(p.children_of), len(p.cross_node), len(p.counter_chunks),
+                                    len(p.lifted_node)] for p in parts], np.int64).reshape(-1, 5)
         return out
 
     def buckets(self) -> np.ndarray:
@@ -139,15 +155,16 @@ class Rows:
         return np.asarray(self.counter_buckets, np.int64)
 
     def part_labels(self):
-        """For node_ids, children_of, cross_node and counter_chunks: the part each row came from."""
+        """For node_ids, children_of, cross_node, counter_chunks and lifted_node: the part each
+        row came from."""
         sizes = self.part_sizes
         if sizes is None:
             sizes = np.array([[len(self.node_ids), len(self.children_of), len(self.cross_node),
-                               len(self.counter_chunks)]], np.int64)
+                               len(self.counter_chunks), len(self.lifted_node)]], np.int64)
         index = np.arange(len(sizes), dtype=np.int32)
-        return tuple(np.repeat(index, sizes[:, k]) for k in range(4))
+        return tuple(np.repeat(index, sizes[:, k]) for k in range(5))
 
     def row_count(self) -> int:
         """Distinct row keys written (a node row may carry several cells)."""
-        nodes = np.unique(np.concatenate([self.node_ids, self.children_of, self.cross_node]))
+        nodes = np.unique(np.concatenate([self.node_ids, self.children_of, self.cross_node, self.lifted_node]))
         return len(nodes) + len(self.counter_chunks)

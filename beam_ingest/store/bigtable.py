@@ -25,8 +25,6 @@ RETRYABLE_CODES = {4, 8, 10, 13, 14}  # DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, A
 TRANSIENT_EXCEPTIONS = (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.ResourceExhausted,
                         gexc.Aborted, gexc.InternalServerError)
 
-VERSION_STRING = "2.0.0"
-
 # Retries of failed rows: exponential backoff from INITIAL_BACKOFF_S, capped at MAX_BACKOFF_S.
 MAX_ATTEMPTS = 8
 INITIAL_BACKOFF_S = 0.1
@@ -46,13 +44,18 @@ class WriteError(RuntimeError):
     """Rows that could not be written after all retries."""
 
 
-def family_rules():
-    return {
+def family_rules(pcg_version: int = 2):
+    """Column families and GC rules of a table of `pcg_version` (3 adds family 4; family 3
+    keeps no GC rule: a MaxAge would expire the ingest's atomic cross edges)."""
+    rules = {
         cells.FAMILY_HIERARCHY: None,
         cells.FAMILY_COUNTERS: column_family.MaxVersionsGCRule(1),
         cells.FAMILY_OPERATIONS: None,
         cells.FAMILY_CROSS_EDGES: None,
     }
+    if pcg_version >= 3:
+        rules[cells.FAMILY_LIFTED] = None
+    return rules
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,10 +206,10 @@ def table_exists(table, deadline_s: float = REACH_DEADLINE_S) -> bool:
         return False
 
 
-def create_table(table, split_keys=()) -> None:
+def create_table(table, split_keys=(), pcg_version: int = 2) -> None:
     """Create the table with its families; AlreadyExists (another launcher was faster) -> TableError."""
     try:
-        table.create(initial_split_keys=list(split_keys), column_families=family_rules())
+        table.create(initial_split_keys=list(split_keys), column_families=family_rules(pcg_version))
     except gexc.AlreadyExists:
         raise TableError(f"table {table.table_id!r} was created by another launcher at the same moment: one "
                          "launcher per graph") from None

@@ -26,6 +26,14 @@ def cross_edges_qualifier(layer: int) -> bytes:
     return b"atomic_cross_edges_%d" % int(layer)
 
 
+FAMILY_LIFTED = "4"  # PyChunkedGraph 3.x: cross edges lifted to every non-root node
+VERSION_STRINGS = {2: "2.0.0", 3: "3.1.7"}  # the `0:version` cell per table version
+
+
+def lifted_qualifier(layer: int) -> bytes:
+    return b"cross_edges_%d" % int(layer)
+
+
 def row_key(node_id) -> bytes:
     return b"%020d" % int(node_id)
 

@@ -188,11 +188,11 @@ def node_entries(owner: np.ndarray, prefix_index: np.ndarray, prefixes: list[byt
 def encode_rows(rows, timestamp_micros: int, compressor=None) -> EncodedEntries:
     """Every cell of a `Rows` batch as serialized entries.
 
-    Parents are entries of their own; a node's children and cross-edge cells share one
-    entry (MutateRows allows several entries for a row, and these cells are independent).
+    Parents are entries of their own; a node's children, cross-edge and lifted cross-edge
+    cells share one entry (MutateRows allows several entries for a row, and these cells are independent).
     """
     compressor = compressor or zstandard.ZstdCompressor(level=cells.ZSTD_LEVEL)
-    node_labels, children_labels, cross_labels, counter_labels = rows.part_labels()
+    node_labels, children_labels, cross_labels, counter_labels, lifted_labels = rows.part_labels()
     parts = []
     if len(rows.node_ids):
         parts.append(parent_entries(rows.node_ids, rows.parent_ids, timestamp_micros))
@@ -204,19 +204,25 @@ def encode_rows(rows, timestamp_micros: int, compressor=None) -> EncodedEntries:
         owner_labels.append(children_labels)
         prefix_index.append(np.zeros(len(rows.children_of), np.int64))
         values.append(id_arrays(rows.children.values, rows.children.offsets, compressor))
-    if len(rows.cross_node):
-        change = np.flatnonzero((rows.cross_node[1:] != rows.cross_node[:-1])
-                                | (rows.cross_layer[1:] != rows.cross_layer[:-1])) + 1
+    edge_sets = ((cells.FAMILY_CROSS_EDGES, cells.cross_edges_qualifier, rows.cross_node, rows.cross_layer,
+                  rows.cross_own, rows.cross_other, cross_labels),
+                 (cells.FAMILY_LIFTED, cells.lifted_qualifier, rows.lifted_node, rows.lifted_layer,
+                  rows.lifted_node, rows.lifted_partner, lifted_labels))
+    for family, qualifier, node, layer_of_row, own, other, labels in edge_sets:
+        if not len(node):
+            continue
+        # one cell per (node, layer) run: its rows `[own, other]` as one id array
+        change = np.flatnonzero((node[1:] != node[:-1]) | (layer_of_row[1:] != layer_of_row[:-1])) + 1
         starts = np.concatenate([[0], change])
-        offsets = np.concatenate([starts, [len(rows.cross_node)]])
-        layers = rows.cross_layer[starts]
-        for layer in np.unique(layers).tolist():
-            prefixes.append(cell_prefix(cells.FAMILY_CROSS_EDGES, cells.cross_edges_qualifier(layer),
-                                        timestamp_micros))
-        owners.append(rows.cross_node[starts])
-        owner_labels.append(cross_labels[starts])
-        prefix_index.append(np.searchsorted(np.unique(layers), layers) + 1)
-        pairs = np.stack([rows.cross_own, rows.cross_other], axis=1).reshape(-1)
+        offsets = np.concatenate([starts, [len(node)]])
+        layers = layer_of_row[starts]
+        distinct = np.unique(layers)
+        first_prefix = len(prefixes)
+        prefixes += [cell_prefix(family, qualifier(layer), timestamp_micros) for layer in distinct.tolist()]
+        owners.append(node[starts])
+        owner_labels.append(labels[starts])
+        prefix_index.append(np.searchsorted(distinct, layers) + first_prefix)
+        pairs = np.stack([own, other], axis=1).reshape(-1)
         values.append(id_arrays(pairs, offsets * 2, compressor))
     if owners:
         owner = np.concatenate(owners)

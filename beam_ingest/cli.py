@@ -87,7 +87,8 @@ def describe_chain(table, sv: int) -> list[str]:
             raise CommandError(f"node {node_id} (layer {layer}, the parent named on the line above) has no row in "
                                f"table {table.table_id!r}: the table is incomplete", code=1)
         kids = "" if node["children"] is None else f"  children: {len(node['children'])}"
-        edges = "".join(f"  cross_edges_{k}: {len(v)}" for k, v in sorted(node["cross_edges"].items()))
+        edges = "".join(f"  atomic_cross_edges_{k}: {len(v)}" for k, v in sorted(node["cross_edges"].items()))
+        edges += "".join(f"  4:cross_edges_{k}: {len(v)}" for k, v in sorted(node["lifted"].items()))
         coord = tuple(int(v) for v in layout.coords_of(np.uint64(node_id), max(layer, 1))[0])
         lines.append(f"layer {layer:>2}  {node_id}  chunk {coord}{kids}{edges}")
         node_id = node["parent"]
@@ -284,7 +285,11 @@ def cmd_verify(args):
     completion, _ = table_completion(args.graph_id, target.project, target.instance)
     print(completion.replace("table   : ", "completion: "))
     ds = plan.settings.data_source
-    report = verify(table, plan.layout, PrecomputedReader(ds.EDGES, ds.COMPONENTS), args.sample, args.seed)
+    version = read_cell(table, cells.VERSION_ROW, cells.FAMILY_HIERARCHY, cells.VERSION)
+    pcg_version = 3 if version is not None and version[0].startswith(b"3.") else 2
+    print(f"table version: {version[0].decode(errors='replace') if version else '(none)'}")
+    report = verify(table, plan.layout, PrecomputedReader(ds.EDGES, ds.COMPONENTS), args.sample, args.seed,
+                    pcg_version=pcg_version)
     print(report.format())
     return 0 if report.ok and ": complete" in completion else 1
 

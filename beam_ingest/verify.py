@@ -6,6 +6,11 @@ nodes, each node's children, its atomic cross edges, the chunk's counter. Then t
 of every active edge of the chunk must share a root; where they do not, the mirror copy of
 the edge is looked up in the partner chunk's inputs: a one-sided edge joins nothing by the
 rules (counted), a mirrored one is a mismatch. Cost grows with the sample, not the brain.
+
+Tables of version 3 (spec/table-format-v3.md): also each sampled chunk's layer-1 counter,
+its layer-2 nodes' family-4 cells exactly (`[X, partner's layer-2 node]` for every matched
+atomic edge), and for the ancestors of those nodes that each matched edge's row is in their
+`cross_edges_<l>` cell.
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ class Report:
     edges_checked: int = 0
     one_sided: int = 0
     mismatches: list = dataclasses.field(default_factory=list)
+    lifted_checked: int = 0  # family-4 cells compared (version 3)
 
     @property
     def ok(self) -> bool:
@@ -36,7 +42,8 @@ class Report:
     def format(self) -> str:
         lines = [f"checked {len(self.chunks)} layer-2 chunk(s) ({self.empty_chunks} sampled chunk(s) had no input), "
                  f"{sum(c[1] for c in self.chunks)} SVs, {sum(c[2] for c in self.chunks)} layer-2 nodes, "
-                 f"{self.edges_checked} active cross-chunk edges ({self.one_sided} one-sided, tolerated)"]
+                 f"{self.edges_checked} active cross-chunk edges ({self.one_sided} one-sided, tolerated)"
+                 + (f", {self.lifted_checked} lifted cross-edge cells (version 3)" if self.lifted_checked else "")]
         for coord, svs, nodes in self.chunks:
             lines.append(f"  chunk {coord}: {svs} SVs, {nodes} nodes")
         if self.mismatches:
@@ -98,7 +105,7 @@ def _sample_coords(layout, n: int, seed: int):
     return [(i // (ny * nz), (i // nz) % ny, i % nz) for i in order]
 
 
-def verify(table, layout, reader, sample: int = 10, seed: int = 0, coords=None) -> Report:
+def verify(table, layout, reader, sample: int = 10, seed: int = 0, coords=None, pcg_version: int = 2) -> Report:
     report = Report()
     view = TableView(table)
     inputs_cache = {}
@@ -112,13 +119,76 @@ def verify(table, layout, reader, sample: int = 10, seed: int = 0, coords=None) 
     for coord in candidates:
         if len(report.chunks) >= (len(candidates) if coords is not None else sample):
             break
-        rows, _, root_bound, stats = build_layer2(inputs_of(coord), layout)
+        rows, _, root_bound, stats = build_layer2(inputs_of(coord), layout, lifted=pcg_version >= 3)
         if stats.svs == 0:
             report.empty_chunks += 1
             continue
         _check_chunk(coord, rows, root_bound, stats, layout, view, report)
         _check_roots(coord, rows, root_bound, layout, view, report, inputs_of)
+        if pcg_version >= 3:
+            _check_lifted(coord, rows, layout, view, report)
     return report
+
+
+def _check_lifted(coord, rows, layout, view, report):
+    """Version 3 cells of one chunk: its layer-1 counter, and family 4 from its matched edges."""
+    layer1 = cells.counter_key(layout.chunk_id(1, *coord))
+    want = {int(c): int(v) for c, v in zip(rows.counter_chunks.tolist(), rows.counter_values.tolist())}
+    got = view.counter(layer1)
+    if got != want.get(int(layout.chunk_id(1, *coord))):
+        report.mismatches.append(f"chunk {coord}: layer-1 counter {got}, expected the chunk's largest segment id "
+                                 f"{want.get(int(layout.chunk_id(1, *coord)))}")
+    if layout.layer_count == 2:
+        return
+    own, other, layers = rows.cross_own, rows.cross_other, rows.cross_layer
+    ends = view.fetch(np.concatenate([own, other]).tolist())
+    l2_of = {sv: (None if row is None else row["parent"]) for sv, row in ends.items()}
+    partners = view.fetch({l2_of[b] for b in other.tolist() if l2_of[b] is not None})
+    expected = {}  # (X, l) -> rows, for the chunk's layer-2 nodes
+    matched = []
+    for a, b, l in zip(own.tolist(), other.tolist(), layers.tolist()):
+        y = l2_of[b]
+        stored = partners.get(y) if y is not None else None
+        mirror = stored is not None and l in stored["cross_edges"] and \
+            bool(np.any(np.all(stored["cross_edges"][l] == (b, a), axis=1)))
+        if mirror:
+            expected.setdefault((l2_of[a], l), set()).add((l2_of[a], y))
+            matched.append((a, b, l))
+    svs = view.fetch(rows.node_ids.tolist())  # every layer-2 node of the chunk, edges or not
+    nodes = view.fetch({row["parent"] for row in svs.values() if row is not None and row["parent"] is not None})
+    for x, row in nodes.items():
+        got = {l: set(map(tuple, v.tolist())) for l, v in ({} if row is None else row["lifted"]).items()}
+        want = {l: r for (node, l), r in expected.items() if node == x}
+        report.lifted_checked += len(want)
+        if got != want:
+            report.mismatches.append(f"chunk {coord}: lifted cross edges (family 4) of layer-2 node {x} differ from "
+                                     f"its matched atomic edges (layers {sorted(got)} vs {sorted(want)})")
+    # ancestors: each holds the row of every matched edge below it (A: b's highest ancestor at its layer or below)
+    for a, b, l in matched:
+        chain_a, chain_b = _ancestors(view, a, layout), _ancestors(view, b, layout)
+        for x in chain_a[1:]:
+            c = int(layout.layer_of(np.uint64(x)))
+            if c == 2 or c > l:
+                continue
+            partner = max((n for n in chain_b if int(layout.layer_of(np.uint64(n))) <= c),
+                          key=lambda n: int(layout.layer_of(np.uint64(n))))
+            cell = (view.fetch([x])[x] or {"lifted": {}})["lifted"].get(l)
+            report.lifted_checked += 1
+            if cell is None or not np.any(np.all(cell == (x, partner), axis=1)):
+                report.mismatches.append(f"chunk {coord}: node {x} (layer {c}) lacks the lifted row [{x}, {partner}] "
+                                         f"of edge ({a}, {b}) in its cross_edges_{l} cell")
+
+
+def _ancestors(view, sv: int, layout) -> list[int]:
+    """The node ids above `sv`, from its layer-2 node up (parents read from the table)."""
+    out, node = [], sv
+    for _ in range(64):
+        row = view.fetch([node])[node]
+        if row is None or row["parent"] is None:
+            break
+        node = row["parent"]
+        out.append(node)
+    return out
 
 
 def _expected_groups(rows, root_bound, layout):

@@ -128,3 +128,70 @@ def test_continue_refuses_to_mix_versions(dataset, graph_id):
         run_ingest(dataset["config"], graph_id, "--fail_at_layer=3")
     with pytest.raises(TableError, match=r"--pcg_version=3.*version 2\.0\.0"):
         run_ingest(dataset["config"], graph_id, "--pcg_version=3", "--if_exists=continue", timestamp=None)
+
+
+@pytest.fixture(scope="module")
+def verified(tmp_path_factory):
+    """A version-3 table of a 4x3x2 dataset (all chunks sampled by `verify --sample 24`)."""
+    import itertools
+    info = generate(str(tmp_path_factory.mktemp("v3verify") / "data"),
+                    SyntheticSpec(chunks=(4, 3, 2), svs_per_chunk=30, seed=9, empty_chunk_fraction=0))
+    return info, itertools.count()
+
+
+def _v3_table(verified, graph_id):
+    info, ids = verified
+    name = f"{graph_id}-{next(ids)}"
+    _, _, plan = run_ingest(info["config"], name, "--pcg_version=3")
+    return info, name, TableStructure(name, plan.layout), plan.layout
+
+
+def _verify(info, name, capsys):
+    from beam_ingest.cli import main as cli
+    code = cli(["verify", "--config", info["config"], "--graph_id", name, "--sample", "24"])
+    return code, capsys.readouterr().out
+
+
+def _lifted_cells(table, layout, layer):
+    return [(node, fam_q, versions[0][0]) for key, cols in table.raw.items() if key[:1].isdigit()
+            for fam_q, versions in cols.items() if fam_q[0] == "4"
+            for node in [int(key)] if int(layout.layer_of(np.uint64(node))) == layer]
+
+
+def test_verify_checks_v3_cells(verified, graph_id, capsys):
+    from test_verify import damage
+    info, name, table, layout = _v3_table(verified, graph_id)
+    code, out = _verify(info, name, capsys)
+    assert code == 0, out
+    assert "table version: 3.1.7" in out and "lifted cross-edge cells (version 3)" in out
+    # a layer-2 node's family-4 cell loses a row
+    node, (fam, q), value = _lifted_cells(table, layout, 2)[0]
+    rows = cells.decode_edges(value)
+    damage(name, cells.row_key(node), fam, q, cells.encode_ids(rows[1:].reshape(-1) if len(rows) > 1
+                                                              else np.array([node, node], np.uint64)))
+    code, out = _verify(info, name, capsys)
+    assert code == 1 and f"lifted cross edges (family 4) of layer-2 node {node} differ" in out
+
+
+def test_verify_finds_damaged_ancestor_and_counter(verified, graph_id, capsys):
+    from test_verify import damage
+    info, name, table, layout = _v3_table(verified, graph_id)
+    node, (fam, q), value = _lifted_cells(table, layout, 3)[0]
+    damage(name, cells.row_key(node), fam, q, cells.encode_ids(np.array([node, node], np.uint64)))
+    code, out = _verify(info, name, capsys)
+    assert code == 1 and f"node {node} (layer 3) lacks the lifted row" in out
+    info, name, table, layout = _v3_table(verified, graph_id)
+    key = next(iter(table.layer1_counters))
+    damage(name, key, "1", b"counter", cells.encode_counter(table.layer1_counters[key] + 5))
+    code, out = _verify(info, name, capsys)
+    assert code == 1 and "layer-1 counter" in out
+
+
+def test_inspect_shows_family_4(verified, graph_id, capsys):
+    from beam_ingest.cli import main as cli
+    info, name, table, layout = _v3_table(verified, graph_id)
+    node = _lifted_cells(table, layout, 2)[0][0]
+    sv = table.children[node][0]
+    assert cli(["inspect", "--graph_id", name, "--sv", str(sv)]) == 0
+    out = capsys.readouterr().out
+    assert "4:cross_edges_" in out and "atomic_cross_edges_" in out

@@ -7,7 +7,8 @@ from . import cells
 
 
 def read_node(table, node_id):
-    """`{"parent": id|None, "children": array|None, "cross_edges": {layer: (n,2) array}}` or None."""
+    """`{"parent": id|None, "children": array|None, "cross_edges": {layer: (n,2) array},
+    "lifted": {layer: (n,2) array}}` (family 4, table version 3) or None."""
     row = table.read_row(cells.row_key(node_id), filter_=row_filters.CellsColumnLimitFilter(1))
     if row is None:
         return None
@@ -16,7 +17,7 @@ def read_node(table, node_id):
 
 def decode_row(row):
     hierarchy = row.cells.get(cells.FAMILY_HIERARCHY, {})
-    out = {"parent": None, "children": None, "cross_edges": {}}
+    out = {"parent": None, "children": None, "cross_edges": {}, "lifted": {}}
     if cells.PARENTS in hierarchy:
         out["parent"] = cells.decode_id(hierarchy[cells.PARENTS][0].value)
     if cells.CHILDREN in hierarchy:
@@ -25,6 +26,10 @@ def decode_row(row):
     for qualifier, found in row.cells.get(cells.FAMILY_CROSS_EDGES, {}).items():
         if qualifier.startswith(prefix):
             out["cross_edges"][int(qualifier[len(prefix):])] = cells.decode_edges(found[0].value)
+    lifted = b"cross_edges_"
+    for qualifier, found in row.cells.get(cells.FAMILY_LIFTED, {}).items():
+        if qualifier.startswith(lifted):
+            out["lifted"][int(qualifier[len(lifted):])] = cells.decode_edges(found[0].value)
     return out
 
 

@@ -65,6 +65,7 @@ class _BuildFn(beam.DoFn):
                                       checkpoint.encode_summary(parent, summary, self.identity))
                 yield beam.pvalue.TaggedOutput(SAVED, ("summaries", 1))
             # even when empty, so that every parent chunk is built (and counted done)
+            _count("summary_bytes", sum(a.nbytes for a in vars(summary).values()))
             yield parent, summary
 
 

@@ -69,6 +69,12 @@ def check_restart_options(opts, layout):
 
 def make_reader(plan, raw: bool):
     ds = plan.settings.data_source
+    if plan.segmentation is not None:
+        from beam_ingest.inputs.volumes import SegmentationReader
+        ic = plan.settings.ingest
+        return SegmentationReader(plan.layout, ds.CV_MIP, ic.SUPERVOXELS, ds.WATERSHED, ds.EDGES, ds.COMPONENTS,
+                                  objects=ic.OBJECTS, affinities=ic.AFFINITIES, sv_map=ic.SV_MAP,
+                                  in_place=plan.segmentation["in_place"])
     if raw:
         return RawReader(plan.settings.ingest.AGGLOMERATION, plan.layout, ds.DATA_VERSION, plan.resolution,
                          ds.EDGES, ds.COMPONENTS)
@@ -78,8 +84,10 @@ def make_reader(plan, raw: bool):
 def print_test_chunks(plan, coords, raw=False):
     """The per-chunk edge counts a `--test` run starts with (all and active, like the seed's)."""
     from beam_ingest.hierarchy.layer2 import build_layer2
-    reader = make_reader(plan, raw)
     print(f"test run of {len(coords)} layer-2 chunks at the centre, into table {plan.graph_id}")
+    if plan.segmentation is not None:
+        return  # their edges are computed (and written) by the run itself
+    reader = make_reader(plan, raw)
     for coord in coords:
         stats = build_layer2(reader.read(coord), plan.layout)[3]
         print(f"  chunk {coord}: {stats.edges} edges ({stats.active_edges} active), {stats.svs} SVs, "
@@ -116,7 +124,9 @@ def run(argv=None):
         options.view_as(SetupOptions).save_main_session = False  # DoFns live in the package
 
     graph_id = opts.graph_id + "-test" if opts.test else opts.graph_id
-    plan = plan_ingest(opts.config, graph_id, raw=opts.raw)
+    if opts.raw and opts.from_segmentation:
+        raise ConfigError("--raw and --from_segmentation: choose one input")
+    plan = plan_ingest(opts.config, graph_id, raw=opts.raw, segmentation=opts.from_segmentation)
     layout = plan.layout
     check_restart_options(opts, layout)
     coords = top_layer = None
@@ -133,13 +143,16 @@ def run(argv=None):
             from beam_ingest.store.bigtable import resolve_target
             plan.target = resolve_target(plan.project, plan.instance)
         from beam_ingest.store.table_state import RunRecord, run_inputs
-        identity = RunRecord(plan.graph_id, ingest_ms, "none", run_inputs(plan.settings, opts.raw,
-                                                                                 opts.pcg_version)).identity
+        identity = RunRecord(plan.graph_id, ingest_ms, "none", run_inputs(
+            plan.settings, opts.raw, opts.pcg_version, plan.segmentation is not None)).identity
     else:
         state = prepare_table(plan, opts.if_exists, opts.ingest_timestamp, opts.table_splits, opts.raw,
                               restart_layer=opts.start_layer if opts.start_layer > 2 else None,
                               pcg_version=opts.pcg_version)
         ingest_ms, identity = plan.ingest_ms, state.record.identity
+    if plan.segmentation is not None and plan.segmentation["watershed_info"] is not None and not dry_run:
+        from beam_ingest.inputs.volumes import create_watershed
+        create_watershed(plan.settings.data_source.WATERSHED, plan.segmentation["watershed_info"])
     try:
         if state is not None and state.complete is not None:
             log.info("table %s is complete already (proven by an earlier run of this graph): nothing to do",

@@ -40,7 +40,11 @@ class BackendConfig:
 
 @dataclasses.dataclass(frozen=True)
 class IngestConfig:
-    AGGLOMERATION: str | None = None
+    AGGLOMERATION: str | None = None  # raw agglomeration (--raw)
+    SUPERVOXELS: str | None = None    # --from_segmentation inputs (spec/segmentation-input.md)
+    OBJECTS: str | None = None
+    AFFINITIES: str | None = None
+    SV_MAP: str | None = None         # --from_segmentation output: per chunk, new id -> original id
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,7 +166,8 @@ def parse_config(raw: Any) -> Settings:
         raise ConfigError("backend_client.CONFIG.READ_ONLY: must be false for an ingest (it writes the table)")
 
     ic = _Section(raw.get("ingest_config"), "ingest_config")
-    ingest = IngestConfig(AGGLOMERATION=ic.get("AGGLOMERATION", str, default=None))
+    ingest = IngestConfig(**{key: ic.get(key, str, default=None)
+                             for key in ("AGGLOMERATION", "SUPERVOXELS", "OBJECTS", "AFFINITIES", "SV_MAP")})
     ic.check_unknown()
 
     return Settings(data_source=data_source, graph_config=graph, backend=backend, ingest=ingest)

@@ -27,15 +27,18 @@ class IngestPlan:
     resolution: tuple = (1.0, 1.0, 1.0)
     ingest_ms: int | None = None
     pcg_version: int = 2  # the PyChunkedGraph table version written (2 or 3)
+    segmentation: dict | None = None  # --from_segmentation: volumes.check_segmentation_volumes' plan
     target: object = None  # the bigtable.Target, resolved once by the launcher
 
 
-def plan_ingest(config_path: str, graph_id: str, raw: bool = False) -> IngestPlan:
+def plan_ingest(config_path: str, graph_id: str, raw: bool = False, segmentation: bool = False) -> IngestPlan:
     """Cheap checks first: config, watershed info, bit budget. Raises with a clear message."""
     from .options import check_graph_id
     check_graph_id(graph_id)
     settings = load_config(config_path)
     ds = settings.data_source
+    if segmentation:
+        return _plan_segmentation(graph_id, settings)
     if raw and not settings.ingest.AGGLOMERATION:
         raise ConfigError("ingest_config.AGGLOMERATION: required key is missing (--raw reads the raw agglomeration)")
     if not raw and (not ds.EDGES or not ds.COMPONENTS):
@@ -52,13 +55,24 @@ def plan_ingest(config_path: str, graph_id: str, raw: bool = False) -> IngestPla
                       ws.resolution)
 
 
-def layout_for(graph_config, data_source):
-    """The layout from a graph config and the watershed info its data source names.
+def _plan_segmentation(graph_id, settings) -> IngestPlan:
+    from .inputs.volumes import check_segmentation_volumes
+    ds = settings.data_source
+    checked = check_segmentation_volumes(settings, ds.CV_MIP, settings.graph_config.CHUNK_SIZE)
+    layout, ws = layout_for(settings.graph_config, ds, checked["geometry"])
+    plan = IngestPlan(graph_id, settings, layout, settings.backend.PROJECT, settings.backend.INSTANCE, ws.resolution)
+    plan.segmentation = checked
+    return plan
+
+
+def layout_for(graph_config, data_source, geometry=None):
+    """The layout from a graph config and the watershed info its data source names (or
+    `geometry`, a WatershedInfo read already).
 
     Works with the config's settings and with a table's meta (same field names).
     Returns `(layout, watershed info)`.
     """
-    ws = read_watershed_info(data_source.WATERSHED, data_source.CV_MIP)
+    ws = geometry or read_watershed_info(data_source.WATERSHED, data_source.CV_MIP)
     gc = graph_config
     try:
         layout = GraphLayout(chunk_size=tuple(gc.CHUNK_SIZE), voxel_offset=ws.voxel_offset, voxel_counts=ws.size,
@@ -124,7 +138,7 @@ def prepare_table(plan: IngestPlan, if_exists: str, ingest_ms: int | None, table
     if restart_layer and not exists:
         raise TableError(f"--start_layer={restart_layer}: table {meta.table_id!r} does not exist; a restart at a "
                          "layer continues the earlier run's table (its lower layers are already in it)")
-    inputs = table_state.run_inputs(plan.settings, raw, pcg_version)
+    inputs = table_state.run_inputs(plan.settings, raw, pcg_version, plan.segmentation is not None)
     plan.pcg_version = pcg_version
     claim = None
     try:

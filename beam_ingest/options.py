@@ -121,6 +121,11 @@ class IngestOptions(PipelineOptions):
             help="Read the raw agglomeration (ingest_config.AGGLOMERATION: sharded chunked_rg/ and remap/ "
                  "files, DATA_VERSION 2/3/4) instead of EDGES/COMPONENTS, and write each chunk's EDGES and "
                  "COMPONENTS files on the way (unless those paths are unset).")
+        add_flag(
+            parser, "--from_segmentation", False,
+            help="Build from segmentation volumes (ingest_config.SUPERVOXELS, optional OBJECTS and AFFINITIES): "
+                 "relabel supervoxels into chunk-encoded ids (written to data_source.WATERSHED), extract contacts "
+                 "as edges and write the EDGES/COMPONENTS files on the way (spec/segmentation-input.md).")
         parser.add_argument(
             "--pcg_version", type=int, choices=(2, 3), default=2,
             help="PyChunkedGraph table version to write: 2 (default) or 3 (adds family 4 with every non-root "

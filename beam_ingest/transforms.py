@@ -77,10 +77,12 @@ class BuildLayer2Fn(_BuildFn):
     def setup(self):
         self.reader.connect()
 
-    def process(self, coord):
+    def process(self, element):
+        # an element is a chunk coordinate, or (coordinate, what the reader needs besides)
+        coord = self.reader.coord_of(element) if hasattr(self.reader, "coord_of") else element
         start = time.perf_counter()
         requests_before, rounds_before = self.reader.requests, self.reader.rounds
-        inputs = self.reader.read(coord)
+        inputs = self.reader.read(element)
         _count("layer2_storage_requests", self.reader.requests - requests_before)
         _count("layer2_storage_rounds", self.reader.rounds - rounds_before)
         read_done = time.perf_counter()
@@ -97,6 +99,23 @@ class BuildLayer2Fn(_BuildFn):
             log.warning("layer-2 chunk %s: %d edges to a chunk that is not a neighbour (kept as given)",
                         tuple(coord), stats.far_edges)
         yield from self._emit(rows, summary, root_bound, coord)
+
+
+class ReadChunkIdsFn(beam.DoFn):
+    """`--from_segmentation`, step 1: a chunk's original ids, sent to each chunk that needs them."""
+
+    def __init__(self, reader):
+        self.reader = reader
+
+    def setup(self):
+        self.reader.connect()
+
+    def process(self, element):
+        source, targets = element
+        found = self.reader.read_ids(source)
+        _count("segmentation_id_chunks")
+        for target in sorted(set(targets)):
+            yield target, found
 
 
 class BuildParentLayerFn(_BuildFn):
@@ -442,6 +461,15 @@ class BuildGraph(beam.PTransform):
                 skipped = self.skipped
                 coords = coords | "SkipDoneChunks" >> beam.Filter(lambda c: tuple(c) not in skipped)
             coords = coords | "SpreadChunks" >> beam.Reshuffle()
+            if hasattr(self.reader, "read_ids"):  # segmentation input: each chunk needs its neighbours' ids
+                reader = self.reader
+                coords = (coords
+                          | "ChunkIdSources" >> beam.FlatMap(
+                              lambda c: [(tuple(int(v) for v in c), tuple(int(v) for v in c))]
+                              + [(n, tuple(int(v) for v in c)) for n in reader.neighbours(c)])
+                          | "GroupIdSources" >> beam.GroupByKey()
+                          | "ReadChunkIds" >> beam.ParDo(ReadChunkIdsFn(reader))
+                          | "GroupChunkIds" >> beam.GroupByKey())
             built = coords | "BuildLayer2" >> beam.ParDo(
                 BuildLayer2Fn(layout, self.reader, self.fail_at_layer, self.checkpoint_url,
                               self.sink.identity, self.lifted)).with_outputs(ROWS, ROOTS, SAVED, main="summary")

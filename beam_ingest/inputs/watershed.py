@@ -164,3 +164,9 @@ def read_watershed_info(path: str, mip: int = 0) -> WatershedInfo:
         size=tuple(int(v) for v in cv.bounds.size3()),
         resolution=tuple(float(v) for v in cv.resolution),
     )
+
+
+def read_info(path: str) -> dict:
+    """The whole `info` JSON of the precomputed volume at `path` (any form read_watershed_info takes)."""
+    where = f"info {path.rstrip('/')}/info"
+    return _read_raw_info(_cloudvolume_path(path, where), where)

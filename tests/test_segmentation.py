@@ -1,0 +1,243 @@
+"""`--from_segmentation` (spec/segmentation-input.md): volumes in, PyChunkedGraph inputs and table out.
+
+What the pipeline writes (WATERSHED, EDGES, COMPONENTS) is compared with an independent
+plain-Python reference (tests/seg_reference.py); then the table must equal, cell for cell,
+the table built afterwards from those files, and the union-find reference.
+"""
+import dataclasses
+import os
+
+import numpy as np
+import pytest
+import yaml
+from cloudvolume import CloudVolume
+
+import pipeline
+from beam_ingest.config import ConfigError
+from beam_ingest.inputs.precomputed import InputError
+from beam_ingest.synthetic_segmentation import SegmentationSpec, generate_segmentation
+from helpers import run_ingest
+from seg_reference import diff_edges, read_seg_outputs, seg_reference
+from test_end_to_end import check_against_reference
+from test_runs import cells_of
+
+
+def volume(url):
+    return np.asarray(CloudVolume(url, progress=False)[:, :, :])
+
+
+def config_of(info):
+    with open(info["config"]) as fh:
+        return yaml.safe_load(fh)
+
+
+def write_config(cfg, path):
+    with open(path, "w") as fh:
+        yaml.safe_dump(cfg, fh)
+    return str(path)
+
+
+def precomputed_config(info, tmp_path):
+    """The same graph read back from the files the segmentation run wrote."""
+    cfg = config_of(info)
+    cfg.pop("ingest_config", None)
+    return write_config(cfg, tmp_path / "from_files.yml")
+
+
+def check_outputs(info, plan):
+    """WATERSHED, EDGES and COMPONENTS equal the plain-Python reference."""
+    layout = plan.layout
+    cfg = config_of(info)
+    sv = volume(info["supervoxels"])[..., 0]
+    objects = volume(info["objects"])[..., 0] if info.get("objects") else None
+    affinities = volume(info["affinities"]) if info.get("affinities") else None
+    ref = seg_reference(sv, layout.chunk_size, layout.voxel_offset, lambda c: int(layout.chunk_id(1, *c)),
+                        objects=objects, affinities=affinities, max_segment=(1 << layout.segment_bits(1)) - 1)
+    ws = volume(cfg["data_source"]["WATERSHED"])[..., 0]
+    assert ws.dtype == np.uint64
+    assert np.array_equal(ws, ref["watershed"])
+    coord_of = lambda s: tuple(int(v) for v in layout.coords_of(np.uint64(s), 1)[0])
+    edges, components = read_seg_outputs(cfg["data_source"]["EDGES"], cfg["data_source"]["COMPONENTS"], coord_of)
+    assert not diff_edges(ref["edges"], edges, rel=1e-6)
+    assert components == ref["components"]
+    return ref
+
+
+SPECS = {
+    "objects+affinities": SegmentationSpec(seed=1),
+    "no-objects": SegmentationSpec(seed=2, objects=False),
+    "no-affinities": SegmentationSpec(seed=3, affinities=False),
+}
+
+
+@pytest.mark.parametrize("kind", list(SPECS))
+def test_segmentation_matches_reference_and_files(tmp_path, graph_id, kind):
+    info = generate_segmentation(str(tmp_path / "data"), SPECS[kind])
+    _, counters, plan = run_ingest(info["config"], graph_id, "--from_segmentation")
+    assert counters["completion_proven"] == 1
+    ref = check_outputs(info, plan)
+    assert counters["layer2_svs"] == len(ref["relabel"])
+    # the table equals the one built from the files it wrote, and the union-find reference
+    run_ingest(precomputed_config(info, tmp_path), graph_id + "-files")
+    assert cells_of(graph_id) == cells_of(graph_id + "-files")
+    check_against_reference(precomputed_config(info, tmp_path), graph_id, plan.layout)
+
+
+def test_sv_map_and_retry_write_identical_bytes(tmp_path, graph_id):
+    info = generate_segmentation(str(tmp_path / "data"), SegmentationSpec(seed=4))
+    cfg = config_of(info)
+    cfg["ingest_config"]["SV_MAP"] = "file://" + str(tmp_path / "data" / "sv_map")
+    config = write_config(cfg, tmp_path / "with_map.yml")
+    _, _, plan = run_ingest(config, graph_id, "--from_segmentation")
+    outputs = [os.path.join(root, name) for key in ("EDGES", "COMPONENTS")
+               for root, _, names in os.walk(cfg["data_source"][key].removeprefix("file://")) for name in names]
+    before = {p: open(p, "rb").read() for p in outputs}
+    ws_before = volume(cfg["data_source"]["WATERSHED"])
+    run_ingest(config, graph_id, "--from_segmentation", "--if_exists=recreate")
+    assert {p: open(p, "rb").read() for p in outputs} == before
+    assert np.array_equal(volume(cfg["data_source"]["WATERSHED"]), ws_before)
+    # SV_MAP: per chunk, position k - 1 holds the original id of segment k
+    sv = volume(info["supervoxels"])[..., 0]
+    ws = ws_before[..., 0]
+    maps = {}
+    for name in os.listdir(tmp_path / "data" / "sv_map"):
+        x, y, z = (int(v) for v in name.removeprefix("sv_map_").removesuffix(".npy").split("_"))
+        maps[(x, y, z)] = np.load(tmp_path / "data" / "sv_map" / name)
+    mask = ws != 0
+    seg = (ws[mask] & np.uint64((1 << plan.layout.segment_bits(1)) - 1)).astype(np.int64)
+    coords = plan.layout.coords_of(ws[mask], 1)
+    originals = np.array([maps[tuple(c)][k - 1] for c, k in zip(coords.tolist(), seg.tolist())], np.uint64)
+    assert np.array_equal(originals, sv[mask].astype(np.uint64))
+
+
+def test_already_encoded_supervoxels_are_not_rewritten(tmp_path, graph_id):
+    info = generate_segmentation(str(tmp_path / "data"), SegmentationSpec(seed=5))
+    run_ingest(info["config"], graph_id, "--from_segmentation")
+    cfg = config_of(info)
+    encoded = cfg["data_source"]["WATERSHED"]
+    cfg["ingest_config"] = {"SUPERVOXELS": encoded}  # the relabelled volume, named twice
+    cfg["data_source"]["EDGES"] = "file://" + str(tmp_path / "again" / "edges")
+    cfg["data_source"]["COMPONENTS"] = "file://" + str(tmp_path / "again" / "components")
+    config = write_config(cfg, tmp_path / "in_place.yml")
+    folder = encoded.removeprefix("file://")
+    stamps = {os.path.join(r, n): os.stat(os.path.join(r, n)).st_mtime_ns for r, _, ns in os.walk(folder) for n in ns}
+    run_ingest(config, graph_id + "-again", "--from_segmentation")
+    assert {os.path.join(r, n): os.stat(os.path.join(r, n)).st_mtime_ns
+            for r, _, ns in os.walk(folder) for n in ns} == stamps  # nothing rewritten
+    # without OBJECTS the components differ (one group per supervoxel): compare with the reference instead
+    _, _, plan = run_ingest(precomputed_config({**info, "config": config}, tmp_path), graph_id + "-files")
+    assert cells_of(graph_id + "-again") == cells_of(graph_id + "-files")
+
+
+def test_non_encoded_supervoxels_named_as_watershed_are_refused(tmp_path, graph_id):
+    info = generate_segmentation(str(tmp_path / "data"), SegmentationSpec(seed=6))
+    cfg = config_of(info)
+    cfg["data_source"]["WATERSHED"] = cfg["ingest_config"]["SUPERVOXELS"]
+    config = write_config(cfg, tmp_path / "bad.yml")
+    code = pipeline.main(["--config", config, "--graph_id", graph_id, "--from_segmentation"])
+    assert code != 0
+
+
+def _rewrite(url, array):
+    cv = CloudVolume(url, progress=False)
+    cv[:, :, :] = array
+
+
+def test_one_supervoxel_under_two_objects_across_a_face(tmp_path, graph_id, capsys):
+    info = generate_segmentation(str(tmp_path / "data"), SegmentationSpec(seed=7))
+    layout_chunk = np.asarray(config_of(info)["graph_config"]["CHUNK_SIZE"])
+    sv = volume(info["supervoxels"])[..., 0]
+    objects = volume(info["objects"])[..., 0]
+    # a supervoxel with voxels on both sides of the first x face, under a non-zero object
+    face = layout_chunk[0]
+    left, right = sv[face - 1], sv[face]
+    shared = np.intersect1d(left[left != 0], right[right != 0])
+    s = next(int(v) for v in shared if objects[sv == v].max() > 0)
+    changed = objects.copy()
+    part = (sv == s) & (np.arange(sv.shape[0])[:, None, None] >= face)
+    changed[part] = objects[sv == s].max() + 1000
+    _rewrite(info["objects"], changed[..., np.newaxis])
+    code = pipeline.main(["--config", info["config"], "--graph_id", graph_id, "--from_segmentation"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"supervoxel {s}" in err and "layer-2 chunk" in err and "under object" in err
+    assert len([line for line in err.splitlines() if line.startswith("error:")]) == 1
+
+
+def test_more_ids_than_segment_bits(tmp_path, graph_id, capsys):
+    """SPATIAL_BITS 16 leave 8 segment bits (255 ids): a chunk of 256 distinct ids is refused."""
+    d = tmp_path / "dense"
+    info = CloudVolume.create_new_info(1, "segmentation", "uint64", "raw", [4, 4, 40], [0, 0, 0], [8, 8, 8],
+                                       chunk_size=[8, 8, 4])
+    cv = CloudVolume(f"file://{d}/sv", info=info, progress=False)
+    cv.commit_info()
+    cv[:, :, :] = (np.arange(8 * 8 * 8, dtype=np.uint64).reshape(8, 8, 8) + 1)[..., np.newaxis]
+    cfg = {"data_source": {"WATERSHED": f"file://{d}/ws", "EDGES": f"file://{d}/edges",
+                           "COMPONENTS": f"file://{d}/components"},
+           "graph_config": {"CHUNK_SIZE": [8, 8, 4], "SPATIAL_BITS": 16},
+           "ingest_config": {"SUPERVOXELS": f"file://{d}/sv"}}
+    config = write_config(cfg, tmp_path / "dense.yml")
+    code = pipeline.main(["--config", config, "--graph_id", graph_id, "--from_segmentation"])
+    err = capsys.readouterr().err
+    assert code == 2 and "layer-2 chunk (0, 0, 0) holds 256 supervoxel ids" in err
+
+
+def test_config_mistakes_are_one_line_before_anything_is_created(tmp_path, graph_id, capsys):
+    info = generate_segmentation(str(tmp_path / "data"), SegmentationSpec(seed=8))
+    cfg = config_of(info)
+    ws = cfg["data_source"]["WATERSHED"].removeprefix("file://")
+    cases = []
+    missing = {**cfg, "ingest_config": {k: v for k, v in cfg["ingest_config"].items() if k != "SUPERVOXELS"}}
+    cases.append((missing, "ingest_config.SUPERVOXELS: required key is missing"))
+    swapped = {**cfg, "ingest_config": {**cfg["ingest_config"], "AFFINITIES": cfg["ingest_config"]["OBJECTS"]}}
+    cases.append((swapped, "ingest_config.AFFINITIES"))
+    odd = {**cfg, "graph_config": {**cfg["graph_config"], "CHUNK_SIZE": [c + 1 for c in
+                                                                          cfg["graph_config"]["CHUNK_SIZE"]]}}
+    cases.append((odd, None))  # a CHUNK_SIZE the existing WATERSHED's storage chunks do not divide (below)
+    for i, (bad, message) in enumerate(cases[:2]):
+        code = pipeline.main(["--config", write_config(bad, tmp_path / f"bad{i}.yml"), "--graph_id", graph_id,
+                              "--from_segmentation"])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+        assert not os.path.exists(ws)
+    # the output exists with a storage chunk that does not divide the new CHUNK_SIZE
+    run_ingest(info["config"], graph_id + "-first", "--from_segmentation")
+    code = pipeline.main(["--config", write_config(odd, tmp_path / "odd.yml"), "--graph_id", graph_id + "-odd",
+                          "--from_segmentation"])
+    err = capsys.readouterr().err
+    assert code == 2 and "does not divide graph_config.CHUNK_SIZE" in err
+    with pytest.raises(ConfigError, match="--raw and --from_segmentation"):
+        run_ingest(info["config"], graph_id, "--from_segmentation", "--raw")
+
+
+def test_other_objects_geometry_is_refused(tmp_path, graph_id):
+    info = generate_segmentation(str(tmp_path / "data"), SegmentationSpec(seed=9))
+    other = generate_segmentation(str(tmp_path / "other"), dataclasses.replace(SegmentationSpec(seed=9),
+                                                                               voxel_offset=(0, 0, 0)))
+    cfg = config_of(info)
+    cfg["ingest_config"]["OBJECTS"] = other["objects"]
+    with pytest.raises(InputError, match="ingest_config.OBJECTS and ingest_config.SUPERVOXELS differ"):
+        run_ingest(write_config(cfg, tmp_path / "mixed.yml"), graph_id, "--from_segmentation")
+
+
+def test_segmentation_on_s3(tmp_path, graph_id, s3_server):
+    """Volumes in and outputs on S3 (moto). (On fake-gcs-server the shelled chunk reads time out; see the
+    issue notes.)"""
+    from cloudfiles import CloudFiles
+    info = generate_segmentation(str(tmp_path / "data"), SegmentationSpec(seed=10, chunks=(2, 2, 2), affinities=False))
+    local = CloudFiles("file://" + str(tmp_path / "data"))
+    files = [(n, local.get(n)) for n in sorted({n.removesuffix(".gz") for n in local.list()})]  # decompressed
+    base = f"{s3_server}/seg-{graph_id}"
+    CloudFiles(base).puts(files, raw=True, compress=None)
+    cfg = config_of(info)
+    for key in ("SUPERVOXELS", "OBJECTS"):
+        cfg["ingest_config"][key] = base + "/" + cfg["ingest_config"][key].rstrip("/").rsplit("/", 1)[1]
+    for key in ("WATERSHED", "EDGES", "COMPONENTS"):
+        cfg["data_source"][key] = base + "/" + cfg["data_source"][key].rstrip("/").rsplit("/", 1)[1] + "-out"
+    _, _, plan = run_ingest(write_config(cfg, tmp_path / "remote.yml"), graph_id, "--from_segmentation")
+    run_ingest(info["config"], graph_id + "-local", "--from_segmentation")
+    assert cells_of(graph_id) == cells_of(graph_id + "-local")
+    remote_ws = np.asarray(CloudVolume(cfg["data_source"]["WATERSHED"], progress=False)[:, :, :])
+    assert np.array_equal(remote_ws, volume(config_of(info)["data_source"]["WATERSHED"]))
+    assert CloudFiles(cfg["data_source"]["EDGES"]).get("edges_0_0_0.proto.zst") == \
+        CloudFiles(config_of(info)["data_source"]["EDGES"]).get("edges_0_0_0.proto.zst")

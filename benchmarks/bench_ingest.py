@@ -3,6 +3,7 @@
 
     .venv/bin/python benchmarks/bench_ingest.py                 # ~1e5 and ~1e6 SVs
     .venv/bin/python benchmarks/bench_ingest.py --sizes 1e5     # just the small one
+    .venv/bin/python benchmarks/bench_ingest.py --sizes 1e6 1e7 --build_only   # (a) only: memory per SV
 
 For each dataset size it generates a synthetic dataset (cached under --data), then runs,
 each in a fresh process:
@@ -14,13 +15,15 @@ each in a fresh process:
   (raw) the same number of plain rows (one pre-encoded 8-byte cell each) written to a
         fresh emulator the same way.
 and prints per-layer build time, SVs/s, SVs per CPU-second, edges/s, rows/s, peak RSS,
-and the ratio (b) / (raw). Targets: (a) >= 250,000 SVs per CPU-second on ~1e6 SVs;
+and the ratio (b) / (raw), then (a)'s peak RSS per SV (--build_only: (a) alone, for sizes
+too big to write to one local emulator). Targets: (a) >= 250,000 SVs per CPU-second on ~1e6 SVs;
 (b) <= 1.3x replay. By default the emulator is pinned to half of the CPUs and the ingest
 to the other half, standing in for a Bigtable on machines of its own (--no_pin shares them).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -44,11 +47,12 @@ def child_ingest(config: str, graph_id: str, extra: list[str]) -> dict:
     import warnings
     warnings.filterwarnings("ignore")
     import pipeline
+    base_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # interpreter, Beam, numpy loaded
     wall0, cpu0 = time.perf_counter(), time.process_time()
     _, counters, plan = pipeline.run(["--config", config, "--graph_id", graph_id] + extra)
     return {"wall_s": time.perf_counter() - wall0, "cpu_s": time.process_time() - cpu0,
             "counters": counters, "layer_count": plan.layout.layer_count,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "base_rss_mb": base_rss_mb}
 
 
 def child_raw(n_rows: int, batch_rows: int, inflight: int) -> dict:
@@ -58,8 +62,9 @@ def child_raw(n_rows: int, batch_rows: int, inflight: int) -> dict:
 
     from beam_ingest.store import bigtable, wire
     table_id = f"raw-{int(time.time() * 1000)}"
-    bigtable.open_table("emulator", "emulator", table_id, admin=True).create(column_families=bigtable.family_rules())
-    writer = bigtable.RowWriter("emulator", "emulator", table_id, 1_700_000_000_000, batch_rows=batch_rows,
+    target = bigtable.resolve_target(None, None)
+    bigtable.open_table(target, table_id, admin=True).create(column_families=bigtable.family_rules())
+    writer = bigtable.RowWriter(target, table_id, 1_700_000_000_000, batch_rows=batch_rows,
                                 max_inflight=inflight)
     ids = np.arange(n_rows, dtype=np.uint64) + np.uint64(1 << 56)
     entries = wire.parent_entries(ids, ids, writer.timestamp_micros)  # encoded before the clock starts
@@ -71,37 +76,45 @@ def child_raw(n_rows: int, batch_rows: int, inflight: int) -> dict:
     return {"wall_s": time.perf_counter() - wall0, "rows": writer.rows_written}
 
 
-def child_replay(config: str, graph_id: str, batch_rows: int, inflight: int) -> dict:
-    """Capture every MutateRows request an ingest sends, then time sending them alone.
+class CapturingTransport:
+    """Stands in for bigtable.mutate_rows_transport: records every MutateRows request and
+    acknowledges each of its entries without sending anything."""
 
-    The capture run's writer talks to a stand-in that acknowledges without sending; the
-    replay sends the identical requests to the emulator with the same concurrency.
-    """
-    import concurrent.futures
-    import warnings
-    warnings.filterwarnings("ignore")
-    from google.cloud.bigtable_v2.types import MutateRowsRequest, MutateRowsResponse
+    def __init__(self, captured: list, table_name, emulator_host):
+        from google.cloud.bigtable_v2.types import MutateRowsRequest, MutateRowsResponse
+        self.captured, self.table_name, self.emulator_host = captured, table_name, emulator_host
+        self._request_pb, self._response_pb = MutateRowsRequest.pb(), MutateRowsResponse.pb()
 
-    import pipeline
+    def mutate_rows(self, request, timeout):
+        self.captured.append(request)
+        n = len(self._request_pb.FromString(request).entries)
+        yield self._response_pb(entries=[{"index": i} for i in range(n)])
+
+
+@contextlib.contextmanager
+def capturing_requests():
+    """Within: every RowWriter's requests are captured (the yielded list), none is sent."""
     from beam_ingest.store import bigtable
-    captured = []
-    request_pb, response_pb = MutateRowsRequest.pb(), MutateRowsResponse.pb()
-
-    class Capture:
-        def __init__(self, table_name):
-            self.table_name = table_name
-
-        def mutate_rows(self, request, timeout):
-            captured.append(request)
-            n = len(request_pb.FromString(request).entries)
-            yield response_pb(entries=[{"index": i} for i in range(n)])
-
+    captured: list[bytes] = []
     real_factory = bigtable.mutate_rows_transport
-    bigtable.mutate_rows_transport = Capture
-    pipeline.run(["--config", config, "--graph_id", graph_id, f"--write_batch_rows={batch_rows}",
-                  f"--max_inflight_writes={inflight}"])
-    bigtable.mutate_rows_transport = real_factory
-    transport = real_factory(request_pb.FromString(captured[0]).table_name)
+    bigtable.mutate_rows_transport = lambda table_name, emulator_host: CapturingTransport(
+        captured, table_name, emulator_host)
+    try:
+        yield captured
+    finally:
+        bigtable.mutate_rows_transport = real_factory
+
+
+def replay(requests: list[bytes], inflight: int) -> dict:
+    """Send serialized MutateRows requests as they are, `inflight` at a time, to the emulator
+    of BIGTABLE_EMULATOR_HOST (the table named in them must exist); every entry must succeed."""
+    import concurrent.futures
+
+    from google.cloud.bigtable_v2.types import MutateRowsRequest
+
+    from beam_ingest.store import bigtable
+    table_name = MutateRowsRequest.pb().FromString(requests[0]).table_name
+    transport = bigtable.mutate_rows_transport(table_name, bigtable.resolve_target(None, None).emulator_host)
 
     def send(request):
         failed = 0
@@ -111,20 +124,52 @@ def child_replay(config: str, graph_id: str, batch_rows: int, inflight: int) -> 
 
     wall0, cpu0 = time.perf_counter(), time.process_time()
     with concurrent.futures.ThreadPoolExecutor(inflight) as pool:
-        failed = sum(pool.map(send, captured))
+        failed = sum(pool.map(send, requests))
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     if failed:
         raise SystemExit(f"{failed} rows failed in the replay")
-    return {"wall_s": wall, "cpu_s": cpu, "requests": len(captured), "bytes": sum(len(r) for r in captured)}
+    return {"wall_s": wall, "cpu_s": cpu, "requests": len(requests), "bytes": sum(len(r) for r in requests)}
+
+
+def child_replay(config: str, graph_id: str, batch_rows: int, inflight: int) -> dict:
+    """Capture every MutateRows request an ingest sends, then time sending them alone.
+
+    The capture run's writer talks to a stand-in that acknowledges without sending; the
+    replay sends the identical requests to the emulator with the same concurrency.
+    """
+    import warnings
+    warnings.filterwarnings("ignore")
+    import pipeline
+    check_completion = pipeline.check_completion
+    # The stand-in acknowledged the completion mark without writing it: the table cannot hold it.
+    pipeline.check_completion = lambda *args, **kwargs: None
+    try:
+        with capturing_requests() as captured:
+            pipeline.run(["--config", config, "--graph_id", graph_id, f"--write_batch_rows={batch_rows}",
+                          f"--max_inflight_writes={inflight}"])
+    finally:
+        pipeline.check_completion = check_completion
+    return replay(captured, inflight)
 
 
 CLIENT_CPUS: set[int] | None = None    # --pin: the ingest's CPUs
 EMULATOR_CPUS: set[int] | None = None  # --pin: the emulator's CPUs
 
 
-def run_child(args: list[str], env=None) -> dict:
+def pin_cpus(no_pin: bool) -> None:
+    """Unless `no_pin`: the emulator gets the upper half of the CPUs, the benchmark's children the rest."""
+    global CLIENT_CPUS, EMULATOR_CPUS
+    cpus = sorted(os.sched_getaffinity(0))
+    if not no_pin and len(cpus) >= 2:
+        half = len(cpus) // 2
+        CLIENT_CPUS, EMULATOR_CPUS = set(cpus[:half]), set(cpus[half:])
+        print(f"ingest on CPUs {sorted(CLIENT_CPUS)}, emulator on CPUs {sorted(EMULATOR_CPUS)}", flush=True)
+
+
+def run_child(args: list[str], env=None, script: str = __file__) -> dict:
+    """Run `script --child ARGS` in a fresh process (on CLIENT_CPUS); returns its last line, JSON."""
     pin = (lambda: os.sched_setaffinity(0, CLIENT_CPUS)) if CLIENT_CPUS else None
-    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child"] + args, env=env,
+    out = subprocess.run([sys.executable, os.path.abspath(script), "--child"] + args, env=env,
                          capture_output=True, text=True, cwd=ROOT, preexec_fn=pin)
     if out.returncode:
         sys.stderr.write(out.stderr[-4000:])
@@ -132,7 +177,7 @@ def run_child(args: list[str], env=None) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def measure(size: str, data_dir: str, batch_rows: int, inflight: int) -> dict:
+def measure(size: str, data_dir: str, batch_rows: int, inflight: int, build_only: bool = False) -> dict:
     from beam_ingest.emulator import Emulator
     from beam_ingest.synthetic import SyntheticSpec, generate
     chunks, per_chunk = SIZES[size]
@@ -145,6 +190,8 @@ def measure(size: str, data_dir: str, batch_rows: int, inflight: int) -> dict:
     print(f"[{size}] (a) build, writes dropped", flush=True)
     build = run_child(["ingest", config, "bench-a", "--skip_writes"])
     result = {"size": size, "build": build}
+    if build_only:
+        return result
     env = dict(os.environ)
     with Emulator(cpus=EMULATOR_CPUS) as emulator:
         env["BIGTABLE_EMULATOR_HOST"] = emulator.host
@@ -193,6 +240,21 @@ def report_raw(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def report_memory(results: list[dict]) -> str:
+    """Peak RSS of (a) per SV: what the in-process runner needs to hold a dataset of this size."""
+    lines = ["| dataset | SVs | rows | (a) build s | SVs/s | peak RSS (a) MB | bytes per SV | start-up MB "
+             "| bytes per SV above start-up |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        a = r["build"]
+        c = a["counters"]
+        svs = c["layer2_svs"]
+        peak, base = a["peak_rss_mb"] * 2**20, a.get("base_rss_mb", 0) * 2**20
+        lines.append(f"| {r['size']} | {svs:,} | {c['rows_written']:,} | {a['wall_s']:.2f} | {svs / a['wall_s']:,.0f} "
+                     f"| {a['peak_rss_mb']:,.0f} | {peak / svs:,.0f} | {a.get('base_rss_mb', 0):,.0f} "
+                     f"| {(peak - base) / svs:,.0f} |")
+    return "\n".join(lines)
+
+
 def report(results: list[dict]) -> str:
     lines = ["| dataset | SVs | edges | layers | (a) build s | SVs/s | SVs per CPU-s | edges/s | rows/s (a) "
              "| peak RSS (a) MB | (b) with writes s | rows/s (b) | peak RSS (b) MB | replay of (b)'s requests s | (b)/replay "
@@ -238,25 +300,26 @@ def main(argv=None):
     parser.add_argument("--batch_rows", type=int, default=2000)
     parser.add_argument("--inflight", type=int, default=2)
     parser.add_argument("--json", help="also write the raw results here")
+    parser.add_argument("--build_only", action="store_true",
+                        help="only (a), the build with --skip_writes: time and peak memory per SV (e.g. --sizes 1e7)")
     parser.add_argument("--raw", action="store_true",
                         help="also build each size from a raw agglomeration (sharded files, ranged reads)")
     parser.add_argument("--no_pin", action="store_true",
                         help="let the emulator and the ingest share every CPU (default: the emulator gets "
                              "the upper half of the CPUs, standing in for a Bigtable on its own machines)")
     args = parser.parse_args(argv)
-    cpus = sorted(os.sched_getaffinity(0))
-    global CLIENT_CPUS, EMULATOR_CPUS
-    if not args.no_pin and len(cpus) >= 2:
-        half = len(cpus) // 2
-        CLIENT_CPUS, EMULATOR_CPUS = set(cpus[:half]), set(cpus[half:])
-        print(f"ingest on CPUs {sorted(CLIENT_CPUS)}, emulator on CPUs {sorted(EMULATOR_CPUS)}", flush=True)
-    results = [measure(size, args.data, args.batch_rows, args.inflight) for size in args.sizes]
+    pin_cpus(args.no_pin)
+    results = [measure(size, args.data, args.batch_rows, args.inflight, args.build_only) for size in args.sizes]
     raw_results = [measure_raw(size, args.data) for size in args.sizes] if args.raw else []
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"precomputed": results, "raw": raw_results}, fh, indent=1)
+    if not args.build_only:
+        print()
+        print(report(results))
     print()
-    print(report(results))
+    print("Peak memory of (a), the build alone on the in-process runner:")
+    print(report_memory(results))
     if raw_results:
         print()
         print(report_raw(raw_results))

@@ -165,8 +165,16 @@ def cmd_demo(args):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import pipeline
 
-    info = generate(args.out, SyntheticSpec(chunks=tuple(args.chunks), svs_per_chunk=args.svs_per_chunk))
-    print(f"generated {info['svs']} SVs in {info['chunks']} chunks under {args.out}")
+    extra = []
+    if args.segmentation:  # volumes in: relabelled, contacts as edges, then the same ingest
+        from .synthetic_segmentation import SegmentationSpec, generate_segmentation
+        info = generate_segmentation(args.out, SegmentationSpec(chunks=tuple(args.chunks)))
+        extra = ["--from_segmentation"]
+        print(f"generated a {'x'.join(map(str, info['size']))}-voxel segmentation ({info['n_supervoxels']} "
+              f"supervoxels, objects, affinities) under {args.out}")
+    else:
+        info = generate(args.out, SyntheticSpec(chunks=tuple(args.chunks), svs_per_chunk=args.svs_per_chunk))
+        print(f"generated {info['svs']} SVs in {info['chunks']} chunks under {args.out}")
     emulator = None
     if not (os.environ.get("BIGTABLE_EMULATOR_HOST") or os.environ.get("BIGTABLE_PROJECT")):
         emulator = Emulator()
@@ -175,7 +183,7 @@ def cmd_demo(args):
     try:
         start = time.time()
         _, counters, plan = pipeline.run(["--config", info["config"], "--graph_id", args.graph_id,
-                                          "--if_exists=recreate"])
+                                          "--if_exists=recreate"] + extra)
         from .report import format_summary
         print(format_summary(counters, plan.layout.layer_count, time.time() - start))
         args.project = args.instance = None
@@ -381,6 +389,9 @@ def main(argv=None) -> int:
     p.add_argument("--graph_id", default="demo_graph")
     p.add_argument("--chunks", type=int_in(1, 1 << 16), nargs=3, default=[4, 4, 2], metavar=("X", "Y", "Z"))
     p.add_argument("--svs_per_chunk", type=int_in(1), default=200)
+    p.add_argument("--segmentation", action="store_true",
+                   help="start from segmentation volumes instead (pipeline.py --from_segmentation): supervoxels, "
+                        "objects and affinities are relabelled, their contacts become the edges, then the ingest")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("status", help="per-layer progress of an ingest (completed / total chunks), from Redis")

@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/bench_ingest.py                 # ~1e5 and ~1e6 SVs
     .venv/bin/python benchmarks/bench_ingest.py --sizes 1e5     # just the small one
     .venv/bin/python benchmarks/bench_ingest.py --sizes 1e6 1e7 --build_only   # (a) only: memory per SV
+    .venv/bin/python benchmarks/bench_ingest.py --sizes 1e6 --build_only --pcg_versions   # v3's cost
 
 For each dataset size it generates a synthetic dataset (cached under --data), then runs,
 each in a fresh process:
@@ -255,6 +256,30 @@ def report_memory(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def measure_v3(size: str, data_dir: str) -> dict:
+    """(a) for table version 2 and 3: the cost of the lifted cross edges (--pcg_version 3)."""
+    config = os.path.join(data_dir, size, "config.yml")
+    out = {"size": size}
+    for version in (2, 3):
+        print(f"[{size}] (a) build, writes dropped, --pcg_version {version}", flush=True)
+        out[version] = run_child(["ingest", config, f"bench-v{version}", "--skip_writes", f"--pcg_version={version}"])
+    return out
+
+
+def report_v3(results: list[dict]) -> str:
+    """What version 3 adds: summaries handed between layer stages (Beam's shuffles), time, memory."""
+    lines = ["| dataset | SVs | summary bytes per SV v2 | v3 | growth | (a) build s v2 | v3 | peak RSS MB v2 | v3 "
+             "| lifted rows (family 4) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        v2, v3 = r[2], r[3]
+        svs = v2["counters"]["layer2_svs"]
+        b2, b3 = (v["counters"].get("summary_bytes", 0) / svs for v in (v2, v3))
+        lifted = sum(n for k, n in v3["counters"].items() if k.endswith("_lifted_edges"))
+        lines.append(f"| {r['size']} | {svs:,} | {b2:.1f} | {b3:.1f} | {b3 / b2 - 1:+.0%} | {v2['wall_s']:.2f} "
+                     f"| {v3['wall_s']:.2f} | {v2['peak_rss_mb']:.0f} | {v3['peak_rss_mb']:.0f} | {lifted:,} |")
+    return "\n".join(lines)
+
+
 def report(results: list[dict]) -> str:
     lines = ["| dataset | SVs | edges | layers | (a) build s | SVs/s | SVs per CPU-s | edges/s | rows/s (a) "
              "| peak RSS (a) MB | (b) with writes s | rows/s (b) | peak RSS (b) MB | replay of (b)'s requests s | (b)/replay "
@@ -302,6 +327,9 @@ def main(argv=None):
     parser.add_argument("--json", help="also write the raw results here")
     parser.add_argument("--build_only", action="store_true",
                         help="only (a), the build with --skip_writes: time and peak memory per SV (e.g. --sizes 1e7)")
+    parser.add_argument("--pcg_versions", action="store_true",
+                        help="also build each size as table version 2 and 3 (--skip_writes): summary bytes per SV, "
+                             "time and memory of the lifted cross edges")
     parser.add_argument("--raw", action="store_true",
                         help="also build each size from a raw agglomeration (sharded files, ranged reads)")
     parser.add_argument("--no_pin", action="store_true",
@@ -311,9 +339,10 @@ def main(argv=None):
     pin_cpus(args.no_pin)
     results = [measure(size, args.data, args.batch_rows, args.inflight, args.build_only) for size in args.sizes]
     raw_results = [measure_raw(size, args.data) for size in args.sizes] if args.raw else []
+    v3_results = [measure_v3(size, args.data) for size in args.sizes] if args.pcg_versions else []
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"precomputed": results, "raw": raw_results}, fh, indent=1)
+            json.dump({"precomputed": results, "raw": raw_results, "pcg_versions": v3_results}, fh, indent=1)
     if not args.build_only:
         print()
         print(report(results))
@@ -323,6 +352,10 @@ def main(argv=None):
     if raw_results:
         print()
         print(report_raw(raw_results))
+    if v3_results:
+        print()
+        print("Table version 3 against 2 (builds with writes dropped):")
+        print(report_v3(v3_results))
     return 0
 
 

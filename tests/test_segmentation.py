@@ -221,8 +221,8 @@ def test_other_objects_geometry_is_refused(tmp_path, graph_id):
 
 
 def test_segmentation_on_s3(tmp_path, graph_id, s3_server):
-    """Volumes in and outputs on S3 (moto). (On fake-gcs-server the shelled chunk reads time out; see the
-    issue notes.)"""
+    """Volumes in and outputs on S3 (moto). (On fake-gcs-server, CloudVolume's parallel chunk downloads
+    of the shelled reads wait for answers that never come; see the issue notes.)"""
     from cloudfiles import CloudFiles
     info = generate_segmentation(str(tmp_path / "data"), SegmentationSpec(seed=10, chunks=(2, 2, 2), affinities=False))
     local = CloudFiles("file://" + str(tmp_path / "data"))

@@ -37,6 +37,7 @@ class SegmentationReader:
         self.in_place = in_place  # WATERSHED is SUPERVOXELS, already chunk-encoded: nothing is rewritten
         self.requests = self.rounds = 0
         self._volumes = {}
+        self._files = {}
 
     def __getstate__(self):
         return {"layout": self.layout, "mip": self.mip, "urls": self.urls, "in_place": self.in_place}
@@ -49,6 +50,13 @@ class SegmentationReader:
     def connect(self):
         for key in ("supervoxels", "objects", "affinities", "watershed"):
             self._volume(key)
+
+    def _folder(self, key):
+        """One CloudFiles per output folder and worker (each would open connections of its own)."""
+        if key not in self._files:
+            from cloudfiles import CloudFiles
+            self._files[key] = CloudFiles(self.urls[key], progress=False)
+        return self._files[key]
 
     def _volume(self, key):
         url = self.urls[key]
@@ -132,7 +140,6 @@ class SegmentationReader:
         return inputs
 
     def _write(self, coord, graph, original, ids: ChunkIds, start, stop):
-        from cloudfiles import CloudFiles
         if self.in_place:
             if not np.array_equal(graph.watershed, original):
                 bad = original[graph.watershed != original].ravel()[0]
@@ -144,17 +151,15 @@ class SegmentationReader:
             cv[int(start[0]):int(stop[0]), int(start[1]):int(stop[1]), int(start[2]):int(stop[2])] = \
                 graph.watershed[..., np.newaxis]
         if any(len(e) for e in graph.edges.values()):
-            CloudFiles(self.urls["edges"], progress=False).put(edges_filename(coord), encode_edges(graph.edges),
-                                                               raw=True, compress=None)
+            self._folder("edges").put(edges_filename(coord), encode_edges(graph.edges), raw=True, compress=None)
         if len(graph.component_svs):
-            CloudFiles(self.urls["components"], progress=False).put(
+            self._folder("components").put(
                 components_filename(coord), encode_components(graph.component_svs, graph.component_labels),
                 raw=True, compress=None)
         if self.urls["sv_map"] and len(ids.ids):
             buffer = io.BytesIO()
             np.save(buffer, ids.ids)  # original id of the new segment id k at position k - 1
-            CloudFiles(self.urls["sv_map"], progress=False).put(sv_map_filename(coord), buffer.getvalue(), raw=True,
-                                                                compress=None)
+            self._folder("sv_map").put(sv_map_filename(coord), buffer.getvalue(), raw=True, compress=None)
 
 
 

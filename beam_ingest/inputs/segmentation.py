@@ -38,15 +38,21 @@ def chunk_ids(coord, supervoxels: np.ndarray, objects: np.ndarray | None = None,
                          "ids can number (raise SPATIAL_BITS' headroom: fewer layers, or a smaller CHUNK_SIZE)")
     if objects is None:
         return ChunkIds(coord, ids)
-    sv, obj = supervoxels.reshape(-1).astype(np.uint64), objects.reshape(-1).astype(np.uint64)
+    sv, obj = supervoxels.reshape(-1), objects.reshape(-1)
     labelled = (sv != 0) & (obj != 0)
-    pairs = np.unique(np.stack([sv[labelled], obj[labelled]], axis=1), axis=0)
-    twice = np.flatnonzero(pairs[1:, 0] == pairs[:-1, 0])
+    sv_index = np.searchsorted(ids, sv[labelled].astype(np.uint64))
+    labels, obj_index = fastremap.unique(obj[labelled], return_inverse=True)
+    labels = labels.astype(np.uint64)
+    # distinct (supervoxel, object) pairs as one int64 key each, in (supervoxel, object) order
+    keys = np.unique(sv_index.astype(np.int64) * len(labels) + obj_index.reshape(-1).astype(np.int64))
+    pair_sv, pair_obj = keys // max(len(labels), 1), keys % max(len(labels), 1)
+    twice = np.flatnonzero(pair_sv[1:] == pair_sv[:-1])
     if len(twice):
-        s, a, b = int(pairs[twice[0], 0]), int(pairs[twice[0], 1]), int(pairs[twice[0] + 1, 1])
+        k = twice[0]
+        s, a, b = int(ids[pair_sv[k]]), int(labels[pair_obj[k]]), int(labels[pair_obj[k + 1]])
         raise InputError(f"OBJECTS: supervoxel {s} lies under two objects, {a} and {b}, in {where}")
     out = np.zeros(len(ids), np.uint64)
-    out[np.searchsorted(ids, pairs[:, 0])] = pairs[:, 1]
+    out[pair_sv] = labels[pair_obj]
     return ChunkIds(coord, ids, out)
 
 

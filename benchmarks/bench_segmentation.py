@@ -1,0 +1,95 @@
+#!/usr/bin/env python
+"""Segmentation-input benchmark (`--from_segmentation`): voxels per second per core, end to end.
+
+    .venv/bin/python benchmarks/bench_segmentation.py                 # 512 x 512 x 256 voxels
+    .venv/bin/python benchmarks/bench_segmentation.py --size 256 256 128
+
+Generates synthetic volumes (supervoxels, objects, affinities; cached under --data) with
+`generate --segmentation`, then runs the whole ingest from them in a fresh process with
+--skip_writes (no table; every file output is written: WATERSHED, EDGES, COMPONENTS) on the
+in-process runner, pinned to one CPU. Reports voxels/s per CPU-second, where the time goes
+(the per-chunk id stage is the run minus the layer stages; the shell stage's read +
+relabel + contacts + writes is `layer2_read_us`; the layer-2 build the rest of `layer2_us`),
+and the peak RSS against one chunk plus its shell.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+def child(config: str) -> dict:
+    import logging
+    import warnings
+    warnings.filterwarnings("ignore")
+    logging.disable(logging.WARNING)
+    import pipeline
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    wall, cpu = time.perf_counter(), time.process_time()
+    _, counters, plan = pipeline.run(["--config", config, "--graph_id", "bench-seg", "--from_segmentation",
+                                      "--skip_writes"])
+    return {"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu, "counters": counters,
+            "voxels": int(plan.layout.voxel_counts[0]) * int(plan.layout.voxel_counts[1])
+            * int(plan.layout.voxel_counts[2]),
+            "chunk_voxels": int(plan.layout.chunk_size[0] + 2) * int(plan.layout.chunk_size[1] + 2)
+            * int(plan.layout.chunk_size[2] + 2),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "base_rss_mb": base}
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--child":
+        print(json.dumps(child(argv[1])))
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, nargs=3, default=[512, 512, 256], metavar=("X", "Y", "Z"))
+    parser.add_argument("--chunk_size", type=int, nargs=3, default=[64, 64, 32], metavar=("X", "Y", "Z"))
+    parser.add_argument("--data", default=os.path.join(ROOT, "bench_data"))
+    args = parser.parse_args(argv)
+    from beam_ingest.synthetic_segmentation import SegmentationSpec, generate_segmentation
+    chunks = tuple(s // c for s, c in zip(args.size, args.chunk_size))
+    folder = os.path.join(args.data, "seg_" + "x".join(map(str, args.size)))
+    config = os.path.join(folder, "config.yml")
+    if not os.path.exists(config):
+        print(f"generating {args.size} voxels ({chunks} chunks of {args.chunk_size}) under {folder}", flush=True)
+        generate_segmentation(folder, SegmentationSpec(chunks=chunks, chunk_size=tuple(args.chunk_size),
+                                                       partial_last_chunk=False, voxels_per_sv=512, seed=42))
+    for out in ("watershed", "edges", "components"):  # outputs of an earlier run
+        subprocess.run(["rm", "-rf", os.path.join(folder, out)], check=True)
+    cpus = sorted(os.sched_getaffinity(0))[:1]
+    run = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", config], capture_output=True,
+                         text=True, cwd=ROOT, preexec_fn=lambda: os.sched_setaffinity(0, cpus))
+    if run.returncode:
+        sys.stderr.write(run.stderr[-4000:])
+        return 1
+    r = json.loads(run.stdout.strip().splitlines()[-1])
+    c = r["counters"]
+    shell_s = c.get("layer2_read_us", 0) / 1e6
+    build_s = c.get("layer2_us", 0) / 1e6 - shell_s
+    upper_s = sum(v for k, v in c.items() if k.endswith("_us") and k.startswith(("layer", "roots"))
+                  and k not in ("layer2_us", "layer2_read_us")) / 1e6
+    print(f"{r['voxels']:,} voxels, {c.get('layer2_svs', 0):,} supervoxels, {c.get('layer2_edges', 0):,} edges, "
+          f"{c.get('layer2_chunks', 0)} layer-2 chunks, one CPU")
+    print(f"end to end: {r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} CPU s: "
+          f"**{r['voxels'] / r['cpu_s'] / 1e6:.2f} M voxels/s per core**")
+    print(f"  read shell + relabel + contacts + write WATERSHED/EDGES/COMPONENTS: {shell_s:.1f} s "
+          f"({r['voxels'] / max(shell_s, 1e-9) / 1e6:.2f} M voxels/s)")
+    print(f"  layer-2 build from them: {build_s:.1f} s; layers 3+ and roots: {upper_s:.1f} s; the rest (id "
+          f"stage: reading each chunk's supervoxels and objects, Beam): "
+          f"{r['wall_s'] - shell_s - build_s - upper_s:.1f} s")
+    print(f"peak RSS {r['peak_rss_mb']:.0f} MB (start-up {r['base_rss_mb']:.0f} MB); one chunk with its shell is "
+          f"{r['chunk_voxels']:,} voxels ({r['chunk_voxels'] * 8 * 4 / 2**20:.0f} MB as uint64 ids + 3 float32 "
+          "affinity channels)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -90,6 +90,28 @@ class SegmentationReader:
                              f"{' '.join(str(exc).split())[:300]}") from None
         return np.asarray(cutout)
 
+    def _read_shelled(self, key, start, stop, inner_start, inner_stop, coord, sides):
+        """The box `start..stop` holding the chunk `inner_start..inner_stop` and its one-voxel face
+        shells on `sides` (-1 lower, 1 upper), read as the chunk plus one thin slab per face: the
+        shell's edges and corners (never part of a face contact) stay 0, and no whole neighbouring
+        storage chunk row is fetched for them."""
+        inner = self._read(key, inner_start, inner_stop, coord)
+        out = np.zeros(tuple(int(v) for v in stop - start) + inner.shape[3:], inner.dtype)
+        own = tuple(slice(int(a - s), int(b - s)) for a, b, s in zip(inner_start, inner_stop, start))
+        out[own] = inner
+        for axis in range(3):
+            for side in sides:
+                lo, hi = inner_start.copy(), inner_stop.copy()
+                if side < 0 and inner_start[axis] > start[axis]:
+                    lo[axis], hi[axis] = inner_start[axis] - 1, inner_start[axis]
+                elif side > 0 and inner_stop[axis] < stop[axis]:
+                    lo[axis], hi[axis] = inner_stop[axis], inner_stop[axis] + 1
+                else:
+                    continue
+                target = tuple(slice(int(a - s), int(b - s)) for a, b, s in zip(lo, hi, start))
+                out[target] = self._read(key, lo, hi, coord)
+        return out
+
     def _prefix(self, coord) -> int:
         return int(self.layout.chunk_id(1, *coord))
 
@@ -124,10 +146,11 @@ class SegmentationReader:
         start, stop = self.box(coord, shell=1)
         inner_start, inner_stop = self.box(coord)
         own = tuple(slice(int(a - s), int(b - s)) for a, b, s in zip(inner_start, inner_stop, start))
-        box = self._read("supervoxels", start, stop, coord)[..., 0]
+        box = self._read_shelled("supervoxels", start, stop, inner_start, inner_stop, coord, (-1, 1))[..., 0]
         affinities = None
         if self.urls["affinities"]:
-            affinities = self._read("affinities", start, stop, coord)
+            # a link's affinity sits at its upper voxel: inside the chunk, or in an upper face shell
+            affinities = self._read_shelled("affinities", start, stop, inner_start, inner_stop, coord, (1,))
             if affinities.shape[-1] != 3:
                 raise InputError(f"ingest_config.AFFINITIES: {self.urls['affinities']} has {affinities.shape[-1]} "
                                  "channel(s), expected 3 (x, y, z)")

@@ -31,6 +31,9 @@ class SegmentationReader:
     def __init__(self, layout, mip: int, supervoxels: str, watershed: str, edges_out: str, components_out: str,
                  objects: str | None = None, affinities: str | None = None, sv_map: str | None = None,
                  in_place: bool = False):
+        self._args = dict(layout=layout, mip=mip, supervoxels=supervoxels, watershed=watershed, edges_out=edges_out,
+                          components_out=components_out, objects=objects, affinities=affinities, sv_map=sv_map,
+                          in_place=in_place)  # what a worker gets: no clients
         self.layout, self.mip = layout, int(mip)
         self.urls = dict(supervoxels=supervoxels, watershed=watershed, edges=edges_out, components=components_out,
                          objects=objects, affinities=affinities, sv_map=sv_map)
@@ -40,12 +43,10 @@ class SegmentationReader:
         self._files = {}
 
     def __getstate__(self):
-        return {"layout": self.layout, "mip": self.mip, "urls": self.urls, "in_place": self.in_place}
+        return self._args
 
     def __setstate__(self, state):
-        self.__init__(state["layout"], state["mip"], in_place=state["in_place"],
-                      **{("edges_out" if k == "edges" else "components_out" if k == "components" else k): v
-                         for k, v in state["urls"].items()})
+        self.__init__(**state)
 
     def connect(self):
         for key in ("supervoxels", "objects", "affinities", "watershed"):

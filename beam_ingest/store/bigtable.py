@@ -112,7 +112,7 @@ class _TargetClient(Client):
         self._emulator_host = target.emulator_host
 
     def _create_gapic_client_channel(self, client_class, grpc_transport):
-        options = list(GRPC_CHANNEL_OPTIONS) + [("grpc.use_local_subchannel_pool", 1)]
+        options = _channel_options()
         if self._emulator_host:
             import grpc
             return grpc_transport(channel=grpc.insecure_channel(self._emulator_host, options=options),
@@ -243,6 +243,11 @@ MUTATE_TIMEOUT_S = 60.0
 RECONNECT_CODES = ("DEADLINE_EXCEEDED", "UNAVAILABLE")
 
 
+def _channel_options() -> list:
+    """GRPC_CHANNEL_OPTIONS and a connection of the channel's own (see data_client)."""
+    return list(GRPC_CHANNEL_OPTIONS) + [("grpc.use_local_subchannel_pool", 1)]
+
+
 def data_client(emulator_host: str | None):
     """The generated Bigtable data API client: of the emulator at `emulator_host` if there is
     one, else of Google Cloud Bigtable (never decided by this process's environment).
@@ -255,7 +260,7 @@ def data_client(emulator_host: str | None):
     """
     from google.cloud.bigtable_v2 import BigtableClient
     from google.cloud.bigtable_v2.services.bigtable.transports import BigtableGrpcTransport
-    options = list(GRPC_CHANNEL_OPTIONS) + [("grpc.use_local_subchannel_pool", 1)]
+    options = _channel_options()
     if emulator_host:
         import grpc
         channel = grpc.insecure_channel(emulator_host, options=options)

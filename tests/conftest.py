@@ -1,5 +1,7 @@
 import os
+import shutil
 import tempfile
+import threading
 
 # cloud-files / cloud-volume read these at import time: keep a developer's secrets out of tests.
 _secrets = tempfile.mkdtemp(prefix="beam-ingest-secrets-")
@@ -102,6 +104,10 @@ def gcs_server():
     from google.cloud import storage
     server = FakeGCSServer()
     server.start()
+    # The wrapper starts the binary with stderr=PIPE and never reads it; the server logs a line per request
+    # there, and once ~64 KiB are unread (a few hundred requests) every request blocks: drain it to a file.
+    log = open(os.path.join(_secrets, "fake-gcs-server.log"), "wb")
+    threading.Thread(target=shutil.copyfileobj, args=(server._process.stderr, log), daemon=True).start()
     storage.Client(project="test", credentials=AnonymousCredentials()).create_bucket("ingest-test")
     yield "gs://ingest-test"
     server.stop()

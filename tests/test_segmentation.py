@@ -220,14 +220,15 @@ def test_other_objects_geometry_is_refused(tmp_path, graph_id):
         run_ingest(write_config(cfg, tmp_path / "mixed.yml"), graph_id, "--from_segmentation")
 
 
-def test_segmentation_on_s3(tmp_path, graph_id, s3_server):
-    """Volumes in and outputs on S3 (moto). (On fake-gcs-server, CloudVolume's parallel chunk downloads
-    of the shelled reads wait for answers that never come; see the issue notes.)"""
+@pytest.mark.parametrize("store", ["s3", "gs"])
+def test_segmentation_on_object_storage(tmp_path, graph_id, store, request):
+    """Volumes in and outputs on S3 (moto) and GCS (fake-gcs-server)."""
     from cloudfiles import CloudFiles
+    server = request.getfixturevalue("s3_server" if store == "s3" else "gcs_server")
     info = generate_segmentation(str(tmp_path / "data"), SegmentationSpec(seed=10, chunks=(2, 2, 2), affinities=False))
     local = CloudFiles("file://" + str(tmp_path / "data"))
     files = [(n, local.get(n)) for n in sorted({n.removesuffix(".gz") for n in local.list()})]  # decompressed
-    base = f"{s3_server}/seg-{graph_id}"
+    base = f"{server}/seg-{graph_id}"
     CloudFiles(base).puts(files, raw=True, compress=None)
     cfg = config_of(info)
     for key in ("SUPERVOXELS", "OBJECTS"):

@@ -101,21 +101,40 @@ class BuildLayer2Fn(_BuildFn):
         yield from self._emit(rows, summary, root_bound, coord)
 
 
-class ReadChunkIdsFn(beam.DoFn):
-    """`--from_segmentation`, step 1: a chunk's original ids, sent to each chunk that needs them."""
+class ReadSegmentationChunkFn(beam.DoFn):
+    """`--from_segmentation`, step 1: reads a chunk once, writes its WATERSHED region, and sends
+    its part (ids, contacts inside, boundary planes) to itself and its face neighbours.
+    `built(c)`: whether layer-2 chunk `c` is built by this run (the others are read only for
+    their neighbours: chunks done before a resume, or outside a `--test` run's chunks)."""
 
-    def __init__(self, reader):
+    def __init__(self, reader, built):
         self.reader = reader
+        self.built = built
 
     def setup(self):
         self.reader.connect()
 
-    def process(self, element):
-        source, targets = element
-        found = self.reader.read_ids(source)
-        _count("segmentation_id_chunks")
-        for target in sorted(set(targets)):
-            yield target, found
+    def process(self, coord):
+        start = time.perf_counter()
+        requests_before = self.reader.requests
+        for target, part in self.reader.read_chunk(coord, write=self.built(coord)):
+            if self.built(target):
+                yield target, part
+        _count("segmentation_chunks")
+        _count("segmentation_storage_files", self.reader.requests - requests_before)
+        _count("segmentation_read_us", (time.perf_counter() - start) * 1e6)
+
+
+class BuiltChunks:
+    """Which layer-2 chunks a run builds: all, or the `--test` ones, less those done before."""
+
+    def __init__(self, coords=None, skipped=frozenset()):
+        self.coords = None if coords is None else {tuple(int(v) for v in c) for c in coords}
+        self.skipped = frozenset(skipped)
+
+    def __call__(self, coord) -> bool:
+        coord = tuple(int(v) for v in coord)
+        return (self.coords is None or coord in self.coords) and coord not in self.skipped
 
 
 class BuildParentLayerFn(_BuildFn):
@@ -402,6 +421,31 @@ class BuildGraph(beam.PTransform):
             chunk_ids = {f"roots/layer2_{int(layout.chunk_id(2, *c))}.npz" for c in self.skipped}
             self.skipped_roots = [n for n in all_roots if n in chunk_ids]
 
+    def _layer2_coords(self, pbegin, coords=None):
+        if coords is not None:
+            return pbegin | "Layer2Coords" >> beam.Create(sorted({tuple(int(v) for v in c) for c in coords}))
+        return (pbegin
+                | "Layer2Slabs" >> beam.Create(list(range(self.layout.n_chunks[0])))
+                | "Layer2Coords" >> beam.FlatMap(_expand_slab, self.layout))
+
+    def _segmentation_parts(self, pbegin):
+        """Reads every chunk a built chunk touches (a `--test` run: its chunks and their face
+        neighbours; after a resume: the chunks left and theirs); groups the parts by the chunk
+        they are for."""
+        reader = self.reader
+        built = BuiltChunks(self.coords, self.skipped)
+        if self.coords is not None:
+            coords = self._layer2_coords(pbegin, [n for c in self.coords for n in [tuple(c), *reader.neighbours(c)]])
+        else:
+            coords = self._layer2_coords(pbegin)
+            if self.skipped:
+                coords = coords | "SkipUntouchedChunks" >> beam.Filter(
+                    lambda c: built(c) or any(built(n) for n in reader.neighbours(c)))
+        return (coords
+                | "SpreadChunks" >> beam.Reshuffle()
+                | "ReadSegmentation" >> beam.ParDo(ReadSegmentationChunkFn(reader, built))
+                | "GroupChunkParts" >> beam.GroupByKey())
+
     def _mark_saved(self, saved, layer, proof, already=(0, 0)):
         """Write layer's checkpoint markers once its summaries are saved and its rows proven
         written; returns them as a side input that the next layer waits for, so a layer's
@@ -451,25 +495,14 @@ class BuildGraph(beam.PTransform):
                                                            self.restart_roots)
             roots = [saved_roots]
         else:
-            if self.coords is None:
-                coords = (pbegin
-                          | "Layer2Slabs" >> beam.Create(list(range(layout.n_chunks[0])))
-                          | "Layer2Coords" >> beam.FlatMap(_expand_slab, layout))
+            if hasattr(self.reader, "read_chunk"):  # segmentation input: each chunk needs its neighbours' parts
+                coords = self._segmentation_parts(pbegin)
             else:
-                coords = pbegin | "Layer2Coords" >> beam.Create([tuple(c) for c in self.coords])
-            if self.skipped:
-                skipped = self.skipped
-                coords = coords | "SkipDoneChunks" >> beam.Filter(lambda c: tuple(c) not in skipped)
-            coords = coords | "SpreadChunks" >> beam.Reshuffle()
-            if hasattr(self.reader, "read_ids"):  # segmentation input: each chunk needs its neighbours' ids
-                reader = self.reader
-                coords = (coords
-                          | "ChunkIdSources" >> beam.FlatMap(
-                              lambda c: [(tuple(int(v) for v in c), tuple(int(v) for v in c))]
-                              + [(n, tuple(int(v) for v in c)) for n in reader.neighbours(c)])
-                          | "GroupIdSources" >> beam.GroupByKey()
-                          | "ReadChunkIds" >> beam.ParDo(ReadChunkIdsFn(reader))
-                          | "GroupChunkIds" >> beam.GroupByKey())
+                coords = self._layer2_coords(pbegin, self.coords)
+                if self.skipped:
+                    skipped = self.skipped
+                    coords = coords | "SkipDoneChunks" >> beam.Filter(lambda c: tuple(c) not in skipped)
+                coords = coords | "SpreadChunks" >> beam.Reshuffle()
             built = coords | "BuildLayer2" >> beam.ParDo(
                 BuildLayer2Fn(layout, self.reader, self.fail_at_layer, self.checkpoint_url,
                               self.sink.identity, self.lifted)).with_outputs(ROWS, ROOTS, SAVED, main="summary")

@@ -4,10 +4,18 @@ A supervoxel volume with ids of its own becomes one supervoxel per (original id,
 chunk), numbered `k = 1, 2, ...` by ascending original id inside the chunk; face contacts
 between voxels (6-connectivity) become in_chunk, between_chunk and cross_chunk edges; the
 objects (or, without them, the original ids) become each chunk's components.
+
+Each chunk is read once (`label_chunk`, `in_chunk_edges`, `boundary`): its ranks give the
+WATERSHED region and the contacts inside it. Contacts across a face need the neighbour's
+voxels on the other side: every chunk hands its one-voxel boundary planes (original ids,
+and the affinities on its lower planes) to its face neighbours, and `finish_chunk` pairs
+them with its own (`face_edges`), which is the chunk's one-voxel face shell without reading
+it twice.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import fastremap
 import numpy as np
@@ -15,6 +23,7 @@ import numpy as np
 from .precomputed import EDGE_KINDS, Edges, InputError
 
 AXES = "xyz"
+DENSE_PAIR_CODES = 1 << 21  # up to this many (rank, rank) codes, pair counts are a bincount, not a sort
 
 
 @dataclasses.dataclass
@@ -26,34 +35,63 @@ class ChunkIds:
     objects: np.ndarray | None = None
 
 
-def chunk_ids(coord, supervoxels: np.ndarray, objects: np.ndarray | None = None, max_segment: int | None = None,
-              where: str = "") -> ChunkIds:
-    """The original ids in a chunk's voxels (and each one's object)."""
+@dataclasses.dataclass
+class ChunkPart:
+    """What reading one chunk hands on: to the chunk itself (`in_chunk` set, every face), or
+    to one face neighbour (`in_chunk` None, the face toward it).
+
+    `planes[(axis, side)]`: the chunk's boundary plane of ranks (`label_chunk`) at its lower
+    (-1) or upper (+1) end along `axis`; `affinities[axis]`: channel `axis` of the affinities on its
+    lower plane along `axis`, where the links to the chunk below end (None without AFFINITIES).
+    """
+    ids: ChunkIds
+    planes: dict
+    affinities: dict
+    in_chunk: Edges | None = None
+
+    @property
+    def coord(self):
+        return self.ids.coord
+
+
+def label_chunk(coord, supervoxels: np.ndarray, objects: np.ndarray | None = None, max_segment: int | None = None,
+                where: str = "") -> tuple[ChunkIds, np.ndarray]:
+    """A chunk's original ids (ascending; each one's object) and its rank volume: 0 on
+    background, `k` where the voxel's id is `ids[k - 1]` (the new segment id)."""
     coord = tuple(int(c) for c in coord)
     where = where or f"layer-2 chunk {coord}"
-    ids = fastremap.unique(supervoxels)
-    ids = ids[ids != 0].astype(np.uint64)
+    dense, mapping = fastremap.renumber(supervoxels, preserve_zero=True, in_place=False)
+    ids = np.fromiter(mapping.keys(), np.uint64, len(mapping))
+    labels = np.fromiter(mapping.values(), np.int64, len(mapping))
+    order = np.argsort(ids, kind="stable")
+    ids, labels = ids[order], labels[order]
+    if len(ids) and ids[0] == 0:
+        ids, labels = ids[1:], labels[1:]
     if max_segment is not None and len(ids) > max_segment:
         raise InputError(f"SUPERVOXELS: {where} holds {len(ids)} supervoxel ids, more than its {max_segment} segment "
                          "ids can number (raise SPATIAL_BITS' headroom: fewer layers, or a smaller CHUNK_SIZE)")
+    rank_of = np.zeros(int(labels.max(initial=0)) + 1, np.min_scalar_type(len(ids) + 1))
+    rank_of[labels] = np.arange(1, len(ids) + 1)
+    ranks = rank_of[dense]
     if objects is None:
-        return ChunkIds(coord, ids)
-    sv, obj = supervoxels.reshape(-1), objects.reshape(-1)
-    labelled = (sv != 0) & (obj != 0)
-    sv_index = np.searchsorted(ids, sv[labelled].astype(np.uint64))
-    labels, obj_index = fastremap.unique(obj[labelled], return_inverse=True)
-    labels = labels.astype(np.uint64)
-    # distinct (supervoxel, object) pairs as one int64 key each, in (supervoxel, object) order
-    keys = np.unique(sv_index.astype(np.int64) * len(labels) + obj_index.reshape(-1).astype(np.int64))
-    pair_sv, pair_obj = keys // max(len(labels), 1), keys % max(len(labels), 1)
-    twice = np.flatnonzero(pair_sv[1:] == pair_sv[:-1])
-    if len(twice):
-        k = twice[0]
-        s, a, b = int(ids[pair_sv[k]]), int(labels[pair_obj[k]]), int(labels[pair_obj[k + 1]])
-        raise InputError(f"OBJECTS: supervoxel {s} lies under two objects, {a} and {b}, in {where}")
-    out = np.zeros(len(ids), np.uint64)
-    out[pair_sv] = labels[pair_obj]
-    return ChunkIds(coord, ids, out)
+        return ChunkIds(coord, ids), ranks
+    return ChunkIds(coord, ids, _objects_of(ranks, objects, ids, where)), ranks
+
+
+def _objects_of(ranks, objects, ids, where):
+    """The one non-zero object under each supervoxel's voxels (0 if none)."""
+    r, o = _flat(ranks), _flat(objects).astype(np.uint64)
+    labelled = (r != 0) & (o != 0)
+    r, o = r[labelled], o[labelled]
+    found = np.zeros(len(ids) + 1, np.uint64)
+    found[r] = o  # any one of each supervoxel's labels; all must agree with it
+    clash = np.flatnonzero(found[r] != o)
+    if len(clash):
+        k = r[clash[0]]
+        a, b = np.unique(o[r == k])[:2]
+        raise InputError(f"OBJECTS: supervoxel {int(ids[k - 1])} lies under two objects, {int(a)} and {int(b)}, "
+                         f"in {where}")
+    return found[1:]
 
 
 def check_objects_agree(own: ChunkIds, neighbours: list[ChunkIds], where: str):
@@ -70,92 +108,140 @@ def check_objects_agree(own: ChunkIds, neighbours: list[ChunkIds], where: str):
                              f"under object {int(b[k])} in its neighbour layer-2 chunk {other.coord}")
 
 
-def relabel(supervoxels: np.ndarray, chunk_prefix: int, ids: np.ndarray) -> np.ndarray:
-    """New ids of a block of one chunk: `chunk_prefix | rank`, background 0."""
-    out = np.zeros(supervoxels.shape, np.uint64)
-    present = supervoxels != 0
-    rank = np.searchsorted(ids, supervoxels[present].astype(np.uint64)) + 1
-    out[present] = np.uint64(chunk_prefix) | rank.astype(np.uint64)
-    return out
+def segment_table(prefix: int, n: int) -> np.ndarray:
+    """New id of each rank: `prefix | k` (rank 0, background, stays 0)."""
+    table = np.zeros(n + 1, np.uint64)
+    table[1:] = np.uint64(prefix) | np.arange(1, n + 1, dtype=np.uint64)
+    return table
+
+
+def _flat(volume: np.ndarray) -> np.ndarray:
+    """x fastest, as volumes are stored (a view for Fortran-ordered arrays)."""
+    return volume.reshape(-1, order="F")
+
+
+@functools.lru_cache(maxsize=16)
+def _neighbour_steps(shape: tuple) -> tuple:
+    """Per axis: the flat (x-fastest) offset of the next voxel along it, and which voxels have
+    one (not on the upper boundary)."""
+    size = int(np.prod(shape))
+    flat = np.arange(size)
+    steps = []
+    stride = 1
+    for axis in range(3):
+        position = (flat[:size - stride] // stride) % shape[axis] if size > stride else flat[:0]
+        steps.append((stride, position != shape[axis] - 1))
+        stride *= shape[axis]
+    return tuple(steps)
+
+
+def in_chunk_edges(ranks: np.ndarray, prefix: int, n: int, affinities: np.ndarray | None = None) -> Edges:
+    """Contacts between different supervoxels inside one chunk, smaller id first: area (voxel
+    pairs) and mean affinity at the upper voxel of each pair (1.0 without affinities)."""
+    flat = _flat(ranks)
+    aff = None if affinities is None else affinities.reshape(-1, affinities.shape[-1], order="F")
+    codes, weights = [], []
+    for axis, (step, has_next) in enumerate(_neighbour_steps(tuple(int(s) for s in ranks.shape))):
+        if step >= len(flat):
+            continue
+        a, b = flat[:-step], flat[step:]
+        contact = a != b
+        contact &= has_next
+        contact &= np.minimum(a, b) != 0
+        at = np.flatnonzero(contact)
+        a, b = a[at], b[at]
+        codes.append(np.minimum(a, b).astype(np.int64) * (n + 1) + np.maximum(a, b))
+        weights.append(None if aff is None else aff[at + step, axis])
+    if not codes or not sum(len(c) for c in codes):
+        return Edges.empty()
+    code = np.concatenate(codes)
+    keys, area, affinity_sum = _count_codes(code, None if aff is None else np.concatenate(weights), (n + 1) ** 2)
+    affinity = np.ones(len(keys), np.float32) if aff is None else (affinity_sum / area).astype(np.float32)
+    table = segment_table(prefix, n)
+    return Edges(table[keys // (n + 1)], table[keys % (n + 1)], affinity, area.astype(np.uint64))
+
+
+def _count_codes(code: np.ndarray, weights, n_codes: int):
+    """Distinct codes ascending, how often each occurs, and the sum of its weights."""
+    if n_codes <= DENSE_PAIR_CODES:
+        area = np.bincount(code, minlength=n_codes)
+        keys = np.flatnonzero(area)
+        sums = None if weights is None else np.bincount(code, weights, minlength=n_codes)[keys]
+        return keys, area[keys], sums
+    keys, group = np.unique(code, return_inverse=True)
+    area = np.bincount(group, minlength=len(keys))
+    sums = None if weights is None else np.bincount(group, weights, minlength=len(keys))
+    return keys, area, sums
+
+
+def boundary(ranks: np.ndarray, affinities: np.ndarray | None = None) -> tuple[dict, dict]:
+    """A chunk's six boundary planes of ranks, and the affinities on its lower planes
+    (channel = axis), for `ChunkPart`."""
+    planes, lower = {}, {}
+    for axis in range(3):
+        for side, index in ((-1, 0), (1, ranks.shape[axis] - 1)):
+            at = (slice(None),) * axis + (index,)
+            planes[(axis, side)] = np.ascontiguousarray(ranks[at])
+            if side < 0:
+                lower[axis] = None if affinities is None else np.ascontiguousarray(affinities[..., axis][at])
+    return planes, lower
+
+
+def face_contacts(own: ChunkPart, other: ChunkPart, prefixes: dict):
+    """Voxel pairs across the face between chunk `own` and face neighbour `other`:
+    `(own end, other end, affinity, same original id)`, own end first."""
+    axis = next(k for k in range(3) if own.coord[k] != other.coord[k])
+    side = 1 if other.coord[axis] > own.coord[axis] else -1
+    mine, theirs = own.planes[(axis, side)], other.planes[(axis, -side)]
+    touching = (mine != 0) & (theirs != 0)
+    a, b = mine[touching].astype(np.int64), theirs[touching].astype(np.int64)
+    upper = other if side > 0 else own  # the link's affinity sits at its upper voxel
+    aff = upper.affinities.get(axis)
+    affinity = np.ones(len(a), np.float64) if aff is None else aff[touching].astype(np.float64)
+    same = own.ids.ids[a - 1] == other.ids.ids[b - 1]
+    return (np.uint64(prefixes[own.coord]) | a.astype(np.uint64), np.uint64(prefixes[other.coord]) | b.astype(np.uint64),
+            affinity, same)
 
 
 @dataclasses.dataclass
 class ChunkGraph:
-    """What one chunk's voxels give: its relabelled region, its edges and components."""
-    watershed: np.ndarray
+    """What one chunk's voxels give: its edges and components."""
     edges: dict
     component_svs: np.ndarray
     component_labels: np.ndarray
     n_svs: int = 0
 
 
-def chunk_graph(box: np.ndarray, own: tuple, prefixes: dict, id_sets: dict, coord, segment_bits: int,
-                affinities=None, where: str = "") -> ChunkGraph:
-    """Edges and components of chunk `coord` from `box`: its voxels plus a one-voxel shell.
+def finish_chunk(own: ChunkPart, neighbours: list, prefixes: dict, segment_bits: int) -> ChunkGraph:
+    """A chunk's edges (its in_chunk ones, both kinds across its faces, self-edges for pieces
+    touching nothing) and its components, from its own part and its face neighbours' parts.
+    `prefixes[c]`: chunk id (layer 1) of the chunk and of each neighbour."""
+    coord = own.coord
+    parts = {"between_chunk": [], "cross_chunk": []}
+    for other in neighbours:
+        a, b, affinity, same = face_contacts(own, other, prefixes)
+        parts["cross_chunk"].append((a[same], b[same], affinity[same]))
+        parts["between_chunk"].append((a[~same], b[~same], affinity[~same]))
+    edges = {"in_chunk": own.in_chunk}
+    for kind in ("between_chunk", "cross_chunk"):
+        edges[kind] = _sum_pairs(parts[kind], kind == "cross_chunk")
 
-    `own`: the chunk's region inside `box` (a tuple of slices); `prefixes[c]` and
-    `id_sets[c]` (ChunkIds) for the chunk and each face neighbour the shell reaches;
-    `affinities`: `box`'s shape + (3,) float32, channel k the link along axis k ending at
-    a voxel, or None (affinity 1.0).
-    """
-    coord = tuple(int(c) for c in coord)
-    where = where or f"layer-2 chunk {coord}"
-    mine = id_sets[coord]
-    new = np.zeros(box.shape, np.uint64)
-    origin = np.zeros(box.shape, np.uint64)  # original id of every mapped voxel (0 elsewhere)
-    inside = np.zeros(box.shape, bool)
-    inside[own] = True
-    new[own] = relabel(box[own], prefixes[coord], mine.ids)
-    origin[own] = box[own]
-    for axis in range(3):
-        for step in (-1, 1):
-            neighbour = tuple(c + step * (k == axis) for k, c in enumerate(coord))
-            shell = list(own)
-            edge = own[axis].start - 1 if step < 0 else own[axis].stop
-            if edge < 0 or edge >= box.shape[axis] or neighbour not in id_sets:
-                continue
-            shell[axis] = slice(edge, edge + 1)
-            shell = tuple(shell)
-            new[shell] = relabel(box[shell], prefixes[neighbour], id_sets[neighbour].ids)
-            origin[shell] = box[shell]
-
-    parts = {kind: [] for kind in EDGE_KINDS}  # (own, other, affinity sum, pairs)
-    for axis in range(3):
-        lo = tuple(slice(0, -1) if k == axis else slice(None) for k in range(3))
-        hi = tuple(slice(1, None) if k == axis else slice(None) for k in range(3))
-        a, b = new[lo], new[hi]
-        in_a, in_b = inside[lo], inside[hi]
-        keep = (a != 0) & (b != 0) & (a != b) & (in_a | in_b)
-        if not keep.any():
-            continue
-        a, b, in_a, in_b = a[keep], b[keep], in_a[keep], in_b[keep]
-        same = origin[lo][keep] == origin[hi][keep]
-        aff = np.ones(len(a), np.float64) if affinities is None else affinities[hi + (axis,)][keep].astype(np.float64)
-        both = in_a & in_b
-        own_end, other_end = np.where(in_a, a, b), np.where(in_a, b, a)
-        # in_chunk pairs are unordered: the smaller id first
-        own_end = np.where(both, np.minimum(a, b), own_end)
-        other_end = np.where(both, np.maximum(a, b), other_end)
-        for kind, mask in (("in_chunk", both), ("cross_chunk", ~both & same), ("between_chunk", ~both & ~same)):
-            if mask.any():
-                parts[kind].append((own_end[mask], other_end[mask], aff[mask]))
-    edges = {kind: _sum_pairs(parts[kind], kind == "cross_chunk") for kind in EDGE_KINDS}
-
-    svs = np.uint64(prefixes[coord]) | np.arange(1, len(mine.ids) + 1, dtype=np.uint64)
+    svs = segment_table(prefixes[coord], len(own.ids.ids))[1:]
     touched = np.concatenate([edges["in_chunk"].ids1, edges["in_chunk"].ids2, edges["between_chunk"].ids1,
                               edges["cross_chunk"].ids1])
     alone = svs[~np.isin(svs, touched)]
     if len(alone):  # a piece touching no other piece: a self-edge keeps it in the graph
         selfs = Edges(alone, alone.copy(), np.ones(len(alone), np.float32), np.zeros(len(alone), np.uint64))
         edges["in_chunk"] = _concat_edges([edges["in_chunk"], selfs])
-
+    id_sets = {coord: own.ids, **{other.coord: other.ids for other in neighbours}}
     component_svs, component_labels = _components(svs, edges["between_chunk"].ids2, prefixes, id_sets,
                                                   segment_bits)
-    return ChunkGraph(new[own], edges, component_svs, component_labels, len(svs))
+    return ChunkGraph({kind: edges[kind] for kind in EDGE_KINDS}, component_svs, component_labels, len(svs))
 
 
 def _sum_pairs(parts, cross: bool) -> Edges:
     """Distinct (own, other) pairs, their voxel-pair count (area) and mean affinity."""
+    parts = [p for p in parts if len(p[0])]
     if not parts:
         return Edges.empty()
     own = np.concatenate([p[0] for p in parts])
@@ -163,10 +249,8 @@ def _sum_pairs(parts, cross: bool) -> Edges:
     aff = np.concatenate([p[2] for p in parts])
     ids, inverse = np.unique(np.concatenate([own, other]), return_inverse=True)
     i, j = inverse[:len(own)].astype(np.int64), inverse[len(own):].astype(np.int64)
-    keys, group = np.unique(i * len(ids) + j, return_inverse=True)
-    area = np.bincount(group, minlength=len(keys))
-    affinity = np.full(len(keys), np.inf, np.float32) if cross else \
-        (np.bincount(group, aff, minlength=len(keys)) / area).astype(np.float32)
+    keys, area, affinity_sum = _count_codes(i * len(ids) + j, None if cross else aff, len(ids) ** 2)
+    affinity = np.full(len(keys), np.inf, np.float32) if cross else (affinity_sum / area).astype(np.float32)
     return Edges(ids[keys // len(ids)], ids[keys % len(ids)], affinity, area.astype(np.uint64))
 
 

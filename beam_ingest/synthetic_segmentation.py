@@ -49,6 +49,10 @@ class SegmentationSpec:
     object_span: int = 2              # Voronoi supervoxels are grouped into objects by blocks of
                                       # object_span chunks per axis (their seed's block)
     cases: bool = True                # paint the awkward cases (off: Voronoi + holes only)
+    storage_chunk: tuple | None = None  # the volumes' storage chunk size (default: storage_chunk_size)
+
+    def storage_chunk_size(self) -> tuple[int, int, int]:
+        return tuple(int(c) for c in self.storage_chunk) if self.storage_chunk else storage_chunk_size(self.chunk_size)
 
 
 def storage_chunk_size(chunk_size) -> tuple[int, int, int]:
@@ -385,7 +389,7 @@ def generate_segmentation(out_dir: str, spec: SegmentationSpec = SegmentationSpe
             "affinities": urls["affinities"], "size": [int(v) for v in size],
             "voxel_offset": [int(v) for v in spec.voxel_offset], "resolution": [int(v) for v in spec.resolution],
             "chunk_size": [int(v) for v in spec.chunk_size], "n_chunks": [int(v) for v in grid.n],
-            "storage_chunk_size": list(storage_chunk_size(spec.chunk_size)), "dtype": spec.dtype,
+            "storage_chunk_size": list(spec.storage_chunk_size()), "dtype": spec.dtype,
             "n_supervoxels": n_supervoxels,
             "cases": cases}
 
@@ -453,7 +457,7 @@ def _write_volumes(spec, grid, labels, id_of, obj_of, rng_aff, urls):
     from cloudvolume import CloudVolume
     size = [int(v) for v in grid.size]
     common = dict(resolution=[int(v) for v in spec.resolution], voxel_offset=[int(v) for v in spec.voxel_offset],
-                  volume_size=size, chunk_size=list(storage_chunk_size(spec.chunk_size)))
+                  volume_size=size, chunk_size=list(spec.storage_chunk_size()))
     volumes = {}
     sv_dtype = np.dtype(spec.dtype)
     for key, num_channels, layer_type, dtype in (("supervoxels", 1, "segmentation", spec.dtype),

@@ -52,16 +52,20 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, nargs=3, default=[512, 512, 256], metavar=("X", "Y", "Z"))
     parser.add_argument("--chunk_size", type=int, nargs=3, default=[64, 64, 32], metavar=("X", "Y", "Z"))
+    parser.add_argument("--storage_chunk", type=int, nargs=3, metavar=("X", "Y", "Z"),
+                        help="the input volumes' storage chunk size (default: half of --chunk_size)")
     parser.add_argument("--data", default=os.path.join(ROOT, "bench_data"))
     args = parser.parse_args(argv)
     from beam_ingest.synthetic_segmentation import SegmentationSpec, generate_segmentation
     chunks = tuple(s // c for s, c in zip(args.size, args.chunk_size))
-    folder = os.path.join(args.data, "seg_" + "x".join(map(str, args.size)))
+    folder = os.path.join(args.data, "seg_" + "x".join(map(str, args.size))
+                          + ("_storage_" + "x".join(map(str, args.storage_chunk)) if args.storage_chunk else ""))
     config = os.path.join(folder, "config.yml")
     if not os.path.exists(config):
         print(f"generating {args.size} voxels ({chunks} chunks of {args.chunk_size}) under {folder}", flush=True)
         generate_segmentation(folder, SegmentationSpec(chunks=chunks, chunk_size=tuple(args.chunk_size),
-                                                       partial_last_chunk=False, voxels_per_sv=512, seed=42))
+                                                       partial_last_chunk=False, voxels_per_sv=512, seed=42,
+                                                       storage_chunk=args.storage_chunk))
     for out in ("watershed", "edges", "components"):  # outputs of an earlier run
         subprocess.run(["rm", "-rf", os.path.join(folder, out)], check=True)
     cpus = sorted(os.sched_getaffinity(0))[:1]
@@ -72,19 +76,25 @@ def main(argv=None):
         return 1
     r = json.loads(run.stdout.strip().splitlines()[-1])
     c = r["counters"]
-    shell_s = c.get("layer2_read_us", 0) / 1e6
-    build_s = c.get("layer2_us", 0) / 1e6 - shell_s
+    read_s = c.get("segmentation_read_us", 0) / 1e6
+    faces_s = c.get("layer2_read_us", 0) / 1e6
+    build_s = c.get("layer2_us", 0) / 1e6 - faces_s
     upper_s = sum(v for k, v in c.items() if k.endswith("_us") and k.startswith(("layer", "roots"))
                   and k not in ("layer2_us", "layer2_read_us")) / 1e6
-    print(f"{r['voxels']:,} voxels, {c.get('layer2_svs', 0):,} supervoxels, {c.get('layer2_edges', 0):,} edges, "
-          f"{c.get('layer2_chunks', 0)} layer-2 chunks, one CPU")
+    work_s = read_s + faces_s + build_s + upper_s
+    voxels = r["voxels"]
+    print(f"{voxels:,} voxels, {c.get('layer2_svs', 0):,} supervoxels, {c.get('layer2_edges', 0):,} edges, "
+          f"{c.get('layer2_chunks', 0)} layer-2 chunks of {args.chunk_size}, storage chunks "
+          f"{args.storage_chunk or [v // 2 for v in args.chunk_size]} ({c.get('segmentation_storage_files', 0):,} "
+          "files read), one CPU")
     print(f"end to end: {r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} CPU s: "
-          f"**{r['voxels'] / r['cpu_s'] / 1e6:.2f} M voxels/s per core**")
-    print(f"  read shell + relabel + contacts + write WATERSHED/EDGES/COMPONENTS: {shell_s:.1f} s "
-          f"({r['voxels'] / max(shell_s, 1e-9) / 1e6:.2f} M voxels/s)")
-    print(f"  layer-2 build from them: {build_s:.1f} s; layers 3+ and roots: {upper_s:.1f} s; the rest (id "
-          f"stage: reading each chunk's supervoxels and objects, Beam): "
-          f"{r['wall_s'] - shell_s - build_s - upper_s:.1f} s")
+          f"**{voxels / r['cpu_s'] / 1e6:.2f} M voxels/s per core**")
+    print(f"  per-chunk work: {work_s:.1f} s ({voxels / max(work_s, 1e-9) / 1e6:.2f} M voxels/s), of which")
+    print(f"    read each chunk once + relabel + contacts inside + write WATERSHED: {read_s:.1f} s "
+          f"({voxels / max(read_s, 1e-9) / 1e6:.2f} M voxels/s)")
+    print(f"    contacts across faces + components + write EDGES/COMPONENTS: {faces_s:.1f} s")
+    print(f"    layer-2 build: {build_s:.1f} s; layers 3+ and roots: {upper_s:.1f} s")
+    print(f"  the rest (start-up, pipeline construction, Beam between stages): {r['wall_s'] - work_s:.1f} s")
     print(f"peak RSS {r['peak_rss_mb']:.0f} MB (start-up {r['base_rss_mb']:.0f} MB); one chunk with its shell is "
           f"{r['chunk_voxels']:,} voxels ({r['chunk_voxels'] * 8 * 4 / 2**20:.0f} MB as uint64 ids + 3 float32 "
           "affinity channels)")

@@ -23,7 +23,7 @@ import numpy as np
 from .precomputed import EDGE_KINDS, Edges, InputError
 
 AXES = "xyz"
-DENSE_PAIR_CODES = 1 << 21  # up to this many (rank, rank) codes, pair counts are a bincount, not a sort
+DENSE_PAIR_CODES = 1 << 21  # up to this many possible codes (and a few per pair), counting is a bincount, not a sort
 
 
 @dataclasses.dataclass
@@ -163,7 +163,7 @@ def in_chunk_edges(ranks: np.ndarray, prefix: int, n: int, affinities: np.ndarra
 
 def _count_codes(code: np.ndarray, weights, n_codes: int):
     """Distinct codes ascending, how often each occurs, and the sum of its weights."""
-    if n_codes <= DENSE_PAIR_CODES:
+    if n_codes <= min(DENSE_PAIR_CODES, 8 * len(code) + 4096):
         area = np.bincount(code, minlength=n_codes)
         keys = np.flatnonzero(area)
         sums = None if weights is None else np.bincount(code, weights, minlength=n_codes)[keys]

@@ -17,7 +17,7 @@ import itertools
 
 import numpy as np
 
-FAST_ENCODINGS = ("raw", "compressed_segmentation", "compresso")
+FAST_ENCODINGS = ("raw", "compressed_segmentation")
 LOCAL_PROTOCOLS = ("file", "mem")
 _FETCH_THREADS = 16
 _pool = None

@@ -1,0 +1,98 @@
+"""StorageBlocks: aligned boxes read and written file by file equal CloudVolume's cutouts and uploads.
+
+Real volumes written by CloudVolume (raw, compressed_segmentation; gzip and not;
+an offset and a partial last storage chunk; 3 float32 channels; mip 1; sharded), on a local
+folder, s3 (moto) and gs (fake-gcs-server).
+"""
+import numpy as np
+import pytest
+from cloudfiles import CloudFiles
+from cloudvolume import CloudVolume
+
+from beam_ingest.inputs.storage_blocks import MissingStorageChunk, StorageBlocks
+
+SIZE, OFFSET, STORAGE = (40, 36, 20), (3, 5, 7), (16, 16, 8)  # last storage chunks: 8, 4, 4 voxels
+
+
+def make_volume(url, encoding="raw", dtype="uint64", channels=1, compress="gzip", sharded=False):
+    rng = np.random.default_rng(7)
+    info = CloudVolume.create_new_info(
+        num_channels=channels, layer_type="image" if dtype == "float32" else "segmentation", data_type=dtype,
+        encoding=encoding, resolution=[4, 4, 40], voxel_offset=list(OFFSET), volume_size=list(SIZE),
+        chunk_size=list(STORAGE), compressed_segmentation_block_size=[8, 8, 8])
+    if sharded:
+        from cloudvolume.datasource.precomputed.sharding import ShardingSpecification
+        info["scales"][0]["sharding"] = ShardingSpecification(
+            "neuroglancer_uint64_sharded_v1", preshift_bits=0, hash="identity", minishard_bits=2, shard_bits=0,
+            minishard_index_encoding="raw", data_encoding="raw").to_dict()
+    cv = CloudVolume(url, info=info, progress=False, compress=compress)
+    cv.commit_info()
+    if dtype == "float32":
+        data = rng.random(SIZE + (channels,), dtype=np.float32)
+    else:
+        data = (rng.integers(0, 50, SIZE + (channels,)) << (33 if dtype == "uint64" else 20)).astype(dtype)
+    cv[OFFSET[0]:OFFSET[0] + SIZE[0], OFFSET[1]:OFFSET[1] + SIZE[1], OFFSET[2]:OFFSET[2] + SIZE[2]] = data
+    return CloudVolume(url, progress=False, fill_missing=False, bounded=False, cache=False), data
+
+
+def boxes():
+    o = np.asarray(OFFSET)
+    yield o, o + STORAGE                                   # one storage file
+    yield o + (16, 0, 8), o + (40, 36, 20)                 # up to the partial last files
+    yield o, o + SIZE                                      # all of it
+
+
+@pytest.mark.parametrize("encoding,dtype,channels,compress", [
+    ("raw", "uint64", 1, "gzip"), ("raw", "uint32", 1, None), ("compressed_segmentation", "uint64", 1, "gzip"),
+    ("raw", "float32", 3, None)])
+def test_reads_equal_cloudvolume_cutouts(tmp_path, encoding, dtype, channels, compress):
+    cv, data = make_volume(f"file://{tmp_path}/v", encoding, dtype, channels, compress)
+    blocks = StorageBlocks(cv)
+    assert blocks.fast
+    for start, stop in boxes():
+        got = blocks.read(start, stop)
+        want = np.asarray(cv[start[0]:stop[0], start[1]:stop[1], start[2]:stop[2]])
+        assert got.dtype == want.dtype and got.shape == want.shape and np.array_equal(got, want)
+        assert np.array_equal(got, data[tuple(slice(a - s, b - s) for a, b, s in zip(start, stop, OFFSET))])
+    assert blocks.files_read == 1 + 2 * 3 * 2 + 3 * 3 * 3
+
+
+def test_reads_on_object_storage(storage_url):
+    cv, data = make_volume(storage_url + "/v", "compressed_segmentation")
+    blocks = StorageBlocks(cv)
+    start, stop = np.asarray(OFFSET), np.asarray(OFFSET) + SIZE
+    assert np.array_equal(blocks.read(start, stop), data)
+
+
+def test_unaligned_and_sharded_boxes_go_through_cloudvolume(tmp_path):
+    cv, data = make_volume(f"file://{tmp_path}/v")
+    blocks = StorageBlocks(cv)
+    start, stop = np.asarray(OFFSET) + 1, np.asarray(OFFSET) + (17, 16, 8)
+    assert np.array_equal(blocks.read(start, stop), data[1:17, 1:16, 1:8])
+    assert blocks.files_read == 0
+    cv, data = make_volume(f"file://{tmp_path}/s", compress=None, sharded=True)
+    blocks = StorageBlocks(cv)
+    assert not blocks.fast
+    assert np.array_equal(blocks.read(np.asarray(OFFSET), np.asarray(OFFSET) + SIZE), data)
+
+
+def test_a_missing_storage_file_is_named(tmp_path):
+    cv, _ = make_volume(f"file://{tmp_path}/v")
+    CloudFiles(f"file://{tmp_path}/v/4_4_40").delete("19-35_21-37_15-23")
+    with pytest.raises(MissingStorageChunk, match=r"v/4_4_40/19-35_21-37_15-23 does not exist"):
+        StorageBlocks(cv).read(np.asarray(OFFSET), np.asarray(OFFSET) + SIZE)
+
+
+@pytest.mark.parametrize("encoding", ["raw", "compressed_segmentation"])
+def test_writes_equal_cloudvolume_uploads(storage_url, encoding):
+    cv, data = make_volume(storage_url + "/v", encoding)
+    ours, _ = make_volume(storage_url + "/w", encoding)
+    rng = np.random.default_rng(3)
+    region = rng.integers(0, 9, (24, 36, 12, 1)).astype(np.uint64)
+    start = np.asarray(OFFSET) + (16, 0, 8)  # up to the partial last files
+    StorageBlocks(ours).write(start, region, compress_level=1)
+    cv[start[0]:start[0] + 24, start[1]:start[1] + 36, start[2]:start[2] + 12] = region
+    fresh = CloudVolume(storage_url + "/w", progress=False)
+    assert np.array_equal(np.asarray(fresh[:, :, :]), np.asarray(CloudVolume(storage_url + "/v", progress=False)[:, :, :]))
+    names = sorted(n for n in CloudFiles(storage_url + "/w/4_4_40").list())
+    assert names == sorted(n for n in CloudFiles(storage_url + "/v/4_4_40").list())

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+import typing
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -15,6 +16,7 @@ from .hierarchy.layer2 import build_layer2
 from .hierarchy.parents import build_parent_layer
 from .hierarchy.roots import build_roots, root_bucket
 from .hierarchy.types import Rows
+from .inputs.segmentation import ChunkPart
 from .layout import ROOT_COUNTER_BUCKETS, GraphLayout
 from .progress import ROOTS as ROOTS_PROGRESS
 
@@ -99,6 +101,27 @@ class BuildLayer2Fn(_BuildFn):
             log.warning("layer-2 chunk %s: %d edges to a chunk that is not a neighbour (kept as given)",
                         tuple(coord), stats.far_edges)
         yield from self._emit(rows, summary, root_bound, coord)
+
+
+class ChunkPartCoder(beam.coders.Coder):
+    """A segmentation chunk part between the two steps: pickled, then zstd (level 1; about half
+    the bytes the runner holds or Dataflow shuffles, for ~0.2 ms a part)."""
+
+    def encode(self, part) -> bytes:
+        import pickle
+        import zstandard
+        return zstandard.ZstdCompressor(level=1).compress(pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL))
+
+    def decode(self, encoded: bytes):
+        import pickle
+        import zstandard
+        return pickle.loads(zstandard.ZstdDecompressor().decompress(encoded))
+
+    def is_deterministic(self) -> bool:
+        return False  # only ever a value, never a key
+
+
+beam.coders.registry.register_coder(ChunkPart, ChunkPartCoder)
 
 
 class ReadSegmentationChunkFn(beam.DoFn):
@@ -443,7 +466,8 @@ class BuildGraph(beam.PTransform):
                     lambda c: built(c) or any(built(n) for n in reader.neighbours(c)))
         return (coords
                 | "SpreadChunks" >> beam.Reshuffle()
-                | "ReadSegmentation" >> beam.ParDo(ReadSegmentationChunkFn(reader, built))
+                | "ReadSegmentation" >> beam.ParDo(ReadSegmentationChunkFn(reader, built)).with_output_types(
+                    typing.Tuple[typing.Tuple[int, int, int], ChunkPart])
                 | "GroupChunkParts" >> beam.GroupByKey())
 
     def _mark_saved(self, saved, layer, proof, already=(0, 0)):

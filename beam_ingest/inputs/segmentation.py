@@ -5,7 +5,7 @@ chunk), numbered `k = 1, 2, ...` by ascending original id inside the chunk; face
 between voxels (6-connectivity) become in_chunk, between_chunk and cross_chunk edges; the
 objects (or, without them, the original ids) become each chunk's components.
 
-Each chunk is read once (`label_chunk`, `in_chunk_edges`, `boundary`): its ranks give the
+Each chunk is read once (`label_chunk`, `in_chunk_contacts`, `boundary`): its ranks give the
 WATERSHED region and the contacts inside it. Contacts across a face need the neighbour's
 voxels on the other side: every chunk hands its one-voxel boundary planes (original ids,
 and the affinities on its lower planes) to its face neighbours, and `finish_chunk` pairs
@@ -42,7 +42,8 @@ class ChunkPart:
 
     `planes[(axis, side)]`: the chunk's boundary plane of ranks (`label_chunk`) at its lower
     (-1) or upper (+1) end along `axis`; `affinities[axis]`: channel `axis` of the affinities on its
-    lower plane along `axis`, where the links to the chunk below end (None without AFFINITIES).
+    lower plane along `axis`, where the links to the chunk below end (None without AFFINITIES);
+    `in_chunk`: its in_chunk edges in ranks (`in_chunk_contacts`), a third of their size as ids.
     """
     ids: ChunkIds
     planes: dict
@@ -135,9 +136,10 @@ def _neighbour_steps(shape: tuple) -> tuple:
     return tuple(steps)
 
 
-def in_chunk_edges(ranks: np.ndarray, prefix: int, n: int, affinities: np.ndarray | None = None) -> Edges:
-    """Contacts between different supervoxels inside one chunk, smaller id first: area (voxel
-    pairs) and mean affinity at the upper voxel of each pair (1.0 without affinities)."""
+def in_chunk_contacts(ranks: np.ndarray, n: int, affinities: np.ndarray | None = None) -> Edges:
+    """Contacts between different supervoxels inside one chunk as in_chunk edges between
+    ranks (`ids1 < ids2`; `n` ranks): area (voxel pairs, uint32) and mean affinity at the
+    upper voxel of each pair (1.0 without affinities)."""
     flat = _flat(ranks)
     aff = None if affinities is None else affinities.reshape(-1, affinities.shape[-1], order="F")
     codes, weights = [], []
@@ -153,12 +155,12 @@ def in_chunk_edges(ranks: np.ndarray, prefix: int, n: int, affinities: np.ndarra
         codes.append(np.minimum(a, b).astype(np.int64) * (n + 1) + np.maximum(a, b))
         weights.append(None if aff is None else aff[at + step, axis])
     if not codes or not sum(len(c) for c in codes):
-        return Edges.empty()
+        return Edges(*(np.empty(0, t) for t in (np.uint8, np.uint8, np.float32, np.uint32)))
     code = np.concatenate(codes)
     keys, area, affinity_sum = _count_codes(code, None if aff is None else np.concatenate(weights), (n + 1) ** 2)
     affinity = np.ones(len(keys), np.float32) if aff is None else (affinity_sum / area).astype(np.float32)
-    table = segment_table(prefix, n)
-    return Edges(table[keys // (n + 1)], table[keys % (n + 1)], affinity, area.astype(np.uint64))
+    rank = np.min_scalar_type(n)
+    return Edges((keys // (n + 1)).astype(rank), (keys % (n + 1)).astype(rank), affinity, area.astype(np.uint32))
 
 
 def _count_codes(code: np.ndarray, weights, n_codes: int):
@@ -222,11 +224,13 @@ def finish_chunk(own: ChunkPart, neighbours: list, prefixes: dict, segment_bits:
         a, b, affinity, same = face_contacts(own, other, prefixes)
         parts["cross_chunk"].append((a[same], b[same], affinity[same]))
         parts["between_chunk"].append((a[~same], b[~same], affinity[~same]))
-    edges = {"in_chunk": own.in_chunk}
+    table = segment_table(prefixes[coord], len(own.ids.ids))
+    inside = own.in_chunk
+    edges = {"in_chunk": Edges(table[inside.ids1], table[inside.ids2], inside.affinities, inside.areas.astype(np.uint64))}
     for kind in ("between_chunk", "cross_chunk"):
         edges[kind] = _sum_pairs(parts[kind], kind == "cross_chunk")
 
-    svs = segment_table(prefixes[coord], len(own.ids.ids))[1:]
+    svs = table[1:]
     touched = np.concatenate([edges["in_chunk"].ids1, edges["in_chunk"].ids2, edges["between_chunk"].ids1,
                               edges["cross_chunk"].ids1])
     alone = svs[~np.isin(svs, touched)]

@@ -16,7 +16,7 @@ import numpy as np
 
 from .precomputed import ChunkInputs, InputError, components_filename, edges_filename, encode_components, \
     encode_edges
-from .segmentation import ChunkPart, boundary, check_objects_agree, finish_chunk, in_chunk_edges, label_chunk, \
+from .segmentation import ChunkPart, boundary, check_objects_agree, finish_chunk, in_chunk_contacts, label_chunk, \
     segment_table
 from .storage_blocks import StorageBlocks
 
@@ -137,7 +137,7 @@ class SegmentationReader:
             self._write_watershed(coord, segment_table(prefix, len(ids.ids))[ranks], supervoxels, start, stop)
             self._write_sv_map(coord, ids.ids)
         planes, lower = boundary(ranks, affinities)
-        yield coord, ChunkPart(ids, planes, lower, in_chunk_edges(ranks, prefix, len(ids.ids), affinities))
+        yield coord, ChunkPart(ids, planes, lower, in_chunk_contacts(ranks, len(ids.ids), affinities))
         for n in self.neighbours(coord):
             axis = next(k for k in range(3) if n[k] != coord[k])
             side = 1 if n[axis] > coord[axis] else -1

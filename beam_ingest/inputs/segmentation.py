@@ -81,18 +81,19 @@ def label_chunk(coord, supervoxels: np.ndarray, objects: np.ndarray | None = Non
 
 def _objects_of(ranks, objects, ids, where):
     """The one non-zero object under each supervoxel's voxels (0 if none)."""
-    r, o = _flat(ranks), _flat(objects).astype(np.uint64)
-    labelled = (r != 0) & (o != 0)
+    r, o = _flat(ranks), _flat(objects)
+    labelled = np.flatnonzero(o)
     r, o = r[labelled], o[labelled]
-    found = np.zeros(len(ids) + 1, np.uint64)
+    found = np.zeros(len(ids) + 1, o.dtype)
     found[r] = o  # any one of each supervoxel's labels; all must agree with it
-    clash = np.flatnonzero(found[r] != o)
-    if len(clash):
-        k = r[clash[0]]
+    clash = found[r] != o
+    clash &= r != 0  # labels on background are ignored
+    if clash.any():
+        k = r[np.argmax(clash)]
         a, b = np.unique(o[r == k])[:2]
         raise InputError(f"OBJECTS: supervoxel {int(ids[k - 1])} lies under two objects, {int(a)} and {int(b)}, "
                          f"in {where}")
-    return found[1:]
+    return found[1:].astype(np.uint64)
 
 
 def check_objects_agree(own: ChunkIds, neighbours: list[ChunkIds], where: str):
@@ -189,9 +190,11 @@ def boundary(ranks: np.ndarray, affinities: np.ndarray | None = None) -> tuple[d
     return planes, lower
 
 
-def face_contacts(own: ChunkPart, other: ChunkPart, prefixes: dict):
-    """Voxel pairs across the face between chunk `own` and face neighbour `other`:
-    `(own end, other end, affinity, same original id)`, own end first."""
+def face_edges(own: ChunkPart, other: ChunkPart, prefixes: dict) -> tuple[Edges, Edges]:
+    """The between_chunk and cross_chunk edges across the face between chunk `own` and its
+    face neighbour `other`, own end first: area (voxel pairs) and mean affinity at each
+    pair's upper voxel (cross_chunk: inf). A pair of pieces meets across one face only, so
+    each face's counts are final."""
     axis = next(k for k in range(3) if own.coord[k] != other.coord[k])
     side = 1 if other.coord[axis] > own.coord[axis] else -1
     mine, theirs = own.planes[(axis, side)], other.planes[(axis, -side)]
@@ -199,10 +202,18 @@ def face_contacts(own: ChunkPart, other: ChunkPart, prefixes: dict):
     a, b = mine[touching].astype(np.int64), theirs[touching].astype(np.int64)
     upper = other if side > 0 else own  # the link's affinity sits at its upper voxel
     aff = upper.affinities.get(axis)
-    affinity = np.ones(len(a), np.float64) if aff is None else aff[touching].astype(np.float64)
+    width = len(other.ids.ids) + 1
+    keys, area, affinity_sum = _count_codes(a * width + b, None if aff is None else aff[touching],
+                                            (len(own.ids.ids) + 1) * width)
+    a, b = keys // width, keys % width
     same = own.ids.ids[a - 1] == other.ids.ids[b - 1]
-    return (np.uint64(prefixes[own.coord]) | a.astype(np.uint64), np.uint64(prefixes[other.coord]) | b.astype(np.uint64),
-            affinity, same)
+    affinity = np.ones(len(keys), np.float32) if aff is None else (affinity_sum / area).astype(np.float32)
+    affinity[same] = np.inf
+    ids1 = np.uint64(prefixes[own.coord]) | a.astype(np.uint64)
+    ids2 = np.uint64(prefixes[other.coord]) | b.astype(np.uint64)
+    area = area.astype(np.uint64)
+    return (Edges(ids1[~same], ids2[~same], affinity[~same], area[~same]),
+            Edges(ids1[same], ids2[same], affinity[same], area[same]))
 
 
 @dataclasses.dataclass
@@ -219,16 +230,12 @@ def finish_chunk(own: ChunkPart, neighbours: list, prefixes: dict, segment_bits:
     touching nothing) and its components, from its own part and its face neighbours' parts.
     `prefixes[c]`: chunk id (layer 1) of the chunk and of each neighbour."""
     coord = own.coord
-    parts = {"between_chunk": [], "cross_chunk": []}
-    for other in neighbours:
-        a, b, affinity, same = face_contacts(own, other, prefixes)
-        parts["cross_chunk"].append((a[same], b[same], affinity[same]))
-        parts["between_chunk"].append((a[~same], b[~same], affinity[~same]))
+    faces = [face_edges(own, other, prefixes) for other in neighbours]
     table = segment_table(prefixes[coord], len(own.ids.ids))
     inside = own.in_chunk
     edges = {"in_chunk": Edges(table[inside.ids1], table[inside.ids2], inside.affinities, inside.areas.astype(np.uint64))}
-    for kind in ("between_chunk", "cross_chunk"):
-        edges[kind] = _sum_pairs(parts[kind], kind == "cross_chunk")
+    for k, kind in enumerate(("between_chunk", "cross_chunk")):
+        edges[kind] = _ascending(_concat_edges([face[k] for face in faces] or [Edges.empty()]))
 
     svs = table[1:]
     touched = np.concatenate([edges["in_chunk"].ids1, edges["in_chunk"].ids2, edges["between_chunk"].ids1,
@@ -243,19 +250,10 @@ def finish_chunk(own: ChunkPart, neighbours: list, prefixes: dict, segment_bits:
     return ChunkGraph({kind: edges[kind] for kind in EDGE_KINDS}, component_svs, component_labels, len(svs))
 
 
-def _sum_pairs(parts, cross: bool) -> Edges:
-    """Distinct (own, other) pairs, their voxel-pair count (area) and mean affinity."""
-    parts = [p for p in parts if len(p[0])]
-    if not parts:
-        return Edges.empty()
-    own = np.concatenate([p[0] for p in parts])
-    other = np.concatenate([p[1] for p in parts])
-    aff = np.concatenate([p[2] for p in parts])
-    ids, inverse = np.unique(np.concatenate([own, other]), return_inverse=True)
-    i, j = inverse[:len(own)].astype(np.int64), inverse[len(own):].astype(np.int64)
-    keys, area, affinity_sum = _count_codes(i * len(ids) + j, None if cross else aff, len(ids) ** 2)
-    affinity = np.full(len(keys), np.inf, np.float32) if cross else (affinity_sum / area).astype(np.float32)
-    return Edges(ids[keys // len(ids)], ids[keys % len(ids)], affinity, area.astype(np.uint64))
+def _ascending(edges: Edges) -> Edges:
+    """Ordered by (own, other) end."""
+    order = np.lexsort((edges.ids2, edges.ids1))
+    return Edges(*(getattr(edges, f.name)[order] for f in dataclasses.fields(Edges)))
 
 
 def _concat_edges(parts) -> Edges:

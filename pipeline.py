@@ -74,7 +74,8 @@ def make_reader(plan, raw: bool):
         ic = plan.settings.ingest
         return SegmentationReader(plan.layout, ds.CV_MIP, ic.SUPERVOXELS, ds.WATERSHED, ds.EDGES, ds.COMPONENTS,
                                   objects=ic.OBJECTS, affinities=ic.AFFINITIES, sv_map=ic.SV_MAP,
-                                  in_place=plan.segmentation["in_place"])
+                                  in_place=plan.segmentation["in_place"],
+                                  fill_missing=plan.segmentation.get("fill_missing", False))
     if raw:
         return RawReader(plan.settings.ingest.AGGLOMERATION, plan.layout, ds.DATA_VERSION, plan.resolution,
                          ds.EDGES, ds.COMPONENTS)
@@ -85,11 +86,13 @@ def print_test_chunks(plan, coords, raw=False):
     """The per-chunk edge counts a `--test` run starts with (all and active, like the seed's)."""
     from beam_ingest.hierarchy.layer2 import build_layer2
     print(f"test run of {len(coords)} layer-2 chunks at the centre, into table {plan.graph_id}")
-    if plan.segmentation is not None:
-        return  # their edges are computed (and written) by the run itself
     reader = make_reader(plan, raw)
-    for coord in coords:
-        stats = build_layer2(reader.read(coord), plan.layout)[3]
+    if plan.segmentation is not None:  # computed from the volumes here (read again by the run, which writes)
+        chunks = reader.preview(coords)
+    else:
+        chunks = ((coord, reader.read(coord)) for coord in coords)
+    for coord, inputs in chunks:
+        stats = build_layer2(inputs, plan.layout)[3]
         print(f"  chunk {coord}: {stats.edges} edges ({stats.active_edges} active), {stats.svs} SVs, "
               f"{stats.nodes} layer-2 nodes")
 
@@ -126,7 +129,11 @@ def run(argv=None):
     graph_id = opts.graph_id + "-test" if opts.test else opts.graph_id
     if opts.raw and opts.from_segmentation:
         raise ConfigError("--raw and --from_segmentation: choose one input")
+    if opts.fill_missing and not opts.from_segmentation:
+        raise ConfigError("--fill_missing: applies to --from_segmentation only")
     plan = plan_ingest(opts.config, graph_id, raw=opts.raw, segmentation=opts.from_segmentation)
+    if plan.segmentation is not None:
+        plan.segmentation["fill_missing"] = bool(opts.fill_missing)
     layout = plan.layout
     check_restart_options(opts, layout)
     coords = top_layer = None
@@ -144,7 +151,8 @@ def run(argv=None):
             plan.target = resolve_target(plan.project, plan.instance)
         from beam_ingest.store.table_state import RunRecord, run_inputs
         identity = RunRecord(plan.graph_id, ingest_ms, "none", run_inputs(
-            plan.settings, opts.raw, opts.pcg_version, plan.segmentation is not None)).identity
+            plan.settings, opts.raw, opts.pcg_version, plan.segmentation is not None,
+            bool(opts.fill_missing))).identity
     else:
         state = prepare_table(plan, opts.if_exists, opts.ingest_timestamp, opts.table_splits, opts.raw,
                               restart_layer=opts.start_layer if opts.start_layer > 2 else None,

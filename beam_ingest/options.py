@@ -126,6 +126,11 @@ class IngestOptions(PipelineOptions):
             help="Build from segmentation volumes (ingest_config.SUPERVOXELS, optional OBJECTS and AFFINITIES): "
                  "relabel supervoxels into chunk-encoded ids (written to data_source.WATERSHED), extract contacts "
                  "as edges and write the EDGES/COMPONENTS files on the way (spec/segmentation-input.md).")
+        add_flag(
+            parser, "--fill_missing", False,
+            help="With --from_segmentation: a storage file missing from SUPERVOXELS, OBJECTS or AFFINITIES "
+                 "reads as 0 (background; volumes written with delete_black_uploads leave empty regions out). "
+                 "Default: a missing file stops the run, naming it.")
         parser.add_argument(
             "--pcg_version", type=int, choices=(2, 3), default=2,
             help="PyChunkedGraph table version to write: 2 (default) or 3 (adds family 4 with every non-root "

@@ -39,6 +39,7 @@ BAD_OPTIONS = [
     (["--checkpoint_dir="], r"--checkpoint_dir: must not be empty"),
     (["stray"], r"'stray': unexpected argument"),
     (["--raw=maybe"], r"--raw: expected true or false"),
+    (["--fill_missing=maybe"], r"--fill_missing: expected true or false"),
 ]
 
 

@@ -22,8 +22,8 @@ from test_end_to_end import check_against_reference
 from test_runs import cells_of
 
 
-def volume(url):
-    return np.asarray(CloudVolume(url, progress=False)[:, :, :])
+def volume(url, fill_missing=False):
+    return np.asarray(CloudVolume(url, progress=False, fill_missing=fill_missing)[:, :, :])
 
 
 def config_of(info):
@@ -44,13 +44,13 @@ def precomputed_config(info, tmp_path):
     return write_config(cfg, tmp_path / "from_files.yml")
 
 
-def check_outputs(info, plan):
+def check_outputs(info, plan, fill_missing=False):
     """WATERSHED, EDGES and COMPONENTS equal the plain-Python reference."""
     layout = plan.layout
     cfg = config_of(info)
-    sv = volume(info["supervoxels"])[..., 0]
-    objects = volume(info["objects"])[..., 0] if info.get("objects") else None
-    affinities = volume(info["affinities"]) if info.get("affinities") else None
+    sv = volume(info["supervoxels"], fill_missing)[..., 0]
+    objects = volume(info["objects"], fill_missing)[..., 0] if info.get("objects") else None
+    affinities = volume(info["affinities"], fill_missing) if info.get("affinities") else None
     ref = seg_reference(sv, layout.chunk_size, layout.voxel_offset, lambda c: int(layout.chunk_id(1, *c)),
                         objects=objects, affinities=affinities, max_segment=(1 << layout.segment_bits(1)) - 1)
     ws = volume(cfg["data_source"]["WATERSHED"])[..., 0]
@@ -208,6 +208,94 @@ def test_config_mistakes_are_one_line_before_anything_is_created(tmp_path, graph
     assert code == 2 and "does not divide graph_config.CHUNK_SIZE" in err
     with pytest.raises(ConfigError, match="--raw and --from_segmentation"):
         run_ingest(info["config"], graph_id, "--from_segmentation", "--raw")
+
+
+def test_missing_storage_files_stop_the_run_or_read_as_background(tmp_path, graph_id, capsys):
+    from cloudfiles import CloudFiles
+    info = generate_segmentation(str(tmp_path / "data"), SegmentationSpec(seed=11))
+    gone = {}
+    for key in ("supervoxels", "objects", "affinities"):  # one storage file of each, in different chunks
+        files = CloudFiles(info[key] + "/4_4_40")
+        names = sorted(files.list())
+        gone[key] = names[{"supervoxels": 3, "objects": len(names) // 2, "affinities": -2}[key]]
+        files.delete(gone[key])
+    code = pipeline.main(["--config", info["config"], "--graph_id", graph_id, "--from_segmentation"])
+    err = capsys.readouterr().err
+    assert code == 2 and len([line for line in err.splitlines() if line.startswith("error:")]) == 1, err
+    assert "cannot be read for layer-2 chunk" in err and "does not exist" in err
+    assert any(name.removesuffix(".gz") in err for name in gone.values()), err
+    with pytest.raises(ConfigError, match="--fill_missing: applies to --from_segmentation only"):
+        run_ingest(info["config"], graph_id, "--fill_missing")
+    # --fill_missing: the missing regions are background (affinity 0), and everything is as from those volumes
+    _, counters, plan = run_ingest(info["config"], graph_id + "-filled", "--from_segmentation", "--fill_missing")
+    assert counters["completion_proven"] == 1
+    check_outputs(info, plan, fill_missing=True)
+    run_ingest(precomputed_config(info, tmp_path), graph_id + "-files")
+    assert cells_of(graph_id + "-filled") == cells_of(graph_id + "-files")
+
+
+def test_test_run_prints_the_counts_of_what_it_writes(tmp_path, graph_id, capsys):
+    """--test: the 8 centre chunks, with their face neighbours' voxels; counts printed first equal
+    the files the run writes, which equal those of a whole run."""
+    from seg_reference import read_seg_outputs
+    info = generate_segmentation(str(tmp_path / "data"), SegmentationSpec(seed=12, chunks=(4, 4, 3)))
+    cfg = config_of(info)
+    _, counters, plan = run_ingest(info["config"], graph_id, "--from_segmentation", "--test")
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.strip().startswith("chunk (")]
+    coords = [tuple(c) for c in plan.layout.test_coords()]
+    assert len(lines) == len(coords) == counters["layer2_chunks"]
+    printed = {}
+    for line in lines:
+        coord = tuple(int(v) for v in line.split("(", 1)[1].split(")", 1)[0].split(","))
+        printed[coord] = int(line.split("):", 1)[1].split(" edges", 1)[0])
+    assert sum(printed.values()) == counters["layer2_edges"]
+    written = sorted(os.listdir(cfg["data_source"]["EDGES"].removeprefix("file://")))
+    assert written == sorted(f"edges_{x}_{y}_{z}.proto.zst" for x, y, z in coords)
+    test_files = {n: open(os.path.join(cfg["data_source"]["EDGES"].removeprefix("file://"), n), "rb").read()
+                  for n in written}
+    run_ingest(info["config"], graph_id + "-all", "--from_segmentation")
+    for name, data in test_files.items():  # a test chunk's edges include those to chunks outside the test
+        assert open(os.path.join(cfg["data_source"]["EDGES"].removeprefix("file://"), name), "rb").read() == data
+
+
+def test_resume_rebuilds_only_unacknowledged_chunks_with_their_neighbours(tmp_path, graph_id):
+    """Kill at layer 3, lose some layer-2 acknowledgements: those chunks are read again with their
+    face neighbours (done ones are read, not rewritten) and the table and files equal a clean run's."""
+    import json
+    info = generate_segmentation(str(tmp_path / "data"), SegmentationSpec(seed=13))
+    cfg = config_of(info)
+    run_ingest(info["config"], graph_id + "-clean", "--from_segmentation")
+    outputs = {key: cfg["data_source"][key].removeprefix("file://") for key in ("EDGES", "COMPONENTS", "WATERSHED")}
+    snapshot = {os.path.join(r, n): open(os.path.join(r, n), "rb").read()
+                for folder in outputs.values() for r, _, ns in os.walk(folder) for n in ns}
+    ckpt = f"file://{tmp_path}/ckpt"
+    with pytest.raises(Exception, match="injected failure at layer 3"):
+        run_ingest(info["config"], graph_id, "--from_segmentation", f"--checkpoint_dir={ckpt}", "--fail_at_layer=3")
+    acks = sorted((tmp_path / "ckpt" / "acks" / "layer2").iterdir())
+    record = json.loads(acks[0].read_text())
+    kept = len(record["coords"]) // 2
+    lost = [tuple(c) for c in record["coords"][kept:]]
+    record["coords"], record["counts"] = record["coords"][:kept], record["counts"][:kept]
+    acks[0].write_text(json.dumps(record))
+    removed = 0
+    for x, y, z in lost:  # their files go too: the resume must write them again
+        path = os.path.join(outputs["EDGES"], f"edges_{x}_{y}_{z}.proto.zst")
+        if os.path.exists(path):
+            os.remove(path)
+            removed += 1
+    assert removed
+    _, counters, _ = run_ingest(info["config"], graph_id, "--from_segmentation", f"--checkpoint_dir={ckpt}",
+                                "--if_exists=continue", timestamp=None)
+    assert counters["layer2_chunks"] == len(lost)
+    n = np.asarray(info["n_chunks"])
+    touched = {tuple(int(v) for v in np.add(c, d)) for c in lost for d in [(0, 0, 0)] + [
+        tuple(s * (k == a) for k in range(3)) for a in range(3) for s in (-1, 1)]}
+    touched = {c for c in touched if all(0 <= v < m for v, m in zip(c, n))}
+    assert counters["segmentation_chunks"] == len(touched)  # chunks touching no rebuilt chunk are not read
+    assert cells_of(graph_id) == cells_of(graph_id + "-clean")
+    assert {os.path.join(r, n): open(os.path.join(r, n), "rb").read()
+            for folder in outputs.values() for r, _, ns in os.walk(folder) for n in ns} == snapshot
 
 
 def test_other_objects_geometry_is_refused(tmp_path, graph_id):

@@ -38,8 +38,9 @@ class StorageBlocks:
     """`read(start, stop)`: the voxels `start..stop` (absolute, at the volume's mip) as an
     x-fastest array of shape `stop - start` + (channels,)."""
 
-    def __init__(self, volume):
+    def __init__(self, volume, fill_missing: bool = False):
         meta, mip = volume.meta, volume.mip
+        self.fill_missing = fill_missing  # a missing file reads as the background (0)
         self.volume = volume
         self.chunk = np.asarray(meta.chunk_size(mip), np.int64)
         self.offset = np.asarray(meta.voxel_offset(mip), np.int64)
@@ -69,10 +70,13 @@ class StorageBlocks:
         contents = self._fetch([name for _, _, name in boxes])
         out = np.empty(tuple(int(v) for v in stop - start) + (self.channels,), self.dtype, order="F")
         for (lo, hi, name), content in zip(boxes, contents):
-            if content is None:
-                raise MissingStorageChunk(f"storage file {self.path}/{name} does not exist")
             shape = tuple(int(v) for v in hi - lo) + (self.channels,)
-            block = _decode(content, self.encoding, shape, self.dtype, self.block_size, self.background)
+            if content is None:
+                if not self.fill_missing:
+                    raise MissingStorageChunk(f"storage file {self.path}/{name} does not exist")
+                block = np.full(shape, self.background, self.dtype)
+            else:
+                block = _decode(content, self.encoding, shape, self.dtype, self.block_size, self.background)
             out[tuple(slice(int(a - s), int(b - s)) for a, b, s in zip(lo, hi, start))] = block
         return out
 

@@ -34,14 +34,15 @@ class SegmentationReader:
 
     def __init__(self, layout, mip: int, supervoxels: str, watershed: str, edges_out: str, components_out: str,
                  objects: str | None = None, affinities: str | None = None, sv_map: str | None = None,
-                 in_place: bool = False):
+                 in_place: bool = False, fill_missing: bool = False):
         self._args = dict(layout=layout, mip=mip, supervoxels=supervoxels, watershed=watershed, edges_out=edges_out,
                           components_out=components_out, objects=objects, affinities=affinities, sv_map=sv_map,
-                          in_place=in_place)  # what a worker gets: no clients
+                          in_place=in_place, fill_missing=fill_missing)  # what a worker gets: no clients
         self.layout, self.mip = layout, int(mip)
         self.urls = dict(supervoxels=supervoxels, watershed=watershed, edges=edges_out, components=components_out,
                          objects=objects, affinities=affinities, sv_map=sv_map)
         self.in_place = in_place  # WATERSHED is SUPERVOXELS, already chunk-encoded: nothing is rewritten
+        self.fill_missing = fill_missing  # a missing input storage file reads as 0
         self.requests = self.rounds = 0
         self._volumes = {}
         self._blocks = {}
@@ -70,7 +71,8 @@ class SegmentationReader:
             return None
         if key not in self._volumes:
             from cloudvolume import CloudVolume
-            self._volumes[key] = CloudVolume(url, mip=self.mip, progress=False, fill_missing=False,
+            fill = self.fill_missing and key != "watershed"
+            self._volumes[key] = CloudVolume(url, mip=self.mip, progress=False, fill_missing=fill,
                                              bounded=False, cache=False, lru_bytes=0, non_aligned_writes=False,
                                              delete_black_uploads=False)
         return self._volumes[key]
@@ -79,7 +81,7 @@ class SegmentationReader:
         if self.urls[key] is None:
             return None
         if key not in self._blocks:
-            self._blocks[key] = StorageBlocks(self._volume(key))
+            self._blocks[key] = StorageBlocks(self._volume(key), fill_missing=self.fill_missing and key != "watershed")
         return self._blocks[key]
 
     # geometry -----------------------------------------------------------------------------
@@ -164,7 +166,8 @@ class SegmentationReader:
     def coord_of(element):
         return tuple(int(c) for c in element[0])
 
-    def read(self, element) -> ChunkInputs:
+    def read(self, element, write: bool = True) -> ChunkInputs:
+        """`element`: (chunk, its parts from `read_chunk`). `write`: its EDGES and COMPONENTS files."""
         coord = self.coord_of(element)
         parts = {tuple(part.coord): part for part in element[1]}
         if coord not in parts or parts[coord].in_chunk is None:
@@ -178,9 +181,9 @@ class SegmentationReader:
         check_objects_agree(own.ids, [n.ids for n in neighbours], where)
         prefixes = {c: self._prefix(c) for c in [coord] + [n.coord for n in neighbours]}
         graph = finish_chunk(own, neighbours, prefixes, self.layout.segment_bits(1))
-        if any(len(e) for e in graph.edges.values()):
+        if write and any(len(e) for e in graph.edges.values()):
             self._folder("edges").put(edges_filename(coord), encode_edges(graph.edges), raw=True, compress=None)
-        if len(graph.component_svs):
+        if write and len(graph.component_svs):
             self._folder("components").put(
                 components_filename(coord), encode_components(graph.component_svs, graph.component_labels),
                 raw=True, compress=None)
@@ -188,6 +191,18 @@ class SegmentationReader:
         inputs.edges_file = f"{self.urls['edges'].rstrip('/')}/{edges_filename(coord)}"
         inputs.components_file = f"{self.urls['components'].rstrip('/')}/{components_filename(coord)}"
         return inputs
+
+    def preview(self, coords):
+        """`(chunk, ChunkInputs)` of these chunks, in process, writing nothing (a `--test` run's
+        per-chunk counts)."""
+        coords = sorted({tuple(int(v) for v in c) for c in coords})
+        parts = {c: [] for c in coords}
+        for source in sorted({n for c in coords for n in [c, *self.neighbours(c)]}):
+            for target, part in self.read_chunk(source, write=False):
+                if target in parts:
+                    parts[target].append(part)
+        for coord in coords:
+            yield coord, self.read((coord, parts[coord]), write=False)
 
 
 def _scale(info: dict, mip: int) -> dict:

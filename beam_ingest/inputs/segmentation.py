@@ -132,12 +132,12 @@ def _neighbour_steps(shape: tuple) -> tuple:
     """Per axis: the flat (x-fastest) offset of the next voxel along it, and which voxels have
     one (not on the upper boundary)."""
     size = int(np.prod(shape))
-    flat = np.arange(size)
     steps = []
     stride = 1
     for axis in range(3):
-        position = (flat[:size - stride] // stride) % shape[axis] if size > stride else flat[:0]
-        steps.append((stride, position != shape[axis] - 1))
+        has_next = np.ones(shape, bool, order="F")
+        has_next[(slice(None),) * axis + (-1,)] = False
+        steps.append((stride, _flat(has_next)[:max(size - stride, 0)]))
         stride *= shape[axis]
     return tuple(steps)
 

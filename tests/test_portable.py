@@ -97,3 +97,21 @@ def test_a_worker_that_cannot_reach_the_target_names_it(monkeypatch):
     with pytest.raises(bigtable.WriteError, match=rf"to emulator {dead} \(project proj-a, instance inst-b\)"):
         writer.drain()
     writer.close()
+
+
+def test_segmentation_input_on_the_worker_pool(tmp_path, graph_id, worker_pool):
+    """--from_segmentation on workers of their own: the reader and the chunk parts (with their
+    zstd coder) cross the process boundary; table and files equal the in-process run's."""
+    from beam_ingest.synthetic_segmentation import SegmentationSpec, generate_segmentation
+    from test_segmentation import check_outputs
+    info = generate_segmentation(str(tmp_path / "data"), SegmentationSpec(seed=21))
+    run_ingest(info["config"], graph_id + "-inproc", "--from_segmentation")
+    edges = info["config"].rsplit("/", 1)[0] + "/edges"
+    before = {name: open(os.path.join(edges, name), "rb").read() for name in sorted(os.listdir(edges))}
+    _, counters, plan = run_ingest(info["config"], graph_id, "--from_segmentation", "--if_exists=recreate",
+                                   "--runner=PortableRunner", "--job_endpoint=embed", "--environment_type=EXTERNAL",
+                                   f"--environment_config={worker_pool}")
+    assert counters["completion_proven"] == 1 and counters["segmentation_chunks"] == plan.layout.chunk_count(2)
+    assert cells_of(graph_id) == cells_of(graph_id + "-inproc")
+    assert {name: open(os.path.join(edges, name), "rb").read() for name in sorted(os.listdir(edges))} == before
+    check_outputs(info, plan)

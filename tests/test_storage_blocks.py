@@ -96,3 +96,18 @@ def test_writes_equal_cloudvolume_uploads(storage_url, encoding):
     assert np.array_equal(np.asarray(fresh[:, :, :]), np.asarray(CloudVolume(storage_url + "/v", progress=False)[:, :, :]))
     names = sorted(n for n in CloudFiles(storage_url + "/w/4_4_40").list())
     assert names == sorted(n for n in CloudFiles(storage_url + "/v/4_4_40").list())
+    stored = CloudFiles(storage_url + "/w/4_4_40").get(names[-1].removesuffix(".gz"), raw=True)
+    assert stored[:2] == b"\x1f\x8b"  # gzip, as CloudVolume writes these encodings (here ISA-L's, level 1)
+
+
+@pytest.mark.parametrize("isal", [True, False])
+def test_gzip_bytes_are_gzip_and_repeatable(monkeypatch, isal):
+    import gzip
+    import time
+    from beam_ingest.inputs.storage_blocks import gzip_bytes
+    if not isal:
+        monkeypatch.setitem(__import__("sys").modules, "isal", None)  # as where python-isal is not installed
+    data = np.arange(50_000, dtype=np.uint64).tobytes() * 3
+    first = gzip_bytes(data, 1)
+    time.sleep(1.1)  # a timestamp in the header would differ now
+    assert gzip.decompress(first) == data and gzip_bytes(data, 1) == first

@@ -133,3 +133,22 @@ def test_dockerfile_matches_the_pinned_sdk():
     assert f"apache/beam_python3.11_sdk:{beam_version}" in dockerfile
     assert "FLEX_TEMPLATE_PYTHON_PY_FILE=/template/pipeline.py" in dockerfile
     assert "python_template_launcher" in dockerfile
+
+
+def test_dry_run_of_segmentation_input(tmp_path):
+    """--from_segmentation on Dataflow: the read and faces steps are in the job, the parts
+    between them travel with their zstd coder, and a dry run creates no WATERSHED."""
+    from beam_ingest.synthetic_segmentation import SegmentationSpec, generate_segmentation
+    info = generate_segmentation(str(tmp_path / "seg"), SegmentationSpec(seed=30))
+    result, counters, plan = pipeline.run(["--config", info["config"], "--graph_id", "g", "--from_segmentation",
+                                           "--fill_missing"] + DATAFLOW + ["--dry_run=True"])
+    components = result.job.proto_pipeline.components
+    names = {t.unique_name for t in components.transforms.values()}
+    assert {"BuildGraph/ReadSegmentation", "BuildGraph/GroupChunkParts", "BuildGraph/BuildLayer2"} <= names
+    read = next(t for t in components.transforms.values() if t.unique_name == "BuildGraph/ReadSegmentation")
+    parts = components.pcollections[next(iter(read.outputs.values()))]
+    coder = components.coders[parts.coder_id]
+    pickled = [components.coders[c].spec.payload for c in coder.component_coder_ids]
+    assert any(b"ChunkPartCoder" in p for p in pickled), "the parts' value coder is not ChunkPartCoder"
+    assert result.job.options.get_all_options()["fill_missing"] is True
+    assert not os.path.exists(str(tmp_path / "seg" / "watershed"))

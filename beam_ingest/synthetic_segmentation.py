@@ -472,9 +472,10 @@ def _write_volumes(spec, grid, labels, id_of, obj_of, rng_aff, urls):
         vol = CloudVolume(urls[key], info=info, progress=False, **options)
         vol.commit_info()
         volumes[key] = vol
-    # slabs of one chunk along z: aligned to the storage chunks, bounded memory
+    # slabs of about one chunk along z, aligned to the storage chunks: bounded memory
     off = [int(v) for v in spec.voxel_offset]
-    step = int(grid.cs[2])
+    storage_z = int(spec.storage_chunk_size()[2])
+    step = storage_z * -(-int(grid.cs[2]) // storage_z)
     sv_ids = id_of.astype(sv_dtype)
     for z0 in range(0, size[2], step):
         z1 = min(z0 + step, size[2])

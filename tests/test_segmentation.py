@@ -67,6 +67,8 @@ SPECS = {
     "objects+affinities": SegmentationSpec(seed=1),
     "no-objects": SegmentationSpec(seed=2, objects=False),
     "no-affinities": SegmentationSpec(seed=3, affinities=False),
+    # storage chunks that do not divide CHUNK_SIZE (8, 8, 4): chunks read files shared with neighbours
+    "odd-storage-chunks": SegmentationSpec(seed=14, storage_chunk=(5, 3, 3)),
 }
 
 

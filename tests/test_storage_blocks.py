@@ -64,12 +64,24 @@ def test_reads_on_object_storage(storage_url):
     assert np.array_equal(blocks.read(start, stop), data)
 
 
-def test_unaligned_and_sharded_boxes_go_through_cloudvolume(tmp_path):
+@pytest.mark.parametrize("encoding", ["raw", "compressed_segmentation"])
+def test_unaligned_boxes_are_cropped_from_whole_files(tmp_path, encoding):
+    cv, data = make_volume(f"file://{tmp_path}/v", encoding)
+    blocks = StorageBlocks(cv)
+    for lo, hi, files in (((1, 1, 1), (17, 16, 8), 2), ((15, 3, 6), (39, 36, 20), 3 * 3 * 3),
+                          ((20, 20, 10), (21, 21, 11), 1)):
+        start, stop = np.asarray(OFFSET) + lo, np.asarray(OFFSET) + hi
+        before = blocks.files_read
+        assert np.array_equal(blocks.read(start, stop), data[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]])
+        assert blocks.files_read - before == files
+
+
+def test_sharded_volumes_and_boxes_outside_go_through_cloudvolume(tmp_path):
     cv, data = make_volume(f"file://{tmp_path}/v")
     blocks = StorageBlocks(cv)
-    start, stop = np.asarray(OFFSET) + 1, np.asarray(OFFSET) + (17, 16, 8)
-    assert np.array_equal(blocks.read(start, stop), data[1:17, 1:16, 1:8])
-    assert blocks.files_read == 0
+    start = np.asarray(OFFSET) - 2  # reaches outside the volume: CloudVolume pads it (unbounded)
+    got = blocks.read(start, start + (10, 10, 10))
+    assert blocks.files_read == 0 and np.array_equal(got[2:, 2:, 2:, 0], data[:8, :8, :8, 0])
     cv, data = make_volume(f"file://{tmp_path}/s", compress=None, sharded=True)
     blocks = StorageBlocks(cv)
     assert not blocks.fast

@@ -5,7 +5,8 @@ scheduling), more than decoding the file costs; a layer-2 chunk of a segmentatio
 as tens of small files. For unsharded volumes in the encodings segmentations use, this
 reader asks CloudVolume only for the geometry, fetches the box's files with cloud-files
 (which also undoes their gzip/br/zstd) and decodes them with cloudvolume.chunks.decode;
-anything else (sharded, other encodings, unaligned boxes) is a CloudVolume cutout. Writes
+anything else (sharded, other encodings, boxes reaching outside the volume) is a CloudVolume
+cutout. Writes of aligned boxes
 go the same way (cloudvolume.chunks.encode, cloud-files put), which also lets the gzip level
 be chosen: CloudVolume compresses uploads at gzip's default level 9 whatever its
 `compress_level` says. Gzip itself is ISA-L's (python-isal): at level 1 it compressed a
@@ -63,11 +64,13 @@ class StorageBlocks:
                     and np.all(((stop - self.offset) % self.chunk == 0) | (stop == self.stop)))
 
     def read(self, start, stop) -> np.ndarray:
+        """A box inside the volume; storage files it covers only in part are decoded whole and
+        cropped (as a CloudVolume cutout would)."""
         start, stop = np.asarray(start, np.int64), np.asarray(stop, np.int64)
-        if not self.fast or not self._aligned(start, stop):
+        if not self.fast or np.any(start < self.offset) or np.any(stop > self.stop) or np.any(stop <= start):
             cutout = self.volume[int(start[0]):int(stop[0]), int(start[1]):int(stop[1]), int(start[2]):int(stop[2])]
             return np.asarray(cutout)
-        boxes = self._boxes(start, stop)
+        boxes = self._boxes(self.offset + (start - self.offset) // self.chunk * self.chunk, stop)
         contents = self._fetch([name for _, _, name in boxes])
         out = np.empty(tuple(int(v) for v in stop - start) + (self.channels,), self.dtype, order="F")
         for (lo, hi, name), content in zip(boxes, contents):
@@ -78,7 +81,9 @@ class StorageBlocks:
                 block = np.full(shape, self.background, self.dtype)
             else:
                 block = _decode(content, self.encoding, shape, self.dtype, self.block_size, self.background)
-            out[tuple(slice(int(a - s), int(b - s)) for a, b, s in zip(lo, hi, start))] = block
+            a, b = np.maximum(lo, start), np.minimum(hi, stop)
+            out[tuple(slice(int(x - s), int(y - s)) for x, y, s in zip(a, b, start))] = \
+                block[tuple(slice(int(x - s), int(y - s)) for x, y, s in zip(a, b, lo))]
         return out
 
     def write(self, start, data: np.ndarray, compress_level: int | None = None):

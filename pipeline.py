@@ -151,8 +151,7 @@ def run(argv=None):
             plan.target = resolve_target(plan.project, plan.instance)
         from beam_ingest.store.table_state import RunRecord, run_inputs
         identity = RunRecord(plan.graph_id, ingest_ms, "none", run_inputs(
-            plan.settings, opts.raw, opts.pcg_version, plan.segmentation is not None,
-            bool(opts.fill_missing))).identity
+            plan.settings, opts.raw, opts.pcg_version, plan.segmentation)).identity
     else:
         state = prepare_table(plan, opts.if_exists, opts.ingest_timestamp, opts.table_splits, opts.raw,
                               restart_layer=opts.start_layer if opts.start_layer > 2 else None,

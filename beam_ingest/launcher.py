@@ -138,8 +138,7 @@ def prepare_table(plan: IngestPlan, if_exists: str, ingest_ms: int | None, table
     if restart_layer and not exists:
         raise TableError(f"--start_layer={restart_layer}: table {meta.table_id!r} does not exist; a restart at a "
                          "layer continues the earlier run's table (its lower layers are already in it)")
-    inputs = table_state.run_inputs(plan.settings, raw, pcg_version, plan.segmentation is not None,
-                                    (plan.segmentation or {}).get("fill_missing", False))
+    inputs = table_state.run_inputs(plan.settings, raw, pcg_version, plan.segmentation)
     plan.pcg_version = pcg_version
     claim = None
     try:

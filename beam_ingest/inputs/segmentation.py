@@ -7,8 +7,8 @@ objects (or, without them, the original ids) become each chunk's components.
 
 Each chunk is read once (`label_chunk`, `in_chunk_contacts`, `boundary`): its ranks give the
 WATERSHED region and the contacts inside it. Contacts across a face need the neighbour's
-voxels on the other side: every chunk hands its one-voxel boundary planes (original ids,
-and the affinities on its lower planes) to its face neighbours, and `finish_chunk` pairs
+voxels on the other side: every chunk hands its one-voxel boundary planes (ranks, and the
+affinities on its lower planes) to its face neighbours, and `finish_chunk` pairs
 them with its own (`face_edges`), which is the chunk's one-voxel face shell without reading
 it twice.
 """
@@ -22,7 +22,6 @@ import numpy as np
 
 from .precomputed import EDGE_KINDS, Edges, InputError
 
-AXES = "xyz"
 DENSE_PAIR_CODES = 1 << 21  # up to this many possible codes (and a few per pair), counting is a bincount, not a sort
 
 

@@ -65,15 +65,16 @@ class RunRecord:
         return cls(graph_id, int(ingest_ms), secrets.token_hex(8), inputs)
 
 
-def run_inputs(settings, raw: bool, pcg_version: int = 2, segmentation: bool = False, fill_missing: bool = False) -> dict:
-    """What defines the graph's content, for the run identity."""
+def run_inputs(settings, raw: bool, pcg_version: int = 2, segmentation: dict | None = None) -> dict:
+    """What defines the graph's content, for the run identity. `segmentation`: the plan's
+    `--from_segmentation` settings (None without)."""
     gc, ds = settings.graph_config, settings.data_source
     out = {"graph_config": {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(gc).items()},
            "data_source": dataclasses.asdict(ds), "raw": bool(raw)}
-    if segmentation:
+    if segmentation is not None:
         ic = settings.ingest
         out["segmentation"] = {"SUPERVOXELS": ic.SUPERVOXELS, "OBJECTS": ic.OBJECTS, "AFFINITIES": ic.AFFINITIES}
-        if fill_missing:  # absent otherwise: earlier runs' identities stay as they were
+        if segmentation.get("fill_missing"):  # absent otherwise: earlier runs' identities stay as they were
             out["segmentation"]["fill_missing"] = True
     if pcg_version != 2:  # absent for version 2: the identities of earlier runs stay as they were
         out["pcg_version"] = int(pcg_version)

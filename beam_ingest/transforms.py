@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import pickle
+import threading
 import time
 import typing
 
@@ -108,20 +110,28 @@ class ChunkPartCoder(beam.coders.Coder):
     the bytes the runner holds or Dataflow shuffles, for ~0.2 ms a part)."""
 
     def encode(self, part) -> bytes:
-        import pickle
-        import zstandard
-        return zstandard.ZstdCompressor(level=1).compress(pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL))
+        return _zstd()[0].compress(pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL))
 
     def decode(self, encoded: bytes):
-        import pickle
-        import zstandard
-        return pickle.loads(zstandard.ZstdDecompressor().decompress(encoded))
+        return pickle.loads(_zstd()[1].decompress(encoded))
 
     def is_deterministic(self) -> bool:
         return False  # only ever a value, never a key
 
 
 beam.coders.registry.register_coder(ChunkPart, ChunkPartCoder)
+
+
+_codecs = threading.local()
+
+
+def _zstd():
+    """This thread's zstd compressor and decompressor (they are not thread-safe; a new context
+    per part cost as much as compressing the part)."""
+    if not hasattr(_codecs, "pair"):
+        import zstandard
+        _codecs.pair = zstandard.ZstdCompressor(level=1), zstandard.ZstdDecompressor()
+    return _codecs.pair
 
 
 class ReadSegmentationChunkFn(beam.DoFn):

@@ -2,17 +2,20 @@
 """Segmentation-input benchmark (`--from_segmentation`): voxels per second per core, end to end.
 
     .venv/bin/python benchmarks/bench_segmentation.py                 # 512 x 512 x 256 voxels
-    .venv/bin/python benchmarks/bench_segmentation.py --repeat 3 --chunk_size 128 128 64 --storage_chunk 64 64 64
+    .venv/bin/python benchmarks/bench_segmentation.py --repeat 3 --chunk_size 64 64 32 --storage_chunk 64 64 32
     .venv/bin/python benchmarks/bench_segmentation.py --size 256 256 128
 
 Generates synthetic volumes (supervoxels, objects, affinities; cached under --data) with
 `generate --segmentation`, then runs the whole ingest from them in a fresh process with
 --skip_writes (no table; every file output is written: WATERSHED, EDGES, COMPONENTS) on the
-in-process runner, pinned to one CPU. Reports voxels/s per CPU-second and where the time
-goes: the read step (`segmentation_read_us`: read each chunk once, relabel, contacts inside,
-write WATERSHED), the faces step (`layer2_read_us`: contacts across faces, components,
-write EDGES/COMPONENTS), the layer-2 build (the rest of `layer2_us`), the layers above, and
-what is left (start-up, pipeline construction, Beam); and the peak RSS against one chunk.
+in-process runner, pinned to one CPU. Reports voxels/s per CPU-second, end to end and beyond
+what any run costs (the same ingest of 2x2x2 chunks of the same size is run too: the
+difference is what the larger volume adds, the rate a dataset of billions of voxels sees),
+and where the time goes: the read step (`segmentation_read_us`: read each chunk once,
+relabel, contacts inside, write WATERSHED), the faces step (`layer2_read_us`: contacts
+across faces, components, write EDGES/COMPONENTS), the layer-2 build (the rest of
+`layer2_us`), the layers above, and what is left (start-up, pipeline construction, Beam);
+and the peak RSS against one chunk.
 """
 from __future__ import annotations
 
@@ -46,6 +49,34 @@ def child(config: str) -> dict:
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "base_rss_mb": base}
 
 
+def dataset(args, chunks, storage) -> str:
+    """The config of synthetic volumes of `chunks` layer-2 chunks (generated once, then cached)."""
+    from beam_ingest.synthetic_segmentation import SegmentationSpec, generate_segmentation
+    size = [n * c for n, c in zip(chunks, args.chunk_size)]
+    folder = os.path.join(args.data, "seg_" + "x".join(map(str, size)) + "_chunk_"
+                          + "x".join(map(str, args.chunk_size)) + "_storage_" + "x".join(map(str, storage)))
+    config = os.path.join(folder, "config.yml")
+    if not os.path.exists(config):
+        print(f"generating {size} voxels ({chunks} chunks of {args.chunk_size}) under {folder}", flush=True)
+        generate_segmentation(folder, SegmentationSpec(chunks=tuple(chunks), chunk_size=tuple(args.chunk_size),
+                                                       partial_last_chunk=False, voxels_per_sv=512, seed=42,
+                                                       storage_chunk=args.storage_chunk))
+    return config
+
+
+def ingest(config: str, cpus) -> dict:
+    """One ingest in a fresh process pinned to `cpus`, outputs of an earlier run removed first."""
+    folder = os.path.dirname(config)
+    for out in ("watershed", "edges", "components"):
+        subprocess.run(["rm", "-rf", os.path.join(folder, out)], check=True)
+    run = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", config], capture_output=True,
+                         text=True, cwd=ROOT, preexec_fn=lambda: os.sched_setaffinity(0, cpus))
+    if run.returncode:
+        sys.stderr.write(run.stderr[-4000:])
+        raise SystemExit(1)
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--child":
@@ -53,36 +84,26 @@ def main(argv=None):
         return 0
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, nargs=3, default=[512, 512, 256], metavar=("X", "Y", "Z"))
-    parser.add_argument("--chunk_size", type=int, nargs=3, default=[64, 64, 32], metavar=("X", "Y", "Z"))
+    parser.add_argument("--chunk_size", type=int, nargs=3, default=[128, 128, 64], metavar=("X", "Y", "Z"),
+                        help="layer-2 CHUNK_SIZE (default 128 128 64: 1M voxels, near the 1.6M of the seed's "
+                        "200 200 40)")
     parser.add_argument("--storage_chunk", type=int, nargs=3, metavar=("X", "Y", "Z"),
                         help="the input volumes' storage chunk size (default: half of --chunk_size)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="run the ingest this many times and report the fastest (this machine is noisy)")
     parser.add_argument("--data", default=os.path.join(ROOT, "bench_data"))
     args = parser.parse_args(argv)
-    from beam_ingest.synthetic_segmentation import SegmentationSpec, generate_segmentation
     chunks = tuple(s // c for s, c in zip(args.size, args.chunk_size))
     storage = args.storage_chunk or [c // 2 if c % 2 == 0 else c for c in args.chunk_size]
-    folder = os.path.join(args.data, "seg_" + "x".join(map(str, args.size)) + "_chunk_"
-                          + "x".join(map(str, args.chunk_size)) + "_storage_" + "x".join(map(str, storage)))
-    config = os.path.join(folder, "config.yml")
-    if not os.path.exists(config):
-        print(f"generating {args.size} voxels ({chunks} chunks of {args.chunk_size}) under {folder}", flush=True)
-        generate_segmentation(folder, SegmentationSpec(chunks=chunks, chunk_size=tuple(args.chunk_size),
-                                                       partial_last_chunk=False, voxels_per_sv=512, seed=42,
-                                                       storage_chunk=args.storage_chunk))
+    config = dataset(args, chunks, storage)
+    small = dataset(args, (2, 2, 2), storage)  # the same chunks, 8 of them: what a run costs whatever its size
     cpus = sorted(os.sched_getaffinity(0))[:1]
-    runs = []
+    runs, small_runs = [], []
     for _ in range(max(args.repeat, 1)):
-        for out in ("watershed", "edges", "components"):  # outputs of an earlier run
-            subprocess.run(["rm", "-rf", os.path.join(folder, out)], check=True)
-        run = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", config], capture_output=True,
-                             text=True, cwd=ROOT, preexec_fn=lambda: os.sched_setaffinity(0, cpus))
-        if run.returncode:
-            sys.stderr.write(run.stderr[-4000:])
-            return 1
-        runs.append(json.loads(run.stdout.strip().splitlines()[-1]))
+        runs.append(ingest(config, cpus))
+        small_runs.append(ingest(small, cpus))
     r = min(runs, key=lambda x: x["cpu_s"])
+    s = min(small_runs, key=lambda x: x["cpu_s"])
     if len(runs) > 1:
         cpu = ", ".join(f"{x['cpu_s']:.1f}" for x in runs)
         print(f"fastest of {len(runs)} runs (CPU s: {cpu})")
@@ -100,12 +121,16 @@ def main(argv=None):
           "files read), one CPU")
     print(f"end to end: {r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} CPU s: "
           f"**{voxels / r['cpu_s'] / 1e6:.2f} M voxels/s per core**")
+    marginal = (voxels - s["voxels"]) / max(r["cpu_s"] - s["cpu_s"], 1e-9)
+    print(f"  per voxel beyond a run's fixed cost: **{marginal / 1e6:.2f} M voxels/s per core** (the same ingest of "
+          f"2x2x2 chunks, {s['voxels']:,} voxels, took {s['cpu_s']:.1f} CPU s; the difference is what a larger "
+          "volume adds)")
     print(f"  per-chunk work: {work_s:.1f} s ({voxels / max(work_s, 1e-9) / 1e6:.2f} M voxels/s), of which")
     print(f"    read each chunk once + relabel + contacts inside + write WATERSHED: {read_s:.1f} s "
           f"({voxels / max(read_s, 1e-9) / 1e6:.2f} M voxels/s)")
     print(f"    contacts across faces + components + write EDGES/COMPONENTS: {faces_s:.1f} s")
     print(f"    layer-2 build: {build_s:.1f} s; layers 3+ and roots: {upper_s:.1f} s")
-    print(f"  the rest (start-up, pipeline construction, Beam between stages): {r['wall_s'] - work_s:.1f} s")
+    print(f"  the rest (start-up, pipeline construction, Beam between stages): {r['cpu_s'] - work_s:.1f} CPU s")
     print(f"peak RSS {r['peak_rss_mb']:.0f} MB (start-up {r['base_rss_mb']:.0f} MB); one chunk is "
           f"{r['chunk_voxels']:,} voxels ({r['chunk_voxels'] * 8 * 5 / 2**20:.0f} MB as uint64 supervoxels and "
           "objects + 3 float32 affinity channels); the in-process runner also holds every chunk's part between "

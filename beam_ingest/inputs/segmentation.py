@@ -5,7 +5,7 @@ chunk), numbered `k = 1, 2, ...` by ascending original id inside the chunk; face
 between voxels (6-connectivity) become in_chunk, between_chunk and cross_chunk edges; the
 objects (or, without them, the original ids) become each chunk's components.
 
-Each chunk is read once (`label_chunk`, `in_chunk_contacts`, `boundary`): its ranks give the
+Each chunk is read once (`label_chunk`, `in_chunk_contacts`, `boundary`): its labels give the
 WATERSHED region and the contacts inside it. Contacts across a face need the neighbour's
 voxels on the other side: every chunk hands its one-voxel boundary planes (ranks, and the
 affinities on its lower planes) to its face neighbours, and `finish_chunk` pairs
@@ -55,32 +55,34 @@ class ChunkPart:
 
 
 def label_chunk(coord, supervoxels: np.ndarray, objects: np.ndarray | None = None, max_segment: int | None = None,
-                where: str = "") -> tuple[ChunkIds, np.ndarray]:
-    """A chunk's original ids (ascending; each one's object) and its rank volume: 0 on
-    background, `k` where the voxel's id is `ids[k - 1]` (the new segment id)."""
+                where: str = "") -> tuple[ChunkIds, np.ndarray, np.ndarray]:
+    """A chunk's original ids (ascending; each one's object), its label volume (fastremap's
+    labels in order of first appearance, 0 on background) and `rank_of[label]`: `k` for the
+    label of `ids[k - 1]` (the new segment id), 0 for background. The volume stays in labels:
+    only planes, pairs and tables are mapped to ranks, not every voxel."""
     coord = tuple(int(c) for c in coord)
     where = where or f"layer-2 chunk {coord}"
-    dense, mapping = fastremap.renumber(supervoxels, preserve_zero=True, in_place=False)
+    labels, mapping = fastremap.renumber(supervoxels, preserve_zero=True, in_place=False)
     ids = np.fromiter(mapping.keys(), np.uint64, len(mapping))
-    labels = np.fromiter(mapping.values(), np.int64, len(mapping))
+    label_of_id = np.fromiter(mapping.values(), np.int64, len(mapping))
     order = np.argsort(ids, kind="stable")
-    ids, labels = ids[order], labels[order]
+    ids, label_of_id = ids[order], label_of_id[order]
     if len(ids) and ids[0] == 0:
-        ids, labels = ids[1:], labels[1:]
+        ids, label_of_id = ids[1:], label_of_id[1:]
     if max_segment is not None and len(ids) > max_segment:
         raise InputError(f"SUPERVOXELS: {where} holds {len(ids)} supervoxel ids, more than its {max_segment} segment "
                          "ids can number (raise SPATIAL_BITS' headroom: fewer layers, or a smaller CHUNK_SIZE)")
-    rank_of = np.zeros(int(labels.max(initial=0)) + 1, np.min_scalar_type(len(ids) + 1))
-    rank_of[labels] = np.arange(1, len(ids) + 1)
-    ranks = rank_of[dense]
+    rank_of = np.zeros(int(label_of_id.max(initial=0)) + 1, np.min_scalar_type(len(ids) + 1))
+    rank_of[label_of_id] = np.arange(1, len(ids) + 1)
     if objects is None:
-        return ChunkIds(coord, ids), ranks
-    return ChunkIds(coord, ids, _objects_of(ranks, objects, ids, where)), ranks
+        return ChunkIds(coord, ids), labels, rank_of
+    found = _objects_of(labels, objects, ids, rank_of, where)
+    return ChunkIds(coord, ids, found[label_of_id].astype(np.uint64)), labels, rank_of
 
 
-def _objects_of(ranks, objects, ids, where):
-    """The one non-zero object under each supervoxel's voxels (0 if none)."""
-    r, o = _flat(ranks), _flat(objects)
+def _objects_of(labels, objects, ids, rank_of, where):
+    """The one non-zero object under each label's voxels (0 if none), by label."""
+    r, o = _flat(labels), _flat(objects)
     change = np.empty(len(r), bool)  # runs of one (supervoxel, object) along x: a tenth of the voxels
     change[:1] = True
     np.not_equal(r[1:], r[:-1], out=change[1:])
@@ -88,16 +90,16 @@ def _objects_of(ranks, objects, ids, where):
     change &= o != 0
     labelled = np.flatnonzero(change)
     r, o = r[labelled], o[labelled]
-    found = np.zeros(len(ids) + 1, o.dtype)
+    found = np.zeros(len(rank_of), o.dtype)
     found[r] = o  # any one of each supervoxel's labels; all must agree with it
     clash = found[r] != o
     clash &= r != 0  # labels on background are ignored
     if clash.any():
         k = r[np.argmax(clash)]
         a, b = np.unique(o[r == k])[:2]
-        raise InputError(f"OBJECTS: supervoxel {int(ids[k - 1])} lies under two objects, {int(a)} and {int(b)}, "
-                         f"in {where}")
-    return found[1:].astype(np.uint64)
+        raise InputError(f"OBJECTS: supervoxel {int(ids[rank_of[k] - 1])} lies under two objects, {int(a)} and "
+                         f"{int(b)}, in {where}")
+    return found
 
 
 def check_objects_agree(own: ChunkIds, neighbours: list[ChunkIds], where: str):
@@ -141,14 +143,16 @@ def _neighbour_steps(shape: tuple) -> tuple:
     return tuple(steps)
 
 
-def in_chunk_contacts(ranks: np.ndarray, n: int, affinities: np.ndarray | None = None) -> Edges:
+def in_chunk_contacts(labels: np.ndarray, n: int, affinities: np.ndarray | None = None,
+                      rank_of: np.ndarray | None = None) -> Edges:
     """Contacts between different supervoxels inside one chunk as in_chunk edges between
-    ranks (`ids1 < ids2`; `n` ranks): area (voxel pairs, uint32) and mean affinity at the
-    upper voxel of each pair (1.0 without affinities)."""
-    flat = _flat(ranks)
+    ranks (`ids1 < ids2`, ascending; `n` ranks): area (voxel pairs, uint32) and mean affinity
+    at the upper voxel of each pair (1.0 without affinities). `labels`: the chunk's labels
+    and `rank_of` each one's rank (`label_chunk`), or ranks themselves."""
+    flat = _flat(labels)
     aff = None if affinities is None else affinities.reshape(-1, affinities.shape[-1], order="F")
     codes, weights = [], []
-    for axis, (step, has_next) in enumerate(_neighbour_steps(tuple(int(s) for s in ranks.shape))):
+    for axis, (step, has_next) in enumerate(_neighbour_steps(tuple(int(s) for s in labels.shape))):
         if step >= len(flat):
             continue
         a, b = flat[:-step], flat[step:]
@@ -165,7 +169,13 @@ def in_chunk_contacts(ranks: np.ndarray, n: int, affinities: np.ndarray | None =
     keys, area, affinity_sum = _count_codes(code, None if aff is None else np.concatenate(weights), (n + 1) ** 2)
     affinity = np.ones(len(keys), np.float32) if aff is None else (affinity_sum / area).astype(np.float32)
     rank = np.min_scalar_type(n)
-    return Edges((keys // (n + 1)).astype(rank), (keys % (n + 1)).astype(rank), affinity, area.astype(np.uint32))
+    a, b = keys // (n + 1), keys % (n + 1)
+    if rank_of is not None:  # pairs of labels to pairs of ranks, ascending again
+        a, b = rank_of[a].astype(np.int64), rank_of[b].astype(np.int64)
+        a, b = np.minimum(a, b), np.maximum(a, b)
+        order = np.argsort(a * (n + 1) + b)
+        a, b, affinity, area = a[order], b[order], affinity[order], area[order]
+    return Edges(a.astype(rank), b.astype(rank), affinity, area.astype(np.uint32))
 
 
 def _count_codes(code: np.ndarray, weights, n_codes: int):
@@ -177,15 +187,20 @@ def _count_codes(code: np.ndarray, weights, n_codes: int):
         return keys, area[keys], sums
     if n_codes <= 1 << 32:
         # code and weight (float32 bits) in one uint64: one plain sort, no argsort (np.unique's inverse)
-        packed = code.astype(np.uint64) << np.uint64(32)
+        packed = code.astype(np.uint64)
+        packed <<= np.uint64(32)
         if weights is not None:
             packed |= np.asarray(weights, np.float32).view(np.uint32)
         packed.sort()
-        ordered = packed >> np.uint64(32)
-        starts = np.flatnonzero(np.concatenate([[True], ordered[1:] != ordered[:-1]]))
-        area = np.diff(np.append(starts, len(ordered)))
-        sums = None if weights is None else np.add.reduceat(
-            (packed & np.uint64(0xFFFFFFFF)).astype(np.uint32).view(np.float32).astype(np.float64), starts)
+        words = packed.view(np.uint32).reshape(-1, 2)  # views, no copies: (weight bits, code) on little-endian
+        low, high = (0, 1) if np.little_endian else (1, 0)
+        ordered = words[:, high]
+        change = np.empty(len(ordered), bool)
+        change[:1] = True
+        np.not_equal(ordered[1:], ordered[:-1], out=change[1:])
+        starts = np.flatnonzero(change)
+        area = np.diff(starts, append=len(ordered))
+        sums = None if weights is None else np.add.reduceat(words[:, low].view(np.float32), starts, dtype=np.float64)
         return ordered[starts].astype(np.int64), area, sums
     keys, group = np.unique(code, return_inverse=True)
     area = np.bincount(group, minlength=len(keys))
@@ -193,14 +208,14 @@ def _count_codes(code: np.ndarray, weights, n_codes: int):
     return keys, area, sums
 
 
-def boundary(ranks: np.ndarray, affinities: np.ndarray | None = None) -> tuple[dict, dict]:
-    """A chunk's six boundary planes of ranks, and the affinities on its lower planes
-    (channel = axis), for `ChunkPart`."""
+def boundary(labels: np.ndarray, rank_of: np.ndarray, affinities: np.ndarray | None = None) -> tuple[dict, dict]:
+    """A chunk's six boundary planes of ranks (`label_chunk`'s labels mapped by `rank_of`),
+    and the affinities on its lower planes (channel = axis), for `ChunkPart`."""
     planes, lower = {}, {}
     for axis in range(3):
-        for side, index in ((-1, 0), (1, ranks.shape[axis] - 1)):
+        for side, index in ((-1, 0), (1, labels.shape[axis] - 1)):
             at = (slice(None),) * axis + (index,)
-            planes[(axis, side)] = np.ascontiguousarray(ranks[at])
+            planes[(axis, side)] = rank_of[labels[at]]
             if side < 0:
                 lower[axis] = None if affinities is None else np.ascontiguousarray(affinities[..., axis][at])
     return planes, lower

@@ -149,13 +149,14 @@ class SegmentationReader:
             if affinities.shape[-1] != 3:
                 raise InputError(f"ingest_config.AFFINITIES: {self.urls['affinities']} has {affinities.shape[-1]} "
                                  "channel(s), expected 3 (x, y, z)")
-        ids, ranks = label_chunk(coord, supervoxels, objects, (1 << self.layout.segment_bits(1)) - 1, where)
+        ids, labels, rank_of = label_chunk(coord, supervoxels, objects, (1 << self.layout.segment_bits(1)) - 1, where)
         prefix = self._prefix(coord)
         if write:
-            self._write_watershed(coord, segment_table(prefix, len(ids.ids))[ranks], supervoxels, start, stop)
+            new_id = segment_table(prefix, len(ids.ids))[rank_of]  # of each label
+            self._write_watershed(coord, new_id[labels], supervoxels, start, stop)
             self._write_sv_map(coord, ids.ids)
-        planes, lower = boundary(ranks, affinities)
-        yield coord, ChunkPart(ids, planes, lower, in_chunk_contacts(ranks, len(ids.ids), affinities))
+        planes, lower = boundary(labels, rank_of, affinities)
+        yield coord, ChunkPart(ids, planes, lower, in_chunk_contacts(labels, len(ids.ids), affinities, rank_of))
         for n in self.neighbours(coord):
             axis = next(k for k in range(3) if n[k] != coord[k])
             side = 1 if n[axis] > coord[axis] else -1

@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/bench_segmentation.py                 # 512 x 512 x 256 voxels
     .venv/bin/python benchmarks/bench_segmentation.py --repeat 3 --chunk_size 64 64 32 --storage_chunk 64 64 32
     .venv/bin/python benchmarks/bench_segmentation.py --size 256 256 128
+    .venv/bin/python benchmarks/bench_segmentation.py --sharded         # inputs in shard files
 
 Generates synthetic volumes (supervoxels, objects, affinities; cached under --data) with
 `generate --segmentation`, then runs the whole ingest from them in a fresh process with
@@ -61,7 +62,34 @@ def dataset(args, chunks, storage) -> str:
         generate_segmentation(folder, SegmentationSpec(chunks=tuple(chunks), chunk_size=tuple(args.chunk_size),
                                                        partial_last_chunk=False, voxels_per_sv=512, seed=42,
                                                        storage_chunk=args.storage_chunk))
-    return config
+    if not args.sharded:
+        return config
+    sharded = os.path.join(folder, "config_sharded.yml")
+    if not os.path.exists(sharded):
+        import yaml
+        with open(config) as fh:
+            cfg = yaml.safe_load(fh)
+        for key in ("SUPERVOXELS", "OBJECTS", "AFFINITIES"):
+            print(f"writing {key} as one shard file", flush=True)
+            cfg["ingest_config"][key] = sharded_copy(cfg["ingest_config"][key], cfg["ingest_config"][key] + "_sharded")
+        with open(sharded, "w") as fh:
+            yaml.safe_dump(cfg, fh)
+    return sharded
+
+
+def sharded_copy(url: str, dest: str) -> str:
+    """`url`'s volume as one shard file of gzip chunks (identity hash, 64 minishards)."""
+    from cloudvolume import CloudVolume
+    from cloudvolume.datasource.precomputed.sharding import ShardingSpecification
+    source = CloudVolume(url, progress=False)
+    info = dict(source.info, scales=[dict(source.info["scales"][0])])
+    info["scales"][0]["sharding"] = ShardingSpecification(
+        "neuroglancer_uint64_sharded_v1", preshift_bits=0, hash="identity", minishard_bits=6, shard_bits=0,
+        minishard_index_encoding="gzip", data_encoding="gzip").to_dict()
+    copy = CloudVolume(dest, info=info, progress=False)
+    copy.commit_info()
+    copy[:, :, :] = source[:, :, :]
+    return dest
 
 
 def ingest(config: str, cpus) -> dict:
@@ -91,6 +119,8 @@ def main(argv=None):
                         help="the input volumes' storage chunk size (default: half of --chunk_size)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="run the ingest this many times and report the fastest (this machine is noisy)")
+    parser.add_argument("--sharded", action="store_true",
+                        help="read the volumes from sharded copies (one shard file each; written once, then cached)")
     parser.add_argument("--data", default=os.path.join(ROOT, "bench_data"))
     args = parser.parse_args(argv)
     chunks = tuple(s // c for s, c in zip(args.size, args.chunk_size))
@@ -120,7 +150,7 @@ def main(argv=None):
     print(f"{voxels:,} voxels, {c.get('layer2_svs', 0):,} supervoxels, {c.get('layer2_edges', 0):,} edges, "
           f"{c.get('layer2_chunks', 0)} layer-2 chunks of {args.chunk_size}, storage chunks "
           f"{storage} ({c.get('segmentation_storage_files', 0):,} "
-          "files read), one CPU")
+          f"{'chunks read from shard files' if args.sharded else 'files read'}), one CPU")
     print(f"end to end: {r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} CPU s: "
           f"**{voxels / r['cpu_s'] / 1e6:.2f} M voxels/s per core**")
     if small_runs:

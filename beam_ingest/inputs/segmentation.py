@@ -53,6 +53,13 @@ class ChunkPart:
     def coord(self):
         return self.ids.coord
 
+    @property
+    def nbytes(self) -> int:
+        arrays = [self.ids.ids, self.ids.objects, *self.planes.values(), *self.affinities.values()]
+        if self.in_chunk is not None:
+            arrays += [getattr(self.in_chunk, f.name) for f in dataclasses.fields(Edges)]
+        return sum(a.nbytes for a in arrays if a is not None)
+
 
 def label_chunk(coord, supervoxels: np.ndarray, objects: np.ndarray | None = None, max_segment: int | None = None,
                 where: str = "") -> tuple[ChunkIds, np.ndarray, np.ndarray]:

@@ -2,11 +2,12 @@
 
 A CloudVolume cutout spends about 0.5 ms of bookkeeping per storage file (bounding boxes,
 scheduling), more than decoding the file costs; a layer-2 chunk of a segmentation is read
-as tens of small files. For unsharded volumes in the encodings segmentations use, this
-reader asks CloudVolume only for the geometry, fetches the box's files with cloud-files,
-uncompresses them and decodes them with cloudvolume.chunks.decode (a box that is one file
-is returned as decoded, without a copy); anything else (sharded, other encodings, boxes
-reaching outside the volume) is a CloudVolume cutout. Writes of aligned boxes go the same
+as tens of small files. For volumes in the encodings segmentations use, this reader asks
+CloudVolume only for the geometry (and, in sharded volumes, for each storage chunk's byte
+range), fetches the box's files or ranges with cloud-files, uncompresses them and decodes
+them with cloudvolume.chunks.decode (a box that is one file is returned as decoded, without
+a copy); anything else (other encodings, boxes reaching outside the volume) is a CloudVolume
+cutout. Writes of aligned boxes go the same
 way (cloudvolume.chunks.encode, cloud-files put), which also lets the gzip level be chosen:
 CloudVolume compresses uploads at gzip's default level 9 whatever its `compress_level` says.
 Gzip itself is ISA-L's (python-isal): at level 1 it compressed a 64x64x32 chunk of uint64
@@ -54,11 +55,13 @@ class StorageBlocks:
         self.block_size = meta.compressed_segmentation_block_size(mip) if self.encoding == "compressed_segmentation" \
             else None
         self.background = volume.background_color
-        self.fast = self.encoding in FAST_ENCODINGS and not meta.sharding(mip)
+        self.fast = self.encoding in FAST_ENCODINGS
+        self.sharded = bool(meta.sharding(mip))
         self.path = meta.join(meta.cloudpath, meta.key(mip))
         self.local = meta.path.protocol in LOCAL_PROTOCOLS
         self._files = None
-        self.files_read = 0
+        self._shards = None
+        self.files_read = 0  # storage files, or chunks in shard files
 
     def _aligned(self, start, stop) -> bool:
         return bool(np.all((start - self.offset) % self.chunk == 0)
@@ -72,7 +75,7 @@ class StorageBlocks:
             cutout = self.volume[int(start[0]):int(stop[0]), int(start[1]):int(stop[1]), int(start[2]):int(stop[2])]
             return np.asarray(cutout)
         boxes = self._boxes(self.offset + (start - self.offset) // self.chunk * self.chunk, stop)
-        contents = self._fetch([name for _, _, name in boxes])
+        contents = self._fetch_sharded(boxes) if self.sharded else self._fetch([name for _, _, name in boxes])
         if len(boxes) == 1 and np.array_equal(boxes[0][0], start) and np.array_equal(boxes[0][1], stop) \
                 and contents[0] is not None:  # the box is one file: its decoded array as it is (may be read-only)
             return _decode(contents[0], self.encoding, tuple(int(v) for v in stop - start) + (self.channels,),
@@ -82,7 +85,8 @@ class StorageBlocks:
             shape = tuple(int(v) for v in hi - lo) + (self.channels,)
             if content is None:
                 if not self.fill_missing:
-                    raise MissingStorageChunk(f"storage file {self.path}/{name} does not exist")
+                    raise MissingStorageChunk(f"storage chunk {name} is in no shard file under {self.path}"
+                                              if self.sharded else f"storage file {self.path}/{name} does not exist")
                 block = np.full(shape, self.background, self.dtype)
             else:
                 block = _decode(content, self.encoding, shape, self.dtype, self.block_size, self.background)
@@ -95,7 +99,7 @@ class StorageBlocks:
         """Writes `data` (x-fastest, shape + (channels,)) at voxel `start`."""
         start = np.asarray(start, np.int64)
         stop = start + np.asarray(data.shape[:3], np.int64)
-        if not self.fast or not self._aligned(start, stop):
+        if not self.fast or self.sharded or not self._aligned(start, stop):
             self.volume[int(start[0]):int(stop[0]), int(start[1]):int(stop[1]), int(start[2]):int(stop[2])] = data
             return
         from cloudvolume import chunks
@@ -134,22 +138,41 @@ class StorageBlocks:
         return self._files
 
     def _fetch(self, names) -> list:
-        self.files_read += len(names)
+        """Files (names, or cloud-files' `{path, start, end}` byte ranges; None: skipped) in order."""
+        self.files_read += sum(name is not None for name in names)
         if self.local or len(names) == 1:
             return [self._get(name) for name in names]
         # cloud-files' own multi-file get starts a thread queue per call (~0.1 s): one pool per process
         return list(_pool_of_threads().map(self._get, names))
 
+    def _fetch_sharded(self, boxes) -> list:
+        """The storage chunks of `boxes` from their shard files. CloudVolume's ShardReader finds
+        their byte ranges (one reader per volume, so the shard and minishard indexes it fetched
+        stay cached; a cutout makes a new reader, and fetches them again, for every chunk);
+        the ranges are fetched as files are, without cloud-files' multi-file queue, which
+        waits in steps of 0.1 s."""
+        from cloudvolume.datasource.precomputed.common import compressed_morton_code
+        volume = self.volume
+        if self._shards is None:
+            self._shards = volume.image.shard_reader(volume.mip)
+        grid = np.ceil((self.stop - self.offset) / self.chunk).astype(np.int64)
+        codes = [int(c) for c in compressed_morton_code([(lo - self.offset) // self.chunk for lo, _, _ in boxes],
+                                                        grid)]
+        found = self._shards.exists(codes, volume.meta.key(volume.mip), return_byte_range=True, progress=False)
+        ranges = [None if found.get(c) is None else
+                  {"path": found[c][0].rsplit("/", 1)[-1], "start": found[c][1], "end": found[c][1] + found[c][2]}
+                  for c in codes]
+        contents = self._fetch(ranges)
+        encoding = self._shards.spec.data_encoding
+        return [c if c is None or encoding == "raw" else _uncompress(c, encoding, "shard data") for c in contents]
+
     def _get(self, name):
-        """A file's bytes, uncompressed; None if it does not exist. Gzip is undone here with
-        libdeflate, as cloud-files would, but without its copy of the result (a bytearray
-        numpy can decode in place): 1 ms of a 64x64x32 uint64 chunk's 1.4."""
+        """A file's bytes, uncompressed; None if it does not exist."""
+        if name is None:
+            return None
         found = self._folder().get([name], raw=True)[0]  # one path: fetched in this thread
         content, encoding = found["content"], found["compress"]
-        if content is None or encoding != "gzip":
-            from cloudfiles.compression import decompress
-            return None if content is None else decompress(content, encoding, filename=name)
-        return deflate.gzip_decompress(content)
+        return None if content is None else _uncompress(content, encoding, name)
 
 
 def gzip_bytes(data: bytes, level: int | None = None) -> bytes:
@@ -161,6 +184,15 @@ def gzip_bytes(data: bytes, level: int | None = None) -> bytes:
         from cloudfiles.compression import compress
         return compress(data, "gzip", compress_level=level)
     return igzip.compress(data, compresslevel=min(max(1 if level is None else level, 0), 3), mtime=0)
+
+
+def _uncompress(content: bytes, encoding, name):
+    """Gzip is undone here with libdeflate, as cloud-files would, but without its copy of the
+    result (a bytearray numpy can decode in place): 1 ms of a 64x64x32 uint64 chunk's 1.4."""
+    if encoding == "gzip":
+        return deflate.gzip_decompress(content)
+    from cloudfiles.compression import decompress
+    return decompress(content, encoding, filename=str(name))
 
 
 def _decode(content: bytes, encoding, shape, dtype, block_size, background):

@@ -287,6 +287,9 @@ def check_segmentation_volumes(settings, mip: int, chunk_size) -> dict:
     if not same:
         raise InputError(f"data_source.WATERSHED: {ds.WATERSHED} exists and is not a uint64 volume with "
                          "SUPERVOXELS' resolution, offset and size; give the output another path or delete it")
+    if scale.get("sharding"):
+        raise InputError(f"data_source.WATERSHED: {ds.WATERSHED} exists and is sharded; the ingest writes it chunk "
+                         "by chunk, as unsharded storage files: give the output another path or delete it")
     for sizes in scale.get("chunk_sizes", [[1, 1, 1]])[:1]:
         if any(c % s for c, s in zip(chunk_size, sizes)):
             raise InputError(f"data_source.WATERSHED: its storage chunk size {list(sizes)} does not divide "

@@ -78,14 +78,17 @@ def dataset(args, chunks, storage) -> str:
 
 
 def sharded_copy(url: str, dest: str) -> str:
-    """`url`'s volume as one shard file of gzip chunks (identity hash, 64 minishards)."""
+    """`url`'s volume as one shard file (identity hash, 64 minishards), its chunks compressed
+    as the files were (gzip or not), so that reads compare like for like."""
+    from cloudfiles import CloudFiles
     from cloudvolume import CloudVolume
     from cloudvolume.datasource.precomputed.sharding import ShardingSpecification
     source = CloudVolume(url, progress=False)
     info = dict(source.info, scales=[dict(source.info["scales"][0])])
+    gzipped = any(name.endswith(".gz") for name in CloudFiles(url).list(prefix=info["scales"][0]["key"]))
     info["scales"][0]["sharding"] = ShardingSpecification(
         "neuroglancer_uint64_sharded_v1", preshift_bits=0, hash="identity", minishard_bits=6, shard_bits=0,
-        minishard_index_encoding="gzip", data_encoding="gzip").to_dict()
+        minishard_index_encoding="gzip", data_encoding="gzip" if gzipped else "raw").to_dict()
     copy = CloudVolume(dest, info=info, progress=False)
     copy.commit_info()
     copy[:, :, :] = source[:, :, :]
@@ -164,7 +167,8 @@ def main(argv=None):
           f"({voxels / max(read_s, 1e-9) / 1e6:.2f} M voxels/s)")
     print(f"    contacts across faces + components + write EDGES/COMPONENTS: {faces_s:.1f} s")
     print(f"    layer-2 build: {build_s:.1f} s; layers 3+ and roots: {upper_s:.1f} s")
-    print(f"  the rest (start-up, pipeline construction, Beam between stages): {r['cpu_s'] - work_s:.1f} CPU s")
+    print(f"  the rest (start-up, pipeline construction, Beam between stages): {r['wall_s'] - work_s:.1f} s; "
+          f"waiting on storage (wall beyond CPU, inside the steps above): {max(r['wall_s'] - r['cpu_s'], 0):.1f} s")
     print(f"peak RSS {r['peak_rss_mb']:.0f} MB (start-up {r['base_rss_mb']:.0f} MB); one chunk is "
           f"{r['chunk_voxels']:,} voxels ({r['chunk_voxels'] * 8 * 5 / 2**20:.0f} MB as uint64 supervoxels and "
           "objects + 3 float32 affinity channels); the in-process runner also holds every chunk's part between "

@@ -150,7 +150,7 @@ class StorageBlocks:
         their byte ranges (one reader per volume, so the shard and minishard indexes it fetched
         stay cached; a cutout makes a new reader, and fetches them again, for every chunk);
         the ranges are fetched as files are, without cloud-files' multi-file queue, which
-        waits in steps of 0.1 s."""
+        waits in steps of 0.1 s (locally, the indexes are read one at a time for that reason)."""
         from cloudvolume.datasource.precomputed.common import compressed_morton_code
         volume = self.volume
         if self._shards is None:
@@ -158,7 +158,11 @@ class StorageBlocks:
         grid = np.ceil((self.stop - self.offset) / self.chunk).astype(np.int64)
         codes = [int(c) for c in compressed_morton_code([(lo - self.offset) // self.chunk for lo, _, _ in boxes],
                                                         grid)]
-        found = self._shards.exists(codes, volume.meta.key(volume.mip), return_byte_range=True, progress=False)
+        key = volume.meta.key(volume.mip)
+        if self.local:  # one chunk at a time: an index not yet cached is one read, not a queue that polls
+            found = {c: self._shards.exists(c, key, return_byte_range=True, progress=False) for c in codes}
+        else:  # the indexes not yet cached are fetched in parallel
+            found = self._shards.exists(codes, key, return_byte_range=True, progress=False)
         ranges = [None if found.get(c) is None else
                   {"path": found[c][0].rsplit("/", 1)[-1], "start": found[c][1], "end": found[c][1] + found[c][2]}
                   for c in codes]

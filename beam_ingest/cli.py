@@ -41,6 +41,7 @@ EXAMPLES = """examples:
   python -m beam_ingest inspect --graph_id my_graph --summary
   python -m beam_ingest demo
   python -m beam_ingest estimate --svs 1e9 --l2_chunks 1e5
+  python -m beam_ingest estimate --svs 1e9 --config seg.yml --from_segmentation
   python -m beam_ingest verify --config config.yml --graph_id my_graph --sample 20
   REDIS_HOST=localhost REDIS_PASSWORD=dev python -m beam_ingest status --graph_id my_graph --watch
   REDIS_HOST=localhost REDIS_PASSWORD=dev python -m beam_ingest flush-redis --graph_id my_graph
@@ -329,17 +330,28 @@ def cmd_verify(args):
 
 def cmd_estimate(args):
     from .sizing import format_estimates
-    l2_chunks = args.l2_chunks
+    l2_chunks, voxels = args.l2_chunks, args.voxels or 0
     if args.config:
         from .config import load_config
         from .launcher import layout_for
         settings = load_config(args.config)
-        layout = layout_for(settings.graph_config, settings.data_source)[0]
+        geometry = None
+        if args.from_segmentation:  # the grid is SUPERVOXELS', WATERSHED is an output
+            from .inputs.volumes import check_segmentation_volumes
+            geometry = check_segmentation_volumes(settings, settings.data_source.CV_MIP,
+                                                  settings.graph_config.CHUNK_SIZE)["geometry"]
+        layout = layout_for(settings.graph_config, settings.data_source, geometry)[0]
         l2_chunks = layout.chunk_count(2)
+        if geometry is not None and not voxels:
+            voxels = float(np.prod(np.asarray(layout.voxel_counts, np.float64)))
         print(f"{args.config}: {layout.layer_count} layers, {'x'.join(map(str, layout.n_chunks))} layer-2 chunks")
     if not l2_chunks:
         raise CommandError("estimate needs --l2_chunks N or --config config.yml")
-    print(format_estimates(args.svs, l2_chunks, tuple(args.nodes)))
+    if args.from_segmentation and not voxels:
+        raise CommandError("estimate --from_segmentation needs --voxels N or --config config.yml")
+    if voxels and not args.from_segmentation:
+        raise CommandError("estimate --voxels: the voxels count only with --from_segmentation")
+    print(format_estimates(args.svs, l2_chunks, tuple(args.nodes), voxels))
     return 0
 
 
@@ -414,7 +426,12 @@ def main(argv=None) -> int:
     p = sub.add_parser("estimate", help="estimate workers, Bigtable nodes, wall time and cost of an ingest")
     p.add_argument("--svs", type=positive_float, required=True, help="number of supervoxels, e.g. 1e9")
     p.add_argument("--l2_chunks", type=positive_float, help="number of layer-2 chunks, e.g. 1e5")
-    p.add_argument("--config", help="or: read the chunk grid from this config.yml and its watershed info")
+    p.add_argument("--config", help="or: read the chunk grid from this config.yml and its watershed info "
+                   "(with --from_segmentation: SUPERVOXELS' info, and the voxels from it)")
+    p.add_argument("--from_segmentation", action="store_true",
+                   help="the ingest reads segmentation volumes: their voxels' work, shuffle and WATERSHED are added")
+    p.add_argument("--voxels", type=positive_float, help="with --from_segmentation and no --config: voxels of the "
+                   "volumes, e.g. 1e12")
     p.add_argument("--nodes", type=int_in(1), nargs="+", default=[10, 20, 40], help="Bigtable node counts to compare")
     p.set_defaults(func=cmd_estimate)
 

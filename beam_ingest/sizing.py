@@ -1,7 +1,7 @@
 """Back-of-the-envelope sizing of a Dataflow + Bigtable ingest from measured rates.
 
 The defaults come from `benchmarks/bench_ingest.py` on the ~1e6-SV synthetic dataset
-(see README, Speed) and from Bigtable's published ~14,000 rows/s per node for writes of
+(see README, Speed), from `benchmarks/bench_segmentation.py` for segmentation input, and from Bigtable's published ~14,000 rows/s per node for writes of
 small rows. Prices are list prices that change: pass your own.
 """
 from __future__ import annotations
@@ -18,6 +18,10 @@ class Rates:
     bytes_per_row: float = 70.0               # bytes written per row
     bigtable_rows_per_node_s: float = 14_000  # Bigtable's published write rate per node
     dataflow_overhead: float = 3.0            # Dataflow/GCS/shuffle overhead on our measured CPU time
+    # --from_segmentation (benchmarks/bench_segmentation.py, 1M-voxel layer-2 chunks, beyond a run's fixed cost)
+    segmentation_voxels_per_cpu_s: float = 10e6  # read, relabel, contacts, WATERSHED/EDGES/COMPONENTS written
+    part_bytes_per_voxel: float = 0.45        # chunk parts shuffled between its two steps (zstd)
+    watershed_bytes_per_voxel: float = 0.55   # WATERSHED written (uint64, gzip level 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +31,7 @@ class Prices:
     dataflow_vcpu_hour: float = 0.056         # USD, batch
     dataflow_gb_hour: float = 0.003557        # USD, worker memory
     dataflow_shuffle_gb: float = 0.011        # USD, batch shuffle data processed
+    gcs_storage_gb_month: float = 0.020       # USD, standard storage (WATERSHED)
     worker_vcpus: int = 4
     worker_gb: float = 15.0
 
@@ -42,10 +47,13 @@ class Estimate:
 
 
 def estimate(svs: float, l2_chunks: float, bigtable_nodes: int, rates: Rates = Rates(),
-             prices: Prices = Prices()) -> Estimate:
-    """Wall time and cost with `bigtable_nodes` nodes, and the workers that keep them busy."""
+             prices: Prices = Prices(), voxels: float = 0) -> Estimate:
+    """Wall time and cost with `bigtable_nodes` nodes, and the workers that keep them busy.
+    `voxels`: of the segmentation volumes, with `--from_segmentation` (0: inputs are files)."""
     rows = svs * rates.rows_per_sv
-    cpu_s = (svs / rates.build_svs_per_cpu_s + rows / rates.write_rows_per_cpu_s) * rates.dataflow_overhead
+    voxel_cpu_s = voxels / rates.segmentation_voxels_per_cpu_s * rates.dataflow_overhead
+    cpu_s = (svs / rates.build_svs_per_cpu_s + rows / rates.write_rows_per_cpu_s) * rates.dataflow_overhead \
+        + voxel_cpu_s
     bigtable_rows_s = bigtable_nodes * rates.bigtable_rows_per_node_s
     write_s = rows / bigtable_rows_s
     # enough vCPUs that the build keeps pace with Bigtable, never more than one per 10 chunks
@@ -56,25 +64,34 @@ def estimate(svs: float, l2_chunks: float, bigtable_nodes: int, rates: Rates = R
     wall_s = max(write_s, compute_s) + 600  # + ~10 min of job start-up and the small upper layers
     hours = wall_s / 3600
     stored_gb = rows * rates.bytes_per_row / 1e9
-    shuffle_gb = stored_gb * 0.5  # summaries and root-bound components are a fraction of the rows
+    # summaries and root-bound components are a fraction of the rows; then the segmentation parts
+    shuffle_gb = stored_gb * 0.5 + voxels * rates.part_bytes_per_voxel / 1e9
+    watershed_gb = voxels * rates.watershed_bytes_per_voxel / 1e9
     cost = (bigtable_nodes * hours * prices.bigtable_node_hour
             + workers * hours * (prices.worker_vcpus * prices.dataflow_vcpu_hour
                                  + prices.worker_gb * prices.dataflow_gb_hour)
             + shuffle_gb * prices.dataflow_shuffle_gb)
     return Estimate(bigtable_nodes, workers, rows, hours, cost, {
         "cpu_hours": cpu_s / 3600, "bigtable_rows_per_s": bigtable_rows_s, "stored_gb": stored_gb,
-        "storage_usd_per_month": stored_gb * prices.bigtable_storage_gb_month})
+        "storage_usd_per_month": stored_gb * prices.bigtable_storage_gb_month, "voxel_cpu_hours": voxel_cpu_s / 3600,
+        "shuffle_gb": shuffle_gb, "watershed_gb": watershed_gb,
+        "watershed_usd_per_month": watershed_gb * prices.gcs_storage_gb_month})
 
 
-def format_estimates(svs: float, l2_chunks: float, node_options=(10, 20, 40)) -> str:
-    lines = [f"{svs:.3g} SVs in {l2_chunks:.3g} layer-2 chunks -> ~{svs * Rates().rows_per_sv:.3g} rows",
+def format_estimates(svs: float, l2_chunks: float, node_options=(10, 20, 40), voxels: float = 0) -> str:
+    source = f" from {voxels:.3g} voxels of segmentation" if voxels else ""
+    lines = [f"{svs:.3g} SVs in {l2_chunks:.3g} layer-2 chunks{source} -> ~{svs * Rates().rows_per_sv:.3g} rows",
              f"{'Bigtable nodes':>15}  {'workers (4 vCPU)':>16}  {'wall time':>10}  {'ingest cost':>12}",
              ]
     for nodes in node_options:
-        e = estimate(svs, l2_chunks, nodes)
+        e = estimate(svs, l2_chunks, nodes, voxels=voxels)
         lines.append(f"{nodes:>15}  {e.workers:>16}  {e.hours:>8.1f} h  {e.cost_usd:>10,.0f} $")
-    e = estimate(svs, l2_chunks, node_options[0])
+    e = estimate(svs, l2_chunks, node_options[0], voxels=voxels)
     lines.append(f"build + write CPU: ~{e.details['cpu_hours']:.1f} vCPU-hours (with a {Rates().dataflow_overhead:g}x "
                  f"Dataflow overhead); table size ~{e.details['stored_gb']:.0f} GB "
                  f"(~{e.details['storage_usd_per_month']:.0f} $/month on SSD)")
+    if voxels:
+        lines.append(f"of which the voxels: ~{e.details['voxel_cpu_hours']:.1f} vCPU-hours; ~{e.details['shuffle_gb']:.0f} "
+                     f"GB shuffled; WATERSHED ~{e.details['watershed_gb']:.0f} GB "
+                     f"(~{e.details['watershed_usd_per_month']:.0f} $/month on GCS)")
     return "\n".join(lines)

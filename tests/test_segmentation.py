@@ -209,8 +209,8 @@ def test_config_mistakes_are_one_line_before_anything_is_created(tmp_path, graph
     err = capsys.readouterr().err
     assert code == 2 and "does not divide graph_config.CHUNK_SIZE" in err
     # an existing sharded WATERSHED: it could not be written chunk by chunk
-    sharded = {**cfg, "data_source": {**cfg["data_source"], "WATERSHED": sharded_copy(
-        cfg["data_source"]["WATERSHED"], "file://" + str(tmp_path / "sharded_ws"))}}
+    sharded = {**cfg, "data_source": {**cfg["data_source"], "WATERSHED": copy_volume(
+        cfg["data_source"]["WATERSHED"], "file://" + str(tmp_path / "sharded_ws"), sharded=True)}}
     code = pipeline.main(["--config", write_config(sharded, tmp_path / "sharded.yml"), "--graph_id",
                           graph_id + "-sharded", "--from_segmentation"])
     err = capsys.readouterr().err
@@ -341,34 +341,41 @@ def test_segmentation_on_object_storage(tmp_path, graph_id, store, request):
         CloudFiles(config_of(info)["data_source"]["EDGES"]).get("edges_0_0_0.proto.zst")
 
 
-def sharded_copy(url, dest):
-    """`url`'s volume rewritten as one shard file (gzip chunks, identity hash)."""
+def copy_volume(url, dest, sharded=False, encoding=None):
+    """`url`'s volume rewritten: as one shard file (gzip chunks, identity hash), or in another
+    encoding."""
     from cloudvolume.datasource.precomputed.sharding import ShardingSpecification
     source = CloudVolume(url, progress=False)
     info = dict(source.info, scales=[dict(source.info["scales"][0])])
-    info["scales"][0]["sharding"] = ShardingSpecification(
-        "neuroglancer_uint64_sharded_v1", preshift_bits=0, hash="identity", minishard_bits=3, shard_bits=0,
-        minishard_index_encoding="gzip", data_encoding="gzip").to_dict()
+    if sharded:
+        info["scales"][0]["sharding"] = ShardingSpecification(
+            "neuroglancer_uint64_sharded_v1", preshift_bits=0, hash="identity", minishard_bits=3, shard_bits=0,
+            minishard_index_encoding="gzip", data_encoding="gzip").to_dict()
+    if encoding:
+        info["scales"][0]["encoding"] = encoding
     copy = CloudVolume(dest, info=info, progress=False)
     copy.commit_info()
     copy[:, :, :] = source[:, :, :]
     return dest
 
 
-def test_sharded_input_volumes_are_read_chunk_by_chunk(tmp_path, graph_id):
+@pytest.mark.parametrize("kind", ["sharded", "compresso", "crackle"])
+def test_sharded_and_label_codec_volumes_are_read_chunk_by_chunk(tmp_path, graph_id, kind):
     # no partial last chunk: CloudVolume writes those padded into a shard, and then cannot read them back
     info = generate_segmentation(str(tmp_path / "data"), SegmentationSpec(seed=15, partial_last_chunk=False))
     _, plain, _ = run_ingest(info["config"], graph_id + "-plain", "--from_segmentation")
     cfg = config_of(info)
     for key in ("SUPERVOXELS", "OBJECTS", "AFFINITIES"):
-        info[key.lower()] = cfg["ingest_config"][key] = sharded_copy(
-            cfg["ingest_config"][key], "file://" + str(tmp_path / "sharded" / key.lower()))
+        if kind == "sharded" or key != "AFFINITIES":  # the label codecs are for labels
+            info[key.lower()] = cfg["ingest_config"][key] = copy_volume(
+                cfg["ingest_config"][key], "file://" + str(tmp_path / kind / key.lower()), sharded=kind == "sharded",
+                encoding=None if kind == "sharded" else kind)
     for key in ("WATERSHED", "EDGES", "COMPONENTS"):
-        cfg["data_source"][key] = "file://" + str(tmp_path / "sharded" / ("out_" + key.lower()))
-    config = write_config(cfg, tmp_path / "sharded.yml")
+        cfg["data_source"][key] = "file://" + str(tmp_path / kind / ("out_" + key.lower()))
+    config = write_config(cfg, tmp_path / f"{kind}.yml")
     _, counters, plan = run_ingest(config, graph_id, "--from_segmentation")
     check_outputs({**info, "config": config}, plan)
     assert cells_of(graph_id) == cells_of(graph_id + "-plain")
-    # each storage chunk is fetched as its own byte range, as the unsharded files are (a cutout counts one)
+    # each storage chunk is fetched and decoded on its own, as the plain files are (a cutout counts one)
     assert counters["segmentation_storage_files"] == plain["segmentation_storage_files"] > \
         3 * counters["segmentation_chunks"]

@@ -44,7 +44,7 @@ def boxes():
 
 @pytest.mark.parametrize("encoding,dtype,channels,compress", [
     ("raw", "uint64", 1, "gzip"), ("raw", "uint32", 1, None), ("compressed_segmentation", "uint64", 1, "gzip"),
-    ("raw", "float32", 3, None)])
+    ("raw", "float32", 3, None), ("compresso", "uint64", 1, None), ("crackle", "uint64", 1, None)])
 def test_reads_equal_cloudvolume_cutouts(tmp_path, encoding, dtype, channels, compress):
     cv, data = make_volume(f"file://{tmp_path}/v", encoding, dtype, channels, compress)
     blocks = StorageBlocks(cv)

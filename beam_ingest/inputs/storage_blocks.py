@@ -21,7 +21,7 @@ import itertools
 import deflate  # libdeflate: cloud-files' own gzip (a dependency of it)
 import numpy as np
 
-FAST_ENCODINGS = ("raw", "compressed_segmentation")
+FAST_ENCODINGS = ("raw", "compressed_segmentation", "compresso", "crackle")  # decoded file by file
 LOCAL_PROTOCOLS = ("file", "mem")
 _FETCH_THREADS = 16
 _pool = None
@@ -201,5 +201,7 @@ def _uncompress(content: bytes, encoding, name):
 
 def _decode(content: bytes, encoding, shape, dtype, block_size, background):
     from cloudvolume import chunks
+    if encoding != "raw" and isinstance(content, bytearray):
+        content = bytes(content)  # the label codecs take bytes only (a copy of the small compressed stream)
     return chunks.decode(content, encoding, shape=shape, dtype=dtype, block_size=block_size,
                          background_color=background)

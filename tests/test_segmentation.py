@@ -208,6 +208,17 @@ def test_config_mistakes_are_one_line_before_anything_is_created(tmp_path, graph
                           "--from_segmentation"])
     err = capsys.readouterr().err
     assert code == 2 and "does not divide graph_config.CHUNK_SIZE" in err
+    # an input in an encoding whose codec is not installed (jxl needs imagecodecs): its info is enough
+    jxl = str(tmp_path / "jxl_objects")
+    info_jxl = dict(CloudVolume(cfg["ingest_config"]["OBJECTS"], progress=False).info)
+    info_jxl["scales"] = [dict(info_jxl["scales"][0], encoding="jxl")]
+    CloudVolume("file://" + jxl, info=info_jxl, progress=False).commit_info()
+    bad = {**cfg, "ingest_config": {**cfg["ingest_config"], "OBJECTS": "file://" + jxl}}
+    code = pipeline.main(["--config", write_config(bad, tmp_path / "jxl.yml"), "--graph_id", graph_id + "-jxl",
+                          "--from_segmentation"])
+    err = capsys.readouterr().err
+    assert code == 2 and "ingest_config.OBJECTS" in err and "stored as jxl, which cannot be decoded here" in err \
+        and "pip install imagecodecs" in err and len(err.strip().splitlines()) == 1, err
     # an existing sharded WATERSHED: it could not be written chunk by chunk
     sharded = {**cfg, "data_source": {**cfg["data_source"], "WATERSHED": copy_volume(
         cfg["data_source"]["WATERSHED"], "file://" + str(tmp_path / "sharded_ws"), sharded=True)}}

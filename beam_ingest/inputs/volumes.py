@@ -242,6 +242,7 @@ def check_segmentation_volumes(settings, mip: int, chunk_size) -> dict:
                               f"{key.lower()} files there)")
     geometry = read_watershed_info(ic.SUPERVOXELS, mip)
     sv_info = read_info(ic.SUPERVOXELS)
+    _check_codec("SUPERVOXELS", ic.SUPERVOXELS, sv_info, mip)
     if sv_info.get("type", "segmentation") != "segmentation" or not str(sv_info.get("data_type", "")).startswith(
             ("uint", "int")):
         raise InputError(f"ingest_config.SUPERVOXELS: {ic.SUPERVOXELS} is a {sv_info.get('type')} volume of "
@@ -257,6 +258,7 @@ def check_segmentation_volumes(settings, mip: int, chunk_size) -> dict:
                              f"{list(found.size)} vs {list(geometry.size)}, resolution {list(found.resolution)} vs "
                              f"{list(geometry.resolution)}")
         info = read_info(url)
+        _check_codec(key, url, info, mip)
         ok = (str(info.get("data_type", "")).startswith(("uint", "int")) if key == "OBJECTS"
               else info.get("data_type") == "float32" and int(info.get("num_channels", 1)) == 3)
         if not ok:
@@ -296,6 +298,19 @@ def check_segmentation_volumes(settings, mip: int, chunk_size) -> dict:
                              f"graph_config.CHUNK_SIZE {list(chunk_size)} (two layer-2 chunks would write one "
                              "storage chunk)")
     return {"geometry": geometry, "in_place": False, "watershed_info": None}
+
+
+def _check_codec(key, url, info, mip):
+    """A volume whose encoding this worker could not decode fails here, not at its first chunk."""
+    from cloudvolume import chunks
+    encoding = _scale(info, mip).get("encoding", "raw")
+    try:
+        if encoding not in chunks.SUPPORTED_ENCODINGS:
+            raise ImportError(f"cloud-volume does not read {encoding!r}")
+        chunks.check_installed(encoding)
+    except ImportError as exc:
+        raise InputError(f"ingest_config.{key}: {url} is stored as {encoding}, which cannot be decoded here: "
+                         f"{exc}") from None
 
 
 def _storage_chunk(chunk_size) -> list:

@@ -29,13 +29,13 @@ from beam_ingest.options import IngestOptions, check_graph_id, parse_argv
 from beam_ingest.progress import ProgressCache, ProgressMonitor, RedisSettings, layer_totals
 from beam_ingest.report import format_summary, ingest_counters
 from beam_ingest.store.bigtable import TableError
+from beam_ingest.completion import IncompleteError
+from beam_ingest.transforms import BuildGraph, SinkSpec
 
 # The objects of the imports above (~230k) live as long as the process: moved out of the
 # collector's reach, full collections (cloud-volume's import alone runs two) no longer walk
 # them, 0.2 s of a run's CPU.
 gc.freeze()
-from beam_ingest.completion import IncompleteError
-from beam_ingest.transforms import BuildGraph, SinkSpec
 
 log = logging.getLogger("pipeline")
 USER_ERRORS = (ConfigError, InputError, TableError, CheckpointError)

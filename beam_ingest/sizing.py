@@ -1,8 +1,9 @@
 """Back-of-the-envelope sizing of a Dataflow + Bigtable ingest from measured rates.
 
 The defaults come from `benchmarks/bench_ingest.py` on the ~1e6-SV synthetic dataset
-(see README, Speed), from `benchmarks/bench_segmentation.py` for segmentation input, and from Bigtable's published ~14,000 rows/s per node for writes of
-small rows. Prices are list prices that change: pass your own.
+(see README, Speed), from `benchmarks/bench_segmentation.py` for segmentation input, and
+from Bigtable's published ~14,000 rows/s per node for writes of small rows. Prices are list
+prices that change: pass your own.
 """
 from __future__ import annotations
 

@@ -505,3 +505,25 @@ def _write_config(absolute, spec, urls):
     with open(path, "w") as fh:
         yaml.safe_dump(config, fh, sort_keys=False)
     return path
+
+
+def copy_volume(url: str, dest: str, sharded: bool = False, encoding: str | None = None,
+                data_encoding: str = "gzip", minishard_bits: int = 3) -> str:
+    """`url`'s volume (first scale) rewritten at `dest`: as one shard file (identity hash,
+    `2**minishard_bits` minishards, chunks stored with `data_encoding`), and/or in another
+    `encoding`. A volume with a partial last chunk cannot be sharded this way: CloudVolume
+    pads those chunks in the shard, then cannot read them back."""
+    from cloudvolume import CloudVolume
+    from cloudvolume.datasource.precomputed.sharding import ShardingSpecification
+    source = CloudVolume(url, progress=False)
+    info = dict(source.info, scales=[dict(source.info["scales"][0])])
+    if sharded:
+        info["scales"][0]["sharding"] = ShardingSpecification(
+            "neuroglancer_uint64_sharded_v1", preshift_bits=0, hash="identity", minishard_bits=minishard_bits,
+            shard_bits=0, minishard_index_encoding="gzip", data_encoding=data_encoding).to_dict()
+    if encoding:
+        info["scales"][0]["encoding"] = encoding
+    copy = CloudVolume(dest, info=info, progress=False)
+    copy.commit_info()
+    copy[:, :, :] = source[:, :, :]
+    return dest

@@ -78,21 +78,14 @@ def dataset(args, chunks, storage) -> str:
 
 
 def sharded_copy(url: str, dest: str) -> str:
-    """`url`'s volume as one shard file (identity hash, 64 minishards), its chunks compressed
-    as the files were (gzip or not), so that reads compare like for like."""
+    """`url`'s volume as one shard file (64 minishards), its chunks compressed as the files
+    were (gzip or not), so that reads compare like for like."""
     from cloudfiles import CloudFiles
     from cloudvolume import CloudVolume
-    from cloudvolume.datasource.precomputed.sharding import ShardingSpecification
-    source = CloudVolume(url, progress=False)
-    info = dict(source.info, scales=[dict(source.info["scales"][0])])
-    gzipped = any(name.endswith(".gz") for name in CloudFiles(url).list(prefix=info["scales"][0]["key"]))
-    info["scales"][0]["sharding"] = ShardingSpecification(
-        "neuroglancer_uint64_sharded_v1", preshift_bits=0, hash="identity", minishard_bits=6, shard_bits=0,
-        minishard_index_encoding="gzip", data_encoding="gzip" if gzipped else "raw").to_dict()
-    copy = CloudVolume(dest, info=info, progress=False)
-    copy.commit_info()
-    copy[:, :, :] = source[:, :, :]
-    return dest
+    from beam_ingest.synthetic_segmentation import copy_volume
+    key = CloudVolume(url, progress=False).info["scales"][0]["key"]
+    gzipped = any(name.endswith(".gz") for name in CloudFiles(url).list(prefix=key))
+    return copy_volume(url, dest, sharded=True, data_encoding="gzip" if gzipped else "raw", minishard_bits=6)
 
 
 def ingest(config: str, cpus) -> dict:

@@ -15,7 +15,7 @@ from cloudvolume import CloudVolume
 import pipeline
 from beam_ingest.config import ConfigError
 from beam_ingest.inputs.precomputed import InputError
-from beam_ingest.synthetic_segmentation import SegmentationSpec, generate_segmentation
+from beam_ingest.synthetic_segmentation import SegmentationSpec, copy_volume, generate_segmentation
 from helpers import run_ingest
 from seg_reference import diff_edges, read_seg_outputs, seg_reference
 from test_end_to_end import check_against_reference
@@ -352,27 +352,9 @@ def test_segmentation_on_object_storage(tmp_path, graph_id, store, request):
         CloudFiles(config_of(info)["data_source"]["EDGES"]).get("edges_0_0_0.proto.zst")
 
 
-def copy_volume(url, dest, sharded=False, encoding=None):
-    """`url`'s volume rewritten: as one shard file (gzip chunks, identity hash), or in another
-    encoding."""
-    from cloudvolume.datasource.precomputed.sharding import ShardingSpecification
-    source = CloudVolume(url, progress=False)
-    info = dict(source.info, scales=[dict(source.info["scales"][0])])
-    if sharded:
-        info["scales"][0]["sharding"] = ShardingSpecification(
-            "neuroglancer_uint64_sharded_v1", preshift_bits=0, hash="identity", minishard_bits=3, shard_bits=0,
-            minishard_index_encoding="gzip", data_encoding="gzip").to_dict()
-    if encoding:
-        info["scales"][0]["encoding"] = encoding
-    copy = CloudVolume(dest, info=info, progress=False)
-    copy.commit_info()
-    copy[:, :, :] = source[:, :, :]
-    return dest
-
-
 @pytest.mark.parametrize("kind", ["sharded", "compresso", "crackle"])
 def test_sharded_and_label_codec_volumes_are_read_chunk_by_chunk(tmp_path, graph_id, kind):
-    # no partial last chunk: CloudVolume writes those padded into a shard, and then cannot read them back
+    # no partial last chunk: see copy_volume
     info = generate_segmentation(str(tmp_path / "data"), SegmentationSpec(seed=15, partial_last_chunk=False))
     _, plain, _ = run_ingest(info["config"], graph_id + "-plain", "--from_segmentation")
     cfg = config_of(info)

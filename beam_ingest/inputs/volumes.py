@@ -87,17 +87,20 @@ class SegmentationReader:
             return None
         if key not in self._volumes:
             from cloudvolume import CloudVolume
-            fill = self.fill_missing and key != "watershed"
-            self._volumes[key] = CloudVolume(url, mip=self.mip, progress=False, fill_missing=fill,
+            self._volumes[key] = CloudVolume(url, mip=self.mip, progress=False, fill_missing=self._fills(key),
                                              bounded=False, cache=False, lru_bytes=0, non_aligned_writes=False,
                                              delete_black_uploads=False)
         return self._volumes[key]
+
+    def _fills(self, key) -> bool:
+        """Whether a storage file missing from this volume reads as background (inputs only)."""
+        return self.fill_missing and key != "watershed"
 
     def _storage(self, key):
         if self.urls[key] is None:
             return None
         if key not in self._blocks:
-            self._blocks[key] = StorageBlocks(self._volume(key), fill_missing=self.fill_missing and key != "watershed")
+            self._blocks[key] = StorageBlocks(self._volume(key), fill_missing=self._fills(key))
         return self._blocks[key]
 
     # geometry -----------------------------------------------------------------------------

@@ -1,3 +1,4 @@
+import atexit
 import os
 import shutil
 import tempfile
@@ -5,6 +6,7 @@ import threading
 
 # cloud-files / cloud-volume read these at import time: keep a developer's secrets out of tests.
 _secrets = tempfile.mkdtemp(prefix="beam-ingest-secrets-")
+atexit.register(shutil.rmtree, _secrets, ignore_errors=True)
 os.environ["CLOUD_VOLUME_DIR"] = _secrets
 os.environ["CLOUD_FILES_DIR"] = _secrets
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
@@ -41,7 +43,6 @@ def graph_id(bigtable_emulator, request):
 @pytest.fixture(scope="session")
 def redis_server():
     """A real redis-server on a free port, with a password (Debian's package)."""
-    import shutil
     import socket
     import subprocess
     import time

@@ -453,11 +453,15 @@ class BuildGraph(beam.PTransform):
             chunk_ids = {f"roots/layer2_{int(layout.chunk_id(2, *c))}.npz" for c in self.skipped}
             self.skipped_roots = [n for n in all_roots if n in chunk_ids]
 
+    # Creates whose elements are reshuffled, grouped or combined next skip Create's own
+    # reshuffle (a GroupByKey stage each, ~0.1 s of a small run); `RootBound` keeps it, as its
+    # files are read right after.
     def _layer2_coords(self, pbegin, coords=None):
         if coords is not None:
-            return pbegin | "Layer2Coords" >> beam.Create(sorted({tuple(int(v) for v in c) for c in coords}))
+            return pbegin | "Layer2Coords" >> beam.Create(sorted({tuple(int(v) for v in c) for c in coords}),
+                                                              reshuffle=False)
         return (pbegin
-                | "Layer2Slabs" >> beam.Create(list(range(self.layout.n_chunks[0])))
+                | "Layer2Slabs" >> beam.Create(list(range(self.layout.n_chunks[0])), reshuffle=False)
                 | "Layer2Coords" >> beam.FlatMap(_expand_slab, self.layout))
 
     def _segmentation_parts(self, pbegin):
@@ -487,7 +491,7 @@ class BuildGraph(beam.PTransform):
         if not self.checkpoint_url:
             return ()
         seeds = saved.pipeline | f"SavedSeedLayer{layer}" >> beam.Create([("summaries", already[0]),
-                                                                           ("roots", already[1])])
+                                                                           ("roots", already[1])], reshuffle=False)
         url, identity = self.checkpoint_url, self.sink.identity
         marked = ((saved, seeds)
                   | f"AllSavedLayer{layer}" >> beam.Flatten()
@@ -501,7 +505,7 @@ class BuildGraph(beam.PTransform):
     def _read_checkpoint(self, pbegin, label, summary_names, root_names):
         url, identity = self.checkpoint_url, self.sink.identity
         summaries = (pbegin
-                     | f"{label}Summaries" >> beam.Create(summary_names)
+                     | f"{label}Summaries" >> beam.Create(summary_names, reshuffle=False)
                      | f"{label}Spread" >> beam.Reshuffle()
                      | f"{label}ReadSummaries" >> beam.Map(
                          lambda name: checkpoint.decode_summary(checkpoint.read_file(url, name), identity, name)))
@@ -567,7 +571,8 @@ class BuildGraph(beam.PTransform):
         layers = list(range(2, self.top_layer + 1))
         with_roots = self.top_layer == layout.layer_count
         if with_roots:
-            seeds = pbegin | "RootBuckets" >> beam.Create([(n, None) for n in range(ROOT_COUNTER_BUCKETS)])
+            seeds = pbegin | "RootBuckets" >> beam.Create([(n, None) for n in range(ROOT_COUNTER_BUCKETS)],
+                                                          reshuffle=False)
             root_rows = ((roots + [seeds])
                          | "AllRootBound" >> beam.Flatten()
                          | "GroupRootBuckets" >> beam.GroupByKey()
@@ -576,7 +581,7 @@ class BuildGraph(beam.PTransform):
                                                 completion.expected_chunks(layout, completion.ROOTS)))
             layers.append(completion.ROOTS)
         if self.carried_proofs:
-            proofs.append(pbegin | "CarriedProofs" >> beam.Create(self.carried_proofs))
+            proofs.append(pbegin | "CarriedProofs" >> beam.Create(self.carried_proofs, reshuffle=False))
         return (proofs
                 | "AllProofs" >> beam.Flatten()
                 | "GatherProofs" >> beam.combiners.ToList()

@@ -97,22 +97,33 @@ class StorageBlocks:
 
     def write(self, start, data: np.ndarray, compress_level: int | None = None):
         """Writes `data` (x-fastest, shape + (channels,)) at voxel `start`."""
+        self.write_mapped(start, data, None, compress_level)
+
+    def write_mapped(self, start, data: np.ndarray, table: np.ndarray | None, compress_level: int | None = None):
+        """Writes `table[data]` (`data` x-fastest; one channel if `table` is given) at voxel
+        `start`, mapping one storage file's block at a time: the whole mapped volume is never
+        made, and a raw block is copied once, not twice as cloudvolume.chunks.encode does."""
         start = np.asarray(start, np.int64)
         stop = start + np.asarray(data.shape[:3], np.int64)
         if not self.fast or self.sharded or not self._aligned(start, stop):
-            self.volume[int(start[0]):int(stop[0]), int(start[1]):int(stop[1]), int(start[2]):int(stop[2])] = data
+            mapped = data if table is None else table[data][..., np.newaxis]
+            self.volume[int(start[0]):int(stop[0]), int(start[1]):int(stop[1]), int(start[2]):int(stop[2])] = mapped
             return
         from cloudvolume import chunks
         from cloudvolume.datasource.precomputed.common import content_type, should_compress
         meta, mip = self.volume.meta, self.volume.mip
+        compress = should_compress(self.encoding, None, None)
         files = []
         for lo, hi, name in self._boxes(start, stop):
             block = data[tuple(slice(int(a - s), int(b - s)) for a, b, s in zip(lo, hi, start))]
-            files.append((name, chunks.encode(block, self.encoding, self.block_size,
-                                              compression_params=meta.compression_params(mip))))
-        compress = should_compress(self.encoding, None, None)
-        if compress == "gzip":
-            files = [(name, gzip_bytes(content, compress_level)) for name, content in files]
+            if self.encoding == "raw":  # x-fastest bytes: the C-order layout of the reversed axes
+                content = np.ascontiguousarray(block.T) if table is None else table[block.T]
+                content = content.reshape(-1) if compress == "gzip" else content.tobytes()
+            else:
+                block = block if table is None else table[block][..., np.newaxis]
+                content = chunks.encode(block, self.encoding, self.block_size,
+                                        compression_params=meta.compression_params(mip))
+            files.append((name, gzip_bytes(content, compress_level) if compress == "gzip" else content))
         options = dict(content_type=content_type(self.encoding), compress=compress, compression_level=compress_level,
                        raw=compress == "gzip")
         folder = self._folder()
@@ -179,14 +190,14 @@ class StorageBlocks:
         return None if content is None else _uncompress(content, encoding, name)
 
 
-def gzip_bytes(data: bytes, level: int | None = None) -> bytes:
-    """A gzip member of `data`, with no timestamp so a rewrite is byte-identical (ISA-L: levels
-    0-3; without python-isal, cloud-files' gzip)."""
+def gzip_bytes(data, level: int | None = None) -> bytes:
+    """A gzip member of `data` (bytes, or a contiguous array's buffer), with no timestamp so a
+    rewrite is byte-identical (ISA-L: levels 0-3; without python-isal, cloud-files' gzip)."""
     try:
         from isal import igzip
     except ImportError:
         from cloudfiles.compression import compress
-        return compress(data, "gzip", compress_level=level)
+        return compress(bytes(data), "gzip", compress_level=level)
     return igzip.compress(data, compresslevel=min(max(1 if level is None else level, 0), 3), mtime=0)
 
 

@@ -156,7 +156,7 @@ class SegmentationReader:
         prefix = self._prefix(coord)
         if write:
             new_id = segment_table(prefix, len(ids.ids))[rank_of]  # of each label
-            self._write_watershed(coord, new_id[labels], supervoxels, start, stop)
+            self._write_watershed(coord, labels, new_id, supervoxels, start)
             self._write_sv_map(coord, ids.ids)
         planes, lower = boundary(labels, rank_of, affinities)
         yield coord, ChunkPart(ids, planes, lower, in_chunk_contacts(labels, len(ids.ids), affinities, rank_of))
@@ -165,15 +165,17 @@ class SegmentationReader:
             side = 1 if n[axis] > coord[axis] else -1
             yield n, ChunkPart(ids, {(axis, side): planes[(axis, side)]}, {axis: lower[axis]} if side < 0 else {})
 
-    def _write_watershed(self, coord, watershed, original, start, stop):
+    def _write_watershed(self, coord, labels, new_id, original, start):
+        """WATERSHED's region of the chunk: `new_id[labels]`."""
         if self.in_place:
+            watershed = new_id[labels]
             if not np.array_equal(watershed, original):
                 bad = original[watershed != original].ravel()[0]
                 raise InputError(f"data_source.WATERSHED names SUPERVOXELS, but layer-2 chunk {coord} holds id "
                                  f"{int(bad)}, which is not chunk-encoded by the rule (it would be rewritten in "
                                  "place); give WATERSHED a path of its own")
             return
-        self._storage("watershed").write(start, watershed[..., np.newaxis], WATERSHED_GZIP_LEVEL)
+        self._storage("watershed").write_mapped(start, labels, new_id, WATERSHED_GZIP_LEVEL)
 
     def _write_sv_map(self, coord, ids):
         if self.urls["sv_map"] and len(ids):

@@ -167,6 +167,7 @@ def cmd_demo(args):
     import pipeline
 
     extra = []
+    args.out = args.out or ("demo_segmentation" if args.segmentation else "demo_data")
     if args.segmentation:  # volumes in: relabelled, contacts as edges, then the same ingest
         from .synthetic_segmentation import SegmentationSpec, generate_segmentation
         info = generate_segmentation(args.out, SegmentationSpec(chunks=tuple(args.chunks)))
@@ -397,7 +398,8 @@ def main(argv=None) -> int:
 
     p = sub.add_parser("demo", help="generate a small dataset, ingest it (starting the emulator if no "
                                     "Bigtable is configured), print a summary and one SV's chain")
-    p.add_argument("--out", default="demo_data")
+    p.add_argument("--out", help="folder of the generated dataset (default: demo_data, or demo_segmentation with "
+                                  "--segmentation, so that the two demos do not write over each other)")
     p.add_argument("--graph_id", default="demo_graph")
     p.add_argument("--chunks", type=int_in(1, 1 << 16), nargs=3, default=[4, 4, 2], metavar=("X", "Y", "Z"))
     p.add_argument("--svs_per_chunk", type=int_in(1), default=200)

@@ -122,3 +122,19 @@ def test_resume_skips_layer2_chunks_that_are_done_and_checkpointed(dataset, grap
     assert cells_of(graph_id) == cells_of(graph_id + "-clean")
     import json
     assert json.loads((ckpt / "layer2" / "_COMPLETE").read_text())["files"] == 30
+
+
+def test_both_demos_run_one_after_the_other_in_one_folder(bigtable_emulator, graph_id, tmp_path, monkeypatch,
+                                                           capsys):
+    """The README's demo, then its segmentation variant, from the same working folder: each
+    writes its own dataset folder (the segmentation one's WATERSHED output would otherwise land
+    on the first demo's watershed volume and be refused), ingests it and prints a root chain."""
+    monkeypatch.chdir(tmp_path)
+    assert cli(["demo", "--graph_id", f"{graph_id}-a", "--chunks", "2", "2", "1"]) == 0
+    first = capsys.readouterr().out
+    assert cli(["demo", "--segmentation", "--graph_id", f"{graph_id}-b", "--chunks", "2", "2", "1"]) == 0
+    second = capsys.readouterr().out
+    assert "under demo_data" in first and "under demo_segmentation" in second
+    for out in (first, second):
+        assert "up to its root:" in out and "layer  2 " in out
+    assert (tmp_path / "demo_segmentation" / "watershed" / "info").exists()

@@ -150,12 +150,11 @@ def _neighbour_steps(shape: tuple) -> tuple:
     return tuple(steps)
 
 
-def in_chunk_contacts(labels: np.ndarray, n: int, affinities: np.ndarray | None = None,
-                      rank_of: np.ndarray | None = None) -> Edges:
+def in_chunk_contacts(labels: np.ndarray, n: int, affinities: np.ndarray | None, rank_of: np.ndarray) -> Edges:
     """Contacts between different supervoxels inside one chunk as in_chunk edges between
     ranks (`ids1 < ids2`, ascending; `n` ranks): area (voxel pairs, uint32) and mean affinity
     at the upper voxel of each pair (1.0 without affinities). `labels`: the chunk's labels
-    and `rank_of` each one's rank (`label_chunk`), or ranks themselves."""
+    and `rank_of` each one's rank (`label_chunk`)."""
     flat = _flat(labels)
     aff = None if affinities is None else affinities.reshape(-1, affinities.shape[-1], order="F")
     codes, weights = [], []
@@ -176,12 +175,11 @@ def in_chunk_contacts(labels: np.ndarray, n: int, affinities: np.ndarray | None 
     keys, area, affinity_sum = _count_codes(code, None if aff is None else np.concatenate(weights), (n + 1) ** 2)
     affinity = np.ones(len(keys), np.float32) if aff is None else (affinity_sum / area).astype(np.float32)
     rank = np.min_scalar_type(n)
-    a, b = keys // (n + 1), keys % (n + 1)
-    if rank_of is not None:  # pairs of labels to pairs of ranks, ascending again
-        a, b = rank_of[a].astype(np.int64), rank_of[b].astype(np.int64)
-        a, b = np.minimum(a, b), np.maximum(a, b)
-        order = np.argsort(a * (n + 1) + b)
-        a, b, affinity, area = a[order], b[order], affinity[order], area[order]
+    # pairs of labels to pairs of ranks, ascending again
+    a, b = rank_of[keys // (n + 1)].astype(np.int64), rank_of[keys % (n + 1)].astype(np.int64)
+    a, b = np.minimum(a, b), np.maximum(a, b)
+    order = np.argsort(a * (n + 1) + b)
+    a, b, affinity, area = a[order], b[order], affinity[order], area[order]
     return Edges(a.astype(rank), b.astype(rank), affinity, area.astype(np.uint32))
 
 

@@ -7,8 +7,9 @@ CloudVolume only for the geometry (and, in sharded volumes, for each storage chu
 range), fetches the box's files or ranges with cloud-files, uncompresses them and decodes
 them with cloudvolume.chunks.decode (a box that is one file is returned as decoded, without
 a copy); anything else (other encodings, boxes reaching outside the volume) is a CloudVolume
-cutout. Writes of aligned boxes go the same
-way (cloudvolume.chunks.encode, cloud-files put), which also lets the gzip level be chosen:
+cutout. Writes of aligned boxes go the same way, a storage file at a time (raw blocks copied
+once into x-fastest order, other encodings through cloudvolume.chunks.encode; cloud-files
+put), which also lets the gzip level be chosen:
 CloudVolume compresses uploads at gzip's default level 9 whatever its `compress_level` says.
 Gzip itself is ISA-L's (python-isal): at level 1 it compressed a 64x64x32 chunk of uint64
 labels 10x faster than libdeflate, to smaller files.
@@ -103,11 +104,14 @@ class StorageBlocks:
         """Writes `table[data]` (`data` x-fastest; one channel if `table` is given) at voxel
         `start`, mapping one storage file's block at a time: the whole mapped volume is never
         made, and a raw block is copied once, not twice as cloudvolume.chunks.encode does."""
+        def mapped(block):  # shape + (channels,)
+            return block if table is None else table[block][..., np.newaxis]
+
         start = np.asarray(start, np.int64)
         stop = start + np.asarray(data.shape[:3], np.int64)
         if not self.fast or self.sharded or not self._aligned(start, stop):
-            mapped = data if table is None else table[data][..., np.newaxis]
-            self.volume[int(start[0]):int(stop[0]), int(start[1]):int(stop[1]), int(start[2]):int(stop[2])] = mapped
+            self.volume[int(start[0]):int(stop[0]), int(start[1]):int(stop[1]), int(start[2]):int(stop[2])] = \
+                mapped(data)
             return
         from cloudvolume import chunks
         from cloudvolume.datasource.precomputed.common import content_type, should_compress
@@ -120,8 +124,7 @@ class StorageBlocks:
                 content = np.ascontiguousarray(block.T) if table is None else table[block.T]
                 content = content.reshape(-1) if compress == "gzip" else content.tobytes()
             else:
-                block = block if table is None else table[block][..., np.newaxis]
-                content = chunks.encode(block, self.encoding, self.block_size,
+                content = chunks.encode(mapped(block), self.encoding, self.block_size,
                                         compression_params=meta.compression_params(mip))
             files.append((name, gzip_bytes(content, compress_level) if compress == "gzip" else content))
         options = dict(content_type=content_type(self.encoding), compress=compress, compression_level=compress_level,

@@ -138,14 +138,18 @@ def _flat(volume: np.ndarray) -> np.ndarray:
 @functools.lru_cache(maxsize=16)
 def _neighbour_steps(shape: tuple) -> tuple:
     """Per axis: the flat (x-fastest) offset of the next voxel along it, and which voxels have
-    one (not on the upper boundary)."""
+    one (not on the upper boundary; None along the last axis, where every voxel before the
+    last plane has one)."""
     size = int(np.prod(shape))
     steps = []
     stride = 1
     for axis in range(3):
-        has_next = np.ones(shape, bool, order="F")
-        has_next[(slice(None),) * axis + (-1,)] = False
-        steps.append((stride, _flat(has_next)[:max(size - stride, 0)]))
+        has_next = None
+        if axis < 2:
+            has_next = np.ones(shape, bool, order="F")
+            has_next[(slice(None),) * axis + (-1,)] = False
+            has_next = _flat(has_next)[:max(size - stride, 0)]
+        steps.append((stride, has_next))
         stride *= shape[axis]
     return tuple(steps)
 
@@ -157,22 +161,26 @@ def in_chunk_contacts(labels: np.ndarray, n: int, affinities: np.ndarray | None,
     and `rank_of` each one's rank (`label_chunk`)."""
     flat = _flat(labels)
     aff = None if affinities is None else affinities.reshape(-1, affinities.shape[-1], order="F")
-    codes, weights = [], []
+    lows, highs, weights = [], [], []
     for axis, (step, has_next) in enumerate(_neighbour_steps(tuple(int(s) for s in labels.shape))):
         if step >= len(flat):
             continue
         a, b = flat[:-step], flat[step:]
         contact = a != b
-        contact &= has_next
-        contact &= np.minimum(a, b) != 0
+        if has_next is not None:
+            contact &= has_next
         at = np.flatnonzero(contact)
         a, b = a[at], b[at]
-        codes.append(np.minimum(a, b).astype(np.int64) * (n + 1) + np.maximum(a, b))
+        low = np.minimum(a, b)
+        touching = low != 0  # a face on background is no contact (filtered here: few are)
+        if not touching.all():
+            at, a, b, low = at[touching], a[touching], b[touching], low[touching]
+        lows.append(low)
+        highs.append(np.maximum(a, b))
         weights.append(None if aff is None else aff[at + step, axis])
-    if not codes or not sum(len(c) for c in codes):
+    if not sum(len(low) for low in lows):
         return Edges(*(np.empty(0, t) for t in (np.uint8, np.uint8, np.float32, np.uint32)))
-    code = np.concatenate(codes)
-    keys, area, affinity_sum = _count_codes(code, None if aff is None else np.concatenate(weights), (n + 1) ** 2)
+    keys, area, affinity_sum = _count_pairs(lows, highs, weights, n + 1, (n + 1) ** 2)
     affinity = np.ones(len(keys), np.float32) if aff is None else (affinity_sum / area).astype(np.float32)
     rank = np.min_scalar_type(n)
     # pairs of labels to pairs of ranks, ascending again
@@ -183,34 +191,46 @@ def in_chunk_contacts(labels: np.ndarray, n: int, affinities: np.ndarray | None,
     return Edges(a.astype(rank), b.astype(rank), affinity, area.astype(np.uint32))
 
 
-def _count_codes(code: np.ndarray, weights, n_codes: int):
-    """Distinct codes ascending, how often each occurs, and the sum of its weights."""
-    if n_codes <= min(DENSE_PAIR_CODES, 8 * len(code) + 4096):
+def _count_pairs(firsts: list, seconds: list, weights: list, width: int, n_codes: int):
+    """Distinct pair codes `first * width + second` (each list holds arrays of one part of
+    the pairs; `weights`: a float32 array per part, or None each) ascending, how often each
+    occurs, and the sum of its weights (float64; None without weights)."""
+    total = sum(len(f) for f in firsts)
+    weighted = weights[0] is not None
+    if n_codes <= min(DENSE_PAIR_CODES, 8 * total + 4096):  # counting is a bincount
+        code = np.concatenate([f.astype(np.int64) * width + s for f, s in zip(firsts, seconds)])
         area = np.bincount(code, minlength=n_codes)
         keys = np.flatnonzero(area)
-        sums = None if weights is None else np.bincount(code, weights, minlength=n_codes)[keys]
+        sums = np.bincount(code, np.concatenate(weights), minlength=n_codes)[keys] if weighted else None
         return keys, area[keys], sums
-    if n_codes <= 1 << 32:
-        # code and weight (float32 bits) in one uint64: one plain sort, no argsort (np.unique's inverse)
-        packed = code.astype(np.uint64)
-        packed <<= np.uint64(32)
-        if weights is not None:
-            packed |= np.asarray(weights, np.float32).view(np.uint32)
-        packed.sort()
-        words = packed.view(np.uint32).reshape(-1, 2)  # views, no copies: (weight bits, code) on little-endian
-        low, high = (0, 1) if np.little_endian else (1, 0)
-        ordered = words[:, high]
-        change = np.empty(len(ordered), bool)
-        change[:1] = True
-        np.not_equal(ordered[1:], ordered[:-1], out=change[1:])
-        starts = np.flatnonzero(change)
-        area = np.diff(starts, append=len(ordered))
-        sums = None if weights is None else np.add.reduceat(words[:, low].view(np.float32), starts, dtype=np.float64)
-        return ordered[starts].astype(np.int64), area, sums
-    keys, group = np.unique(code, return_inverse=True)
-    area = np.bincount(group, minlength=len(keys))
-    sums = None if weights is None else np.bincount(group, weights, minlength=len(keys))
-    return keys, area, sums
+    if n_codes > 1 << 32:
+        code = np.concatenate([f.astype(np.int64) * width + s for f, s in zip(firsts, seconds)])
+        keys, group = np.unique(code, return_inverse=True)
+        sums = np.bincount(group, np.concatenate(weights), minlength=len(keys)) if weighted else None
+        return keys, np.bincount(group, minlength=len(keys)), sums
+    # code and weight (float32 bits) in one uint64, written in place part by part: one
+    # plain sort, no argsort (np.unique's inverse), no concatenated copies
+    packed = np.empty(total, np.uint64)
+    i = 0
+    for first, second, weight in zip(firsts, seconds, weights):
+        part = packed[i:i + len(first)]
+        np.multiply(first, np.uint64(width), out=part, dtype=np.uint64, casting="unsafe")
+        np.add(part, second, out=part, dtype=np.uint64, casting="unsafe")
+        part <<= np.uint64(32)
+        if weighted:
+            part |= np.ascontiguousarray(weight, np.float32).view(np.uint32)
+        i += len(first)
+    packed.sort()
+    words = packed.view(np.uint32).reshape(-1, 2)  # views, no copies: (weight bits, code) on little-endian
+    low, high = (0, 1) if np.little_endian else (1, 0)
+    ordered = words[:, high]
+    change = np.empty(len(ordered), bool)
+    change[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=change[1:])
+    starts = np.flatnonzero(change)
+    area = np.diff(starts, append=len(ordered))
+    sums = np.add.reduceat(words[:, low].view(np.float32), starts, dtype=np.float64) if weighted else None
+    return ordered[starts].astype(np.int64), area, sums
 
 
 def boundary(labels: np.ndarray, rank_of: np.ndarray, affinities: np.ndarray | None = None) -> tuple[dict, dict]:
@@ -235,11 +255,11 @@ def face_edges(own: ChunkPart, other: ChunkPart, prefixes: dict) -> tuple[Edges,
     side = 1 if other.coord[axis] > own.coord[axis] else -1
     mine, theirs = own.planes[(axis, side)], other.planes[(axis, -side)]
     touching = (mine != 0) & (theirs != 0)
-    a, b = mine[touching].astype(np.int64), theirs[touching].astype(np.int64)
+    a, b = mine[touching], theirs[touching]
     upper = other if side > 0 else own  # the link's affinity sits at its upper voxel
     aff = upper.affinities.get(axis)
     width = len(other.ids.ids) + 1
-    keys, area, affinity_sum = _count_codes(a * width + b, None if aff is None else aff[touching],
+    keys, area, affinity_sum = _count_pairs([a], [b], [None if aff is None else aff[touching]], width,
                                             (len(own.ids.ids) + 1) * width)
     a, b = keys // width, keys % width
     same = own.ids.ids[a - 1] == other.ids.ids[b - 1]

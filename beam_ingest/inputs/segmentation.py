@@ -177,7 +177,7 @@ def in_chunk_contacts(labels: np.ndarray, n: int, affinities: np.ndarray | None,
             at, a, b, low = at[touching], a[touching], b[touching], low[touching]
         lows.append(low)
         highs.append(np.maximum(a, b))
-        weights.append(None if aff is None else aff[at + step, axis])
+        weights.append(None if aff is None else aff[step:, axis][at])  # at the upper voxel, p + step
     if not sum(len(low) for low in lows):
         return Edges(*(np.empty(0, t) for t in (np.uint8, np.uint8, np.float32, np.uint32)))
     keys, area, affinity_sum = _count_pairs(lows, highs, weights, n + 1, (n + 1) ** 2)

@@ -271,8 +271,9 @@ class WriteRowsFn(beam.DoFn):
             self._chunks.append(done)
             self._counts.append([0, len(rows.node_ids), len(rows.children_of), rows.svs])
         if self.writer is None:
-            self._counts[-1][0] = rows.row_count()  # dropped unencoded: the build alone is measured
-            self._count_rows(rows.row_count(), 0)
+            count = rows.row_count()  # dropped unencoded: the build alone is measured
+            self._counts[-1][0] = count
+            self._count_rows(count, 0)
             return
         # Small batches are pooled so encoding works on large arrays.
         self._buffer.append(rows)

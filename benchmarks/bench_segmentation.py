@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/bench_segmentation.py                 # 512 x 512 x 256 voxels
     .venv/bin/python benchmarks/bench_segmentation.py --repeat 3 --chunk_size 64 64 32 --storage_chunk 64 64 32
     .venv/bin/python benchmarks/bench_segmentation.py --size 256 256 128
+    .venv/bin/python benchmarks/bench_segmentation.py --voxels_per_sv 512   # half as many supervoxels
     .venv/bin/python benchmarks/bench_segmentation.py --sharded         # inputs in shard files
 
 Generates synthetic volumes (supervoxels, objects, affinities; cached under --data) with
@@ -55,13 +56,14 @@ def dataset(args, chunks, storage) -> str:
     from beam_ingest.synthetic_segmentation import SegmentationSpec, generate_segmentation
     size = [n * c for n, c in zip(chunks, args.chunk_size)]
     folder = os.path.join(args.data, "seg_" + "x".join(map(str, size)) + "_chunk_"
-                          + "x".join(map(str, args.chunk_size)) + "_storage_" + "x".join(map(str, storage)))
+                          + "x".join(map(str, args.chunk_size)) + "_storage_" + "x".join(map(str, storage))
+                          + f"_sv{args.voxels_per_sv:g}")
     config = os.path.join(folder, "config.yml")
     if not os.path.exists(config):
         print(f"generating {size} voxels ({chunks} chunks of {args.chunk_size}) under {folder}", flush=True)
         generate_segmentation(folder, SegmentationSpec(chunks=tuple(chunks), chunk_size=tuple(args.chunk_size),
-                                                       partial_last_chunk=False, voxels_per_sv=512, seed=42,
-                                                       storage_chunk=args.storage_chunk))
+                                                       partial_last_chunk=False, voxels_per_sv=args.voxels_per_sv,
+                                                       seed=42, storage_chunk=args.storage_chunk))
     if not args.sharded:
         return config
     sharded = os.path.join(folder, "config_sharded.yml")
@@ -113,6 +115,10 @@ def main(argv=None):
                         "200 200 40)")
     parser.add_argument("--storage_chunk", type=int, nargs=3, metavar=("X", "Y", "Z"),
                         help="the input volumes' storage chunk size (default: half of --chunk_size)")
+    parser.add_argument("--voxels_per_sv", type=float, default=256,
+                        help="mean volume of an original supervoxel, in voxels (default 256: about 305k supervoxels "
+                        "in the default volume and chunks, the 'few hundred thousand' the issue sizes; 512 gives "
+                        "about 160k)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="run the ingest this many times and report the fastest (this machine is noisy)")
     parser.add_argument("--sharded", action="store_true",

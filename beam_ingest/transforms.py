@@ -376,7 +376,8 @@ class ProveCompleteFn(beam.DoFn):
     def __init__(self, sink: SinkSpec, layers, roots: bool, scope: str):
         self.sink, self.layers, self.roots, self.scope = sink, list(layers), roots, scope
 
-    def process(self, proofs):
+    def process(self, keyed_proofs):
+        proofs = list(keyed_proofs[1])
         totals = completion.check_totals(proofs, self.layers, self.roots)
         mark = {"identity": self.sink.identity, "scope": self.scope, "finished_ms": int(time.time() * 1000),
                 "layers": {str(p["layer"]): p["chunks"] for p in proofs}, **totals}
@@ -585,6 +586,7 @@ class BuildGraph(beam.PTransform):
             proofs.append(pbegin | "CarriedProofs" >> beam.Create(self.carried_proofs, reshuffle=False))
         return (proofs
                 | "AllProofs" >> beam.Flatten()
-                | "GatherProofs" >> beam.combiners.ToList()
+                | "KeyProofs" >> beam.Map(lambda proof: (None, proof))
+                | "GatherProofs" >> beam.GroupByKey()  # not ToList: its default-value stages, for nothing
                 | "ProveComplete" >> beam.ParDo(ProveCompleteFn(self.sink, layers, with_roots,
                                                                 "test" if test else "full")))

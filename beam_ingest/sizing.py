@@ -19,10 +19,12 @@ class Rates:
     bytes_per_row: float = 70.0               # bytes written per row
     bigtable_rows_per_node_s: float = 14_000  # Bigtable's published write rate per node
     dataflow_overhead: float = 3.0            # Dataflow/GCS/shuffle overhead on our measured CPU time
-    # --from_segmentation (benchmarks/bench_segmentation.py, 1M-voxel layer-2 chunks, beyond a run's fixed cost)
-    segmentation_voxels_per_cpu_s: float = 10e6  # read, relabel, contacts, WATERSHED/EDGES/COMPONENTS written
-    part_bytes_per_voxel: float = 0.45        # chunk parts shuffled between its two steps (zstd)
-    watershed_bytes_per_voxel: float = 0.55   # WATERSHED written (uint64, gzip level 1)
+    # --from_segmentation (benchmarks/bench_segmentation.py: its default volume of 305k supervoxels in
+    # 67M voxels, 1M-voxel layer-2 chunks, beyond a run's fixed cost; with half as many supervoxels
+    # the voxels go 1.1-1.3x faster, the parts are 0.45 and WATERSHED 0.52 bytes a voxel)
+    segmentation_voxels_per_cpu_s: float = 9.5e6  # read, relabel, contacts, WATERSHED/EDGES/COMPONENTS written
+    part_bytes_per_voxel: float = 0.7         # chunk parts shuffled between its two steps (zstd)
+    watershed_bytes_per_voxel: float = 0.6    # WATERSHED written (uint64, gzip level 1)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,6 +5,7 @@ import dataclasses
 
 import numpy as np
 
+from ..arrays import distinct
 from ..inputs.precomputed import ChunkInputs, Edges, InputError, off_grid_text
 from ..layout import GraphLayout
 from .graph import components
@@ -90,7 +91,7 @@ def dense_ids(all_ids: np.ndarray, sv_chunk, segment_bits: int):
 
 def _distinct(a: np.ndarray, b: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Distinct (a, b) pairs of dense indices < size, ordered by (a, b)."""
-    keys = np.unique(a * size + b)
+    keys = distinct(a * size + b)
     return keys // size, keys % size
 
 

@@ -5,6 +5,7 @@ import dataclasses
 
 import numpy as np
 
+from ..arrays import distinct_pairs
 from ..layout import GraphLayout
 from .graph import components, min_per_group, pair_keys
 from .types import Groups, RootBound, Rows, Summary
@@ -56,8 +57,8 @@ def lifted_edges(summary: Summary, row: np.ndarray, partner_row: np.ndarray, lay
     own_layers = layout.layer_of(own_chain.reshape(-1)).reshape(own_chain.shape).astype(np.int64)
     keep = own_layers == at  # the node's own layer, not a layer it is carried through
     node, partner = own_chain[keep], other_chain[keep]
-    pairs = np.unique(np.stack([node, partner], axis=1), axis=0)
-    return pairs[:, 0].copy(), np.full(len(pairs), layer, np.int64), pairs[:, 1].copy()
+    node, partner = distinct_pairs(node, partner)
+    return node, np.full(len(node), layer, np.int64), partner
 
 
 def build_parent_layer(layer: int, coord, summaries, layout: GraphLayout, where: str = "", lifted: bool = False):

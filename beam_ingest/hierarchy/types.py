@@ -5,6 +5,8 @@ import dataclasses
 
 import numpy as np
 
+from ..arrays import distinct
+
 _U64 = np.uint64
 
 
@@ -166,5 +168,5 @@ class Rows:
 
     def row_count(self) -> int:
         """Distinct row keys written (a node row may carry several cells)."""
-        nodes = np.unique(np.concatenate([self.node_ids, self.children_of, self.cross_node, self.lifted_node]))
+        nodes = distinct(np.concatenate([self.node_ids, self.children_of, self.cross_node, self.lifted_node]))
         return len(nodes) + len(self.counter_chunks)

@@ -20,6 +20,7 @@ import functools
 import fastremap
 import numpy as np
 
+from ..arrays import distinct
 from .precomputed import EDGE_KINDS, Edges, InputError
 
 DENSE_PAIR_CODES = 1 << 21  # up to this many possible codes (and a few per pair), counting is a bincount, not a sort
@@ -322,7 +323,7 @@ def _concat_edges(parts) -> Edges:
 def _components(svs, reached, prefixes, id_sets, segment_bits: int):
     """The chunk's SVs and the neighbour SVs its between edges reach, grouped by object
     (by original id without OBJECTS; unmapped ones left out), groups ordered by smallest member."""
-    members = np.unique(np.concatenate([svs, reached]))
+    members = distinct(np.concatenate([svs, reached]))
     segment_mask = np.uint64((1 << segment_bits) - 1)
     chunk_part = members & ~segment_mask
     rank = (members & segment_mask).astype(np.int64) - 1

@@ -18,6 +18,7 @@ import functools
 import numpy as np
 import zstandard
 
+from ..arrays import distinct
 from . import cells, ragged
 
 
@@ -216,12 +217,12 @@ def encode_rows(rows, timestamp_micros: int, compressor=None) -> EncodedEntries:
         starts = np.concatenate([[0], change])
         offsets = np.concatenate([starts, [len(node)]])
         layers = layer_of_row[starts]
-        distinct = np.unique(layers)
+        layer_values = distinct(layers)
         first_prefix = len(prefixes)
-        prefixes += [cell_prefix(family, qualifier(layer), timestamp_micros) for layer in distinct.tolist()]
+        prefixes += [cell_prefix(family, qualifier(layer), timestamp_micros) for layer in layer_values.tolist()]
         owners.append(node[starts])
         owner_labels.append(labels[starts])
-        prefix_index.append(np.searchsorted(distinct, layers) + first_prefix)
+        prefix_index.append(np.searchsorted(layer_values, layers) + first_prefix)
         pairs = np.stack([own, other], axis=1).reshape(-1)
         values.append(id_arrays(pairs, offsets * 2, compressor))
     if owners:

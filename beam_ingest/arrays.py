@@ -1,0 +1,30 @@
+"""Distinct values and pairs by one sort.
+
+numpy 2.3+ answers a plain `np.unique(values)` with a hash table, which on our uint64 ids is
+4-6x slower than sorting (100k ids: 6.1 ms against 1.2 ms), and `np.unique(rows, axis=0)`
+sorts rows as structured records, 4x slower than a lexsort of the two columns.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def distinct(values: np.ndarray) -> np.ndarray:
+    """`np.unique(values)`: the distinct values, ascending, flattened."""
+    values = np.sort(np.ravel(values))
+    keep = np.empty(len(values), bool)
+    keep[:1] = True
+    np.not_equal(values[1:], values[:-1], out=keep[1:])
+    return values[keep]
+
+
+def distinct_pairs(first: np.ndarray, second: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct `(first, second)` pairs, ordered by first, then second (the rows of
+    `np.unique(np.stack([first, second], axis=1), axis=0)`)."""
+    order = np.lexsort((second, first))
+    first, second = first[order], second[order]
+    keep = np.empty(len(first), bool)
+    keep[:1] = True
+    np.not_equal(first[1:], first[:-1], out=keep[1:])
+    keep[1:] |= second[1:] != second[:-1]
+    return first[keep], second[keep]

@@ -6,6 +6,7 @@
     .venv/bin/python benchmarks/bench_segmentation.py --size 256 256 128
     .venv/bin/python benchmarks/bench_segmentation.py --voxels_per_sv 512   # half as many supervoxels
     .venv/bin/python benchmarks/bench_segmentation.py --sharded         # inputs in shard files
+    .venv/bin/python benchmarks/bench_segmentation.py --without_affinities   # supervoxels and objects only
 
 Generates synthetic volumes (supervoxels, objects, affinities; cached under --data) with
 `generate --segmentation`, then runs the whole ingest from them in a fresh process with
@@ -64,8 +65,24 @@ def dataset(args, chunks, storage) -> str:
         generate_segmentation(folder, SegmentationSpec(chunks=tuple(chunks), chunk_size=tuple(args.chunk_size),
                                                        partial_last_chunk=False, voxels_per_sv=args.voxels_per_sv,
                                                        seed=42, storage_chunk=args.storage_chunk))
-    if not args.sharded:
-        return config
+    if args.sharded:
+        config = sharded_config(folder, config)
+    return without_affinities(config) if args.without_affinities else config
+
+
+def without_affinities(config: str) -> str:
+    """The same config without ingest_config.AFFINITIES (every edge's affinity 1.0)."""
+    import yaml
+    with open(config) as fh:
+        cfg = yaml.safe_load(fh)
+    cfg["ingest_config"].pop("AFFINITIES", None)
+    out = config[:-len(".yml")] + "_without_affinities.yml"
+    with open(out, "w") as fh:
+        yaml.safe_dump(cfg, fh)
+    return out
+
+
+def sharded_config(folder: str, config: str) -> str:
     sharded = os.path.join(folder, "config_sharded.yml")
     if not os.path.exists(sharded):
         import yaml
@@ -123,6 +140,8 @@ def main(argv=None):
                         help="run the ingest this many times and report the fastest (this machine is noisy)")
     parser.add_argument("--sharded", action="store_true",
                         help="read the volumes from sharded copies (one shard file each; written once, then cached)")
+    parser.add_argument("--without_affinities", action="store_true",
+                        help="leave AFFINITIES out of the config (supervoxels and objects only)")
     parser.add_argument("--data", default=os.path.join(ROOT, "bench_data"))
     args = parser.parse_args(argv)
     chunks = tuple(s // c for s, c in zip(args.size, args.chunk_size))
@@ -168,10 +187,11 @@ def main(argv=None):
     print(f"    layer-2 build: {build_s:.1f} s; layers 3+ and roots: {upper_s:.1f} s")
     print(f"  the rest (start-up, pipeline construction, Beam between stages): {r['wall_s'] - work_s:.1f} s; "
           f"waiting on storage (wall beyond CPU, inside the steps above): {max(r['wall_s'] - r['cpu_s'], 0):.1f} s")
+    inputs = "uint64 supervoxels and objects" + ("" if args.without_affinities else " + 3 float32 affinity channels")
+    chunk_mb = r["chunk_voxels"] * (16 if args.without_affinities else 28) / 2**20
     print(f"peak RSS {r['peak_rss_mb']:.0f} MB (start-up {r['base_rss_mb']:.0f} MB); one chunk is "
-          f"{r['chunk_voxels']:,} voxels ({r['chunk_voxels'] * 8 * 5 / 2**20:.0f} MB as uint64 supervoxels and "
-          "objects + 3 float32 affinity channels); the in-process runner also holds every chunk's part between "
-          "the two steps (its boundary planes and contacts; Dataflow shuffles them)")
+          f"{r['chunk_voxels']:,} voxels ({chunk_mb:.0f} MB as {inputs}); the in-process runner also holds every "
+          "chunk's part between the two steps (its boundary planes and contacts; Dataflow shuffles them)")
     return 0
 
 

@@ -6,15 +6,16 @@ from scipy.sparse import csr_array
 from scipy.sparse.csgraph import connected_components
 
 
-def pair_keys(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """Dense indices of the ids in `a` and `b` (one shared numbering) and its size.
+def pair_keys(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Dense indices of the ids in `a` and `b` (one shared numbering) and the ids numbered
+    (ascending: index i is `ids[i]`).
 
-    `ia * size + ib` is then an int64 key per (a, b) pair that sorts and searches far
+    `ia * len(ids) + ib` is then an int64 key per (a, b) pair that sorts and searches far
     faster than 16-byte records.
     """
-    uniq, inverse = np.unique(np.concatenate([a, b]), return_inverse=True)
+    ids, inverse = np.unique(np.concatenate([a, b]), return_inverse=True)
     inverse = inverse.astype(np.int64)
-    return inverse[:len(a)], inverse[len(a):], len(uniq)
+    return inverse[:len(a)], inverse[len(a):], ids
 
 
 def components(n: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:

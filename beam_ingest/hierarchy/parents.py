@@ -32,7 +32,8 @@ def mirrored_partners(summary: Summary, layer: int):
     own, other = summary.edge_own[join], summary.edge_other[join]
     if len(own) == 0:
         return join, join, 0
-    i_own, i_other, size = pair_keys(own, other)
+    i_own, i_other, ids = pair_keys(own, other)
+    size = len(ids)
     keys = i_own * size + i_other
     order = np.argsort(keys)
     keys_sorted = keys[order]

@@ -11,7 +11,6 @@ import itertools
 
 import numpy as np
 
-from ..arrays import distinct
 from ..hierarchy.graph import components, pair_keys
 from .precomputed import (ChunkInputs, Edges, InputError, components_filename, edges_filename, encode_components,
                           encode_edges, off_grid, off_grid_text)
@@ -47,8 +46,8 @@ def sum_duplicates(sv1, sv2, aff, area) -> Edges:
     """Records of the same (sv1, sv2) pair summed, pairs in (sv1, sv2) order."""
     if len(sv1) == 0:
         return Edges.empty()
-    ids = distinct(np.concatenate([sv1, sv2]))
-    i1, i2, size = pair_keys(sv1, sv2)
+    i1, i2, ids = pair_keys(sv1, sv2)
+    size = len(ids)
     unique_keys, group = np.unique(i1 * size + i2, return_inverse=True)
     return Edges(ids[unique_keys // size], ids[unique_keys % size],
                  np.bincount(group, aff).astype(np.float32), np.bincount(group, area).astype(np.uint64))
@@ -182,8 +181,7 @@ class RawReader:
         if not pairs:
             return np.empty(0, np.uint64), np.empty(0, np.int64)
         pairs = np.concatenate(pairs)
-        svs = distinct(pairs)
-        a, b, _ = pair_keys(pairs[:, 0], pairs[:, 1])
+        a, b, svs = pair_keys(pairs[:, 0], pairs[:, 1])
         return svs, components(len(svs), a, b)
 
     def read(self, coord) -> ChunkInputs:

@@ -198,15 +198,18 @@ def _count_pairs(firsts: list, seconds: list, weights: list, width: int, n_codes
     occurs, and the sum of its weights (float64; None without weights)."""
     total = sum(len(f) for f in firsts)
     weighted = weights[0] is not None
+
+    def int64_codes():
+        return np.concatenate([f.astype(np.int64) * width + s for f, s in zip(firsts, seconds)])
+
     if n_codes <= min(DENSE_PAIR_CODES, 8 * total + 4096):  # counting is a bincount
-        code = np.concatenate([f.astype(np.int64) * width + s for f, s in zip(firsts, seconds)])
+        code = int64_codes()
         area = np.bincount(code, minlength=n_codes)
         keys = np.flatnonzero(area)
         sums = np.bincount(code, np.concatenate(weights), minlength=n_codes)[keys] if weighted else None
         return keys, area[keys], sums
     if n_codes > 1 << 32:
-        code = np.concatenate([f.astype(np.int64) * width + s for f, s in zip(firsts, seconds)])
-        keys, group = np.unique(code, return_inverse=True)
+        keys, group = np.unique(int64_codes(), return_inverse=True)
         sums = np.bincount(group, np.concatenate(weights), minlength=len(keys)) if weighted else None
         return keys, np.bincount(group, minlength=len(keys)), sums
     # code and weight (float32 bits) in one uint64 (without weights, the code alone in a

@@ -172,16 +172,17 @@ def in_chunk_contacts(labels: np.ndarray, n: int, affinities: np.ndarray | None,
             contact &= has_next
         at = np.flatnonzero(contact)
         a, b = a[at], b[at]
-        low = np.minimum(a, b)
-        touching = low != 0  # a face on background is no contact (filtered here: few are)
-        if not touching.all():
-            at, a, b, low = at[touching], a[touching], b[touching], low[touching]
-        lows.append(low)
+        lows.append(np.minimum(a, b))
         highs.append(np.maximum(a, b))
         weights.append(None if aff is None else aff[step:, axis][at])  # at the upper voxel, p + step
     if not sum(len(low) for low in lows):
         return Edges(*(np.empty(0, t) for t in (np.uint8, np.uint8, np.float32, np.uint32)))
     keys, area, affinity_sum = _count_pairs(lows, highs, weights, n + 1, (n + 1) ** 2)
+    # a face on background (label 0, the lower end) is no contact: few are, so they are
+    # counted with the rest and dropped here, at the front of the ascending keys
+    real = int(np.searchsorted(keys, n + 1))
+    keys, area = keys[real:], area[real:]
+    affinity_sum = None if affinity_sum is None else affinity_sum[real:]
     affinity = np.ones(len(keys), np.float32) if aff is None else (affinity_sum / area).astype(np.float32)
     rank = np.min_scalar_type(n)
     # pairs of labels to pairs of ranks, ascending again

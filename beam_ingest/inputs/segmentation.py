@@ -214,24 +214,25 @@ def _count_pairs(firsts: list, seconds: list, weights: list, width: int, n_codes
         sums = np.bincount(group, np.concatenate(weights), minlength=len(keys)) if weighted else None
         return keys, np.bincount(group, minlength=len(keys)), sums
     # code and weight (float32 bits) in one uint64 (without weights, the code alone in a
-    # uint32), written in place part by part: one plain sort, no argsort (np.unique's
-    # inverse), no concatenated copies
+    # uint32), written part by part into its 32-bit halves: one plain sort, no argsort
+    # (np.unique's inverse), no concatenated copies
     packed = np.empty(total, np.uint64 if weighted else np.uint32)
+    if weighted:
+        words = packed.view(np.uint32).reshape(-1, 2)  # (weight bits, code) on little-endian
+        low, high = (0, 1) if np.little_endian else (1, 0)
+    else:
+        words, high = packed.reshape(-1, 1), 0
+    ordered = words[:, high]  # a view
     i = 0
     for first, second, weight in zip(firsts, seconds, weights):
-        part = packed[i:i + len(first)]
-        np.multiply(first, width, out=part, dtype=packed.dtype, casting="unsafe")
-        np.add(part, second, out=part, dtype=packed.dtype, casting="unsafe")
+        code = first.astype(np.uint32)
+        code *= np.uint32(width)
+        code += second
+        words[i:i + len(first), high] = code
         if weighted:
-            part <<= np.uint64(32)
-            part |= np.ascontiguousarray(weight, np.float32).view(np.uint32)
+            words[i:i + len(first), low] = np.asarray(weight, np.float32).view(np.uint32)
         i += len(first)
     packed.sort()
-    ordered = packed
-    if weighted:
-        words = packed.view(np.uint32).reshape(-1, 2)  # views, no copies: (weight bits, code) on little-endian
-        low, high = (0, 1) if np.little_endian else (1, 0)
-        ordered = words[:, high]
     change = np.empty(len(ordered), bool)
     change[:1] = True
     np.not_equal(ordered[1:], ordered[:-1], out=change[1:])

@@ -162,9 +162,12 @@ def encode_components(svs: np.ndarray, labels: np.ndarray) -> bytes:
     """Encode an SV -> component-label mapping as `[n, sv_1 .. sv_n]` groups (label order)."""
     order = np.argsort(labels, kind="stable")
     svs, labels = np.asarray(svs, np.uint64)[order], np.asarray(labels)[order]
-    _, starts, counts = np.unique(labels, return_index=True, return_counts=True)
+    starts = np.flatnonzero(np.concatenate([[True], labels[1:] != labels[:-1]])) if len(labels) else \
+        np.empty(0, np.int64)
+    counts = np.diff(starts, append=len(labels))
     flat = np.insert(svs, starts, counts.astype(np.uint64))
-    return ChunkComponentsMsg(components=flat).SerializeToString()
+    # a list, not the array: protobuf converts numpy scalars one by one, a third slower
+    return ChunkComponentsMsg(components=flat.tolist()).SerializeToString()
 
 
 class PrecomputedReader:

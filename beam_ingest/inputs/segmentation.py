@@ -263,14 +263,15 @@ def face_edges(own: ChunkPart, other: ChunkPart, prefixes: dict) -> tuple[Edges,
     axis = next(k for k in range(3) if own.coord[k] != other.coord[k])
     side = 1 if other.coord[axis] > own.coord[axis] else -1
     mine, theirs = own.planes[(axis, side)], other.planes[(axis, -side)]
-    touching = (mine != 0) & (theirs != 0)
-    a, b = mine[touching], theirs[touching]
     upper = other if side > 0 else own  # the link's affinity sits at its upper voxel
     aff = upper.affinities.get(axis)
     width = len(other.ids.ids) + 1
-    keys, area, affinity_sum = _count_pairs([a], [b], [None if aff is None else aff[touching]], width,
-                                            (len(own.ids.ids) + 1) * width)
+    keys, area, affinity_sum = _count_pairs([mine.ravel()], [theirs.ravel()], [None if aff is None else aff.ravel()],
+                                            width, (len(own.ids.ids) + 1) * width)
     a, b = keys // width, keys % width
+    touching = (a != 0) & (b != 0)  # pairs with background (rank 0) counted with the rest, dropped here
+    keys, area, a, b = keys[touching], area[touching], a[touching], b[touching]
+    affinity_sum = None if affinity_sum is None else affinity_sum[touching]
     same = own.ids.ids[a - 1] == other.ids.ids[b - 1]
     affinity = np.ones(len(keys), np.float32) if aff is None else (affinity_sum / area).astype(np.float32)
     affinity[same] = np.inf
@@ -303,9 +304,11 @@ def finish_chunk(own: ChunkPart, neighbours: list, prefixes: dict, segment_bits:
         edges[kind] = _ascending(_concat_edges([face[k] for face in faces] or [Edges.empty()]))
 
     svs = table[1:]
-    touched = np.concatenate([edges["in_chunk"].ids1, edges["in_chunk"].ids2, edges["between_chunk"].ids1,
-                              edges["cross_chunk"].ids1])
-    alone = svs[~np.isin(svs, touched)]
+    touched = np.zeros(len(table), bool)  # by rank
+    touched[inside.ids1] = touched[inside.ids2] = True
+    for kind in ("between_chunk", "cross_chunk"):
+        touched[(edges[kind].ids1 - np.uint64(prefixes[coord])).astype(np.int64)] = True
+    alone = svs[~touched[1:]]
     if len(alone):  # a piece touching no other piece: a self-edge keeps it in the graph
         selfs = Edges(alone, alone.copy(), np.ones(len(alone), np.float32), np.zeros(len(alone), np.uint64))
         edges["in_chunk"] = _concat_edges([edges["in_chunk"], selfs])

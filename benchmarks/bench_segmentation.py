@@ -18,7 +18,9 @@ and where the time goes: the read step (`segmentation_read_us`: read each chunk 
 relabel, contacts inside, write WATERSHED), the faces step (`layer2_read_us`: contacts
 across faces, components, write EDGES/COMPONENTS), the layer-2 build (the rest of
 `layer2_us`), the layers above, and what is left (start-up, pipeline construction, Beam);
-and the peak RSS against one chunk.
+and the peak RSS against one chunk. Before each run a fixed numpy workload is timed (the
+machine check): on a shared machine it shows how fast the CPU was at that moment, so runs
+taken at different moments can be compared.
 """
 from __future__ import annotations
 
@@ -34,12 +36,28 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 
+def machine_check_ms() -> float:
+    """How fast this CPU is right now: a fixed numpy workload (sorting 1M seeded random uint64,
+    fastest of 5), in ms. On a shared machine the same code's run times move with it; it is
+    taken outside the timed run."""
+    import numpy as np
+    values = np.random.default_rng(0).integers(0, 1 << 63, 1 << 20, dtype=np.uint64)
+    best = float("inf")
+    for _ in range(5):
+        copy = values.copy()
+        start = time.perf_counter()
+        copy.sort()
+        best = min(best, time.perf_counter() - start)
+    return best * 1e3
+
+
 def child(config: str) -> dict:
     import logging
     import warnings
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
     import pipeline
+    check_ms = machine_check_ms()
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     wall, cpu = time.perf_counter(), time.process_time()
     _, counters, plan = pipeline.run(["--config", config, "--graph_id", "bench-seg", "--from_segmentation",
@@ -49,7 +67,8 @@ def child(config: str) -> dict:
             * int(plan.layout.voxel_counts[2]),
             "chunk_voxels": int(plan.layout.chunk_size[0]) * int(plan.layout.chunk_size[1])
             * int(plan.layout.chunk_size[2]),
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "base_rss_mb": base}
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "base_rss_mb": base,
+            "check_ms": check_ms}
 
 
 def dataset(args, chunks, storage) -> str:
@@ -160,6 +179,9 @@ def main(argv=None):
     if len(runs) > 1:
         cpu = ", ".join(f"{x['cpu_s']:.1f}" for x in runs)
         print(f"fastest of {len(runs)} runs (CPU s: {cpu})")
+    checks = ", ".join(f"{x['check_ms']:.1f}" for x in runs)
+    print(f"machine check before each run (sorting 1M uint64, ms; lower is a faster machine at that moment): "
+          f"{checks}")
     c = r["counters"]
     read_s = c.get("segmentation_read_us", 0) / 1e6
     faces_s = c.get("layer2_read_us", 0) / 1e6

@@ -38,8 +38,7 @@ sys.path.insert(0, ROOT)
 
 def machine_check_ms() -> float:
     """How fast this CPU is right now: a fixed numpy workload (sorting 1M seeded random uint64,
-    fastest of 5), in ms. On a shared machine the same code's run times move with it; it is
-    taken outside the timed run."""
+    fastest of 5), in ms. On a shared machine the same code's run times move with it."""
     import numpy as np
     values = np.random.default_rng(0).integers(0, 1 << 63, 1 << 20, dtype=np.uint64)
     best = float("inf")
@@ -57,7 +56,6 @@ def child(config: str) -> dict:
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
     import pipeline
-    check_ms = machine_check_ms()
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     wall, cpu = time.perf_counter(), time.process_time()
     _, counters, plan = pipeline.run(["--config", config, "--graph_id", "bench-seg", "--from_segmentation",
@@ -67,8 +65,7 @@ def child(config: str) -> dict:
             * int(plan.layout.voxel_counts[2]),
             "chunk_voxels": int(plan.layout.chunk_size[0]) * int(plan.layout.chunk_size[1])
             * int(plan.layout.chunk_size[2]),
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "base_rss_mb": base,
-            "check_ms": check_ms}
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "base_rss_mb": base}
 
 
 def dataset(args, chunks, storage) -> str:
@@ -127,8 +124,11 @@ def sharded_copy(url: str, dest: str) -> str:
 
 
 def ingest(config: str, cpus) -> dict:
-    """One ingest in a fresh process pinned to `cpus`, outputs of an earlier run removed first."""
+    """One ingest in a fresh process pinned to `cpus`, outputs of an earlier run removed first;
+    the machine check is taken just before, here (on the same CPU), not in the measured process."""
     folder = os.path.dirname(config)
+    os.sched_setaffinity(0, cpus)
+    check_ms = machine_check_ms()
     for out in ("watershed", "edges", "components"):
         subprocess.run(["rm", "-rf", os.path.join(folder, out)], check=True)
     run = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", config], capture_output=True,
@@ -136,7 +136,7 @@ def ingest(config: str, cpus) -> dict:
     if run.returncode:
         sys.stderr.write(run.stderr[-4000:])
         raise SystemExit(1)
-    return json.loads(run.stdout.strip().splitlines()[-1])
+    return {**json.loads(run.stdout.strip().splitlines()[-1]), "check_ms": check_ms}
 
 
 def main(argv=None):

@@ -18,9 +18,9 @@ and where the time goes: the read step (`segmentation_read_us`: read each chunk 
 relabel, contacts inside, write WATERSHED), the faces step (`layer2_read_us`: contacts
 across faces, components, write EDGES/COMPONENTS), the layer-2 build (the rest of
 `layer2_us`), the layers above, and what is left (start-up, pipeline construction, Beam);
-and the peak RSS against one chunk. Before each run a fixed numpy workload is timed (the
-machine check): on a shared machine it shows how fast the CPU was at that moment, so runs
-taken at different moments can be compared.
+and the peak RSS against one chunk. Before each run a fixed numpy sort and copy are timed
+(the machine check): on a shared machine they show how fast the CPU and memory were at that
+moment, a rough guide when comparing runs taken at different moments.
 """
 from __future__ import annotations
 
@@ -36,18 +36,23 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 
-def machine_check_ms() -> float:
-    """How fast this CPU is right now: a fixed numpy workload (sorting 1M seeded random uint64,
-    fastest of 5), in ms. On a shared machine the same code's run times move with it."""
+def machine_check_ms() -> tuple[float, float]:
+    """How fast this CPU and its memory are right now, in ms: sorting 1M seeded random uint64
+    and copying 64 MB (fastest of 5 each). On a shared machine the same code's run times move
+    with them."""
     import numpy as np
     values = np.random.default_rng(0).integers(0, 1 << 63, 1 << 20, dtype=np.uint64)
-    best = float("inf")
+    source, target = np.ones(1 << 23, np.uint64), np.empty(1 << 23, np.uint64)
+    sort = copy = float("inf")
     for _ in range(5):
-        copy = values.copy()
+        data = values.copy()
         start = time.perf_counter()
-        copy.sort()
-        best = min(best, time.perf_counter() - start)
-    return best * 1e3
+        data.sort()
+        sort = min(sort, time.perf_counter() - start)
+        start = time.perf_counter()
+        np.copyto(target, source)
+        copy = min(copy, time.perf_counter() - start)
+    return sort * 1e3, copy * 1e3
 
 
 def child(config: str) -> dict:
@@ -179,9 +184,9 @@ def main(argv=None):
     if len(runs) > 1:
         cpu = ", ".join(f"{x['cpu_s']:.1f}" for x in runs)
         print(f"fastest of {len(runs)} runs (CPU s: {cpu})")
-    checks = ", ".join(f"{x['check_ms']:.1f}" for x in runs)
-    print(f"machine check before each run (sorting 1M uint64, ms; lower is a faster machine at that moment): "
-          f"{checks}")
+    checks = ", ".join(f"{x['check_ms'][0]:.1f}/{x['check_ms'][1]:.1f}" for x in runs)
+    print(f"machine check before each run (ms to sort 1M uint64 / to copy 64 MB; lower is a faster machine at "
+          f"that moment): {checks}")
     c = r["counters"]
     read_s = c.get("segmentation_read_us", 0) / 1e6
     faces_s = c.get("layer2_read_us", 0) / 1e6

@@ -225,9 +225,9 @@ def _count_pairs(firsts: list, seconds: list, weights: list, width: int, n_codes
     ordered = words[:, high]  # a view
     i = 0
     for first, second, weight in zip(firsts, seconds, weights):
-        code = first.astype(np.uint32)
+        code = first.astype(np.uint32)  # codes fit: n_codes <= 2**32 here
         code *= np.uint32(width)
-        code += second
+        np.add(code, second, out=code, casting="unsafe")
         words[i:i + len(first), high] = code
         if weighted:
             words[i:i + len(first), low] = np.asarray(weight, np.float32).view(np.uint32)

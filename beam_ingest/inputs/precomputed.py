@@ -7,6 +7,7 @@ import numpy as np
 import zstandard
 from google.protobuf.message import DecodeError
 
+from ..arrays import run_starts
 from .protos import ChunkComponentsMsg, ChunkEdgesMsg
 
 EDGE_KINDS = ("in_chunk", "between_chunk", "cross_chunk")
@@ -162,8 +163,7 @@ def encode_components(svs: np.ndarray, labels: np.ndarray) -> bytes:
     """Encode an SV -> component-label mapping as `[n, sv_1 .. sv_n]` groups (label order)."""
     order = np.argsort(labels, kind="stable")
     svs, labels = np.asarray(svs, np.uint64)[order], np.asarray(labels)[order]
-    starts = np.flatnonzero(np.concatenate([[True], labels[1:] != labels[:-1]])) if len(labels) else \
-        np.empty(0, np.int64)
+    starts = run_starts(labels)
     counts = np.diff(starts, append=len(labels))
     flat = np.insert(svs, starts, counts.astype(np.uint64))
     # a list, not the array: protobuf converts numpy scalars one by one, a third slower

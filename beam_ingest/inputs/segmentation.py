@@ -20,7 +20,7 @@ import functools
 import fastremap
 import numpy as np
 
-from ..arrays import distinct
+from ..arrays import distinct, run_starts
 from .precomputed import EDGE_KINDS, Edges, InputError
 
 DENSE_PAIR_CODES = 1 << 21  # up to this many possible codes (and a few per pair), counting is a bincount, not a sort
@@ -233,10 +233,7 @@ def _count_pairs(firsts: list, seconds: list, weights: list, width: int, n_codes
             words[i:i + len(first), low] = np.asarray(weight, np.float32).view(np.uint32)
         i += len(first)
     packed.sort()
-    change = np.empty(len(ordered), bool)
-    change[:1] = True
-    np.not_equal(ordered[1:], ordered[:-1], out=change[1:])
-    starts = np.flatnonzero(change)
+    starts = run_starts(ordered)
     area = np.diff(starts, append=len(ordered))
     sums = np.add.reduceat(words[:, low].view(np.float32), starts, dtype=np.float64) if weighted else None
     return ordered[starts].astype(np.int64), area, sums

@@ -237,8 +237,8 @@ def check_completion(plan, counters, identity, state):
     if state is None:
         return  # --skip_writes: the proof covers the build; no table
     state.claim.check()
-    from beam_ingest.store.table_state import MetaRow
-    mark = MetaRow(plan.target, plan.graph_id).completion_mark()
+    from beam_ingest.store.table_state import StateRows
+    mark = StateRows(plan.target, plan.graph_id).completion_mark()
     if mark is None or mark.get("identity") != identity:
         raise IncompleteError(f"table {plan.graph_id!r} holds no completion mark of this run")
 

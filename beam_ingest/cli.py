@@ -102,7 +102,7 @@ def layer_summary(table) -> list[str]:
     layout = _layout_of(table)
     counts = {}
     for row in table.read_rows(filter_=row_filters.FamilyNameRegexFilter("0")):
-        if row.row_key in (b"meta", b"version"):
+        if not row.row_key[:1].isdigit():  # meta, version, the ingest's own row
             continue
         layer = int(layout.layer_of(np.uint64(int(row.row_key))))
         counts[layer] = counts.get(layer, 0) + 1
@@ -205,7 +205,7 @@ def _some_sv(table, layout):
     from .store.reader import read_node
     best, best_len = None, -1
     for row in table.read_rows(limit=400):
-        if row.row_key in (b"meta", b"version") or row.row_key.startswith(b"i"):
+        if not row.row_key[:1].isdigit():  # counters, meta, version, the ingest's own row
             continue
         node_id = int(row.row_key)
         if int(layout.layer_of(np.uint64(node_id))) != 1:
@@ -234,7 +234,12 @@ def table_completion(graph_id: str, project=None, instance=None):
     table = bigtable.open_table(target, graph_id, admin=True)
     if not bigtable.table_exists(table):
         return f"table   : {graph_id!r} does not exist in {target.describe()}", None
-    state = table_state.MetaRow(target, graph_id).read()
+    rows = table_state.StateRows(target, graph_id)
+    state = rows.read()
+    legacy = rows.legacy_cells()
+    for qualifier in (table_state.RUN, table_state.COMPLETE):  # a table of an earlier version
+        if qualifier in legacy and qualifier not in state:
+            state[qualifier] = legacy[qualifier]
     identity = json.loads(state[table_state.RUN][0])["identity"] if table_state.RUN in state else None
     mark = json.loads(state[table_state.COMPLETE][0]) if table_state.COMPLETE in state else None
     if mark is None or mark.get("identity") != identity:
@@ -301,6 +306,23 @@ def cmd_flush_redis(args):
     return 0
 
 
+def foreign_columns(table) -> str | None:
+    """Columns outside PyChunkedGraph's registry in its `meta` and `version` rows (which it
+    reads whole), as `row 'meta': 0:a, 0:b`; None when there are none. Earlier versions of
+    this tool kept their own cells in the meta row."""
+    from .store import cells
+    found = []
+    for key in (cells.META_ROW, cells.VERSION_ROW):
+        row = table.read_row(key)
+        if row is None:
+            continue
+        bad = [f"{family}:{qualifier.decode(errors='replace')}" for family, columns in sorted(row.cells.items())
+               for qualifier in sorted(columns) if not cells.is_pcg_column(family, qualifier)]
+        if bad:
+            found.append(f"row {key.decode()!r} holds column(s) it does not know: {', '.join(bad)}")
+    return "; ".join(found) or None
+
+
 def cmd_verify(args):
     from .inputs.precomputed import PrecomputedReader
     from .launcher import meta_mismatch, plan_ingest
@@ -316,6 +338,12 @@ def cmd_verify(args):
     problem = "it has no meta row" if found is None else meta_mismatch(plan)(found[0])
     if problem:
         print(f"MISMATCH: table {args.graph_id!r} does not describe this config: {problem}")
+        return 1
+    foreign = foreign_columns(table)
+    if foreign:
+        print(f"MISMATCH: table {args.graph_id!r} cannot be opened by PyChunkedGraph: {foreign}. Rerun the ingest "
+              "with --if_exists=continue to move the ingest's own cells into their own row "
+              f"({cells.BOOKKEEPING_ROW.decode()!r}); the graph's cells stay as they are")
         return 1
     completion, _ = table_completion(args.graph_id, target.project, target.instance)
     print(completion.replace("table   : ", "completion: "))

@@ -129,7 +129,7 @@ def prepare_table(plan: IngestPlan, if_exists: str, ingest_ms: int | None, table
     from .store import bigtable, table_state
     plan.target = bigtable.resolve_target(plan.project, plan.instance)
     table = bigtable.open_table(plan.target, plan.graph_id, admin=True)
-    meta = table_state.MetaRow(plan.target, plan.graph_id)
+    meta = table_state.StateRows(plan.target, plan.graph_id)
     exists = bigtable.table_exists(table)
     if exists and if_exists == "fail":
         raise TableError(
@@ -153,8 +153,9 @@ def prepare_table(plan: IngestPlan, if_exists: str, ingest_ms: int | None, table
             bigtable.create_table(table, bigtable.table_split_keys(plan.layout, table_splits), pcg_version)
             claim = _take_claim(meta)
             return _start_fresh(plan, meta, claim, ingest_ms, inputs)
+        _move_legacy_cells(meta)
         state = meta.read()
-        if cells.META not in state:
+        if cells.META not in meta.read(cells.META_ROW):
             if meta.has_node_rows():
                 raise TableError(f"table {meta.table_id!r} exists but has no meta row and holds rows: not an "
                                  "ingest of this tool; refusing to continue into it")
@@ -166,6 +167,14 @@ def prepare_table(plan: IngestPlan, if_exists: str, ingest_ms: int | None, table
         if claim is not None:
             claim.release()
         raise
+
+
+def _move_legacy_cells(meta):
+    from .store.table_state import ClaimLost
+    try:
+        meta.move_legacy_cells()
+    except ClaimLost as exc:
+        raise TableError(str(exc)) from None
 
 
 def _take_claim(meta):
@@ -188,7 +197,8 @@ def _start_fresh(plan, meta, claim, ingest_ms, inputs) -> TableState:
         ingest_ms = int(time.time() * 1000)
     record = table_state.RunRecord.new(plan.graph_id, ingest_ms, inputs)
     meta_bytes = dumps_meta(meta_for(plan.graph_id, plan.settings))
-    meta.write({cells.META: meta_bytes, table_state.RUN: record.to_json()}, ingest_ms)
+    meta.write({table_state.RUN: record.to_json()}, ingest_ms)
+    meta.write({cells.META: meta_bytes}, ingest_ms, row_key=cells.META_ROW)
     meta.write({cells.VERSION: cells.VERSION_STRINGS[plan.pcg_version].encode()}, ingest_ms,
                row_key=cells.VERSION_ROW)
     plan.ingest_ms = ingest_ms
@@ -197,7 +207,7 @@ def _start_fresh(plan, meta, claim, ingest_ms, inputs) -> TableState:
 
 def _continue(plan, meta, claim, ingest_ms, inputs, state) -> TableState:
     from .store import table_state
-    existing_meta, table_ms = state[cells.META]
+    existing_meta, table_ms = meta.read(cells.META_ROW)[cells.META]
     reason = meta_mismatch(plan)(existing_meta)
     if reason:
         raise TableError(f"table {meta.table_id!r} holds a different graph ({reason}); refusing to continue into it")

@@ -389,7 +389,7 @@ class ProveCompleteFn(beam.DoFn):
             writer = RowWriter(self.sink.target, self.sink.table_id, self.sink.ingest_ms,
                                max_inflight=1)
             try:
-                writer.write([(cells.META_ROW, [(cells.FAMILY_HIERARCHY, table_state.COMPLETE,
+                writer.write([(cells.BOOKKEEPING_ROW, [(cells.FAMILY_HIERARCHY, table_state.COMPLETE,
                                                  json.dumps(mark, sort_keys=True).encode())])])
                 writer.drain()
             finally:

@@ -62,6 +62,7 @@ class TableView:
     def __init__(self, table):
         self.table = table
         self.rows: dict[int, dict | None] = {}
+        self.foreign: list[str] = []  # columns outside PyChunkedGraph's registry, in rows read
 
     def fetch(self, ids):
         missing = [int(i) for i in ids if int(i) not in self.rows]
@@ -73,6 +74,10 @@ class TableView:
                 self.rows[node] = None
             for row in self.table.read_rows(row_set=row_set, filter_=row_filters.CellsColumnLimitFilter(1)):
                 self.rows[int(row.row_key)] = decode_row(row)
+                self.foreign += [f"row {row.row_key.decode()}: column {family}:{qualifier.decode(errors='replace')} "
+                                 "is not PyChunkedGraph's (it could not read the row)"
+                                 for family, columns in row.cells.items() for qualifier in columns
+                                 if not cells.is_pcg_column(family, qualifier)]
         return {int(i): self.rows[int(i)] for i in ids}
 
     def counter(self, key: bytes):
@@ -127,6 +132,7 @@ def verify(table, layout, reader, sample: int = 10, seed: int = 0, coords=None, 
         _check_roots(coord, rows, root_bound, layout, view, report, inputs_of)
         if pcg_version >= 3:
             _check_lifted(coord, rows, layout, view, report)
+    report.mismatches += view.foreign
     return report
 
 

@@ -33,45 +33,65 @@ def open_table(graph_id):
     return bigtable.open_table(target(), graph_id, admin=True)
 
 
-def meta_row(graph_id):
-    from beam_ingest.store.table_state import MetaRow
-    return MetaRow(target(), graph_id)
+def state_rows(graph_id):
+    from beam_ingest.store.table_state import StateRows
+    return StateRows(target(), graph_id)
+
+
+def decode_ours(raw, layout, expect_ms):
+    """The table through this project's decoders (beam_ingest.store.cells)."""
+    out = {"parent": {}, "children": {}, "cross": {}, "lifted": {}, "counters": {}}
+    for key, cols in raw.items():
+        for (fam, q), versions in cols.items():
+            assert len(versions) == 1, f"{key} {fam}:{q} has {len(versions)} versions"
+            value, stamp = versions[0]
+            if expect_ms is not None:
+                assert int(stamp.timestamp() * 1000) == expect_ms, (key, fam, q)
+        if key in (b"meta", b"version", cells.BOOKKEEPING_ROW):
+            continue
+        if key.startswith(b"i"):
+            out["counters"][key] = cells.decode_counter(cols[("1", b"counter")][0][0])
+            continue
+        node = int(key)
+        assert key == b"%020d" % node
+        if ("0", b"parents") in cols:
+            out["parent"][node] = cells.decode_id(cols[("0", b"parents")][0][0])
+        if ("0", b"children") in cols:
+            out["children"][node] = cells.decode_ids(cols[("0", b"children")][0][0]).tolist()
+        for (fam, q), versions in cols.items():
+            if fam in ("3", "4"):
+                layer = int(q.decode().rsplit("_", 1)[1])
+                out["cross" if fam == "3" else "lifted"].setdefault(node, {})[layer] = \
+                    cells.decode_edges(versions[0][0])
+    return out
 
 
 class TableStructure:
-    """A table decoded and checked for internal consistency (asserts inside)."""
+    """A table decoded and checked for internal consistency (asserts inside).
 
-    def __init__(self, graph_id, layout, expect_ms=TS):
-        self.raw = read_all(open_table(graph_id))
+    `via="pcg"` decodes it through PyChunkedGraph's own client library (tests/pcg_client.py)
+    instead of this project's decoders: the same checks then hold for what the server reads."""
+
+    def __init__(self, graph_id, layout, expect_ms=TS, via="ours"):
         lc = layout.layer_count
-        self.parent, self.children, self.cross, self.counters = {}, {}, {}, {}
-        self.layer1_counters = {}  # table version 3
-        for key, cols in self.raw.items():
-            for (fam, q), versions in cols.items():
-                assert len(versions) == 1, f"{key} {fam}:{q} has {len(versions)} versions"
-                value, stamp = versions[0]
-                if expect_ms is not None:
-                    assert int(stamp.timestamp() * 1000) == expect_ms, (key, fam, q)
-            if key in (b"meta", b"version"):
-                continue
-            if key.startswith(b"i"):
-                value = cells.decode_counter(cols[("1", b"counter")][0][0])
-                is_layer1 = b"_" not in key and int(layout.layer_of(np.uint64(int(key[1:])))) == 1
-                (self.layer1_counters if is_layer1 else self.counters)[key] = value
-                continue
-            node = int(key)
-            assert key == b"%020d" % node
-            if ("0", b"parents") in cols:
-                self.parent[node] = cells.decode_id(cols[("0", b"parents")][0][0])
-            if ("0", b"children") in cols:
-                kids = cells.decode_ids(cols[("0", b"children")][0][0])
-                assert np.all(np.diff(kids.astype(np.int64) if len(kids) else kids) > 0) or len(kids) <= 1, \
-                    "children not ascending"
-                self.children[node] = kids.tolist()
-            for (fam, q), versions in cols.items():
-                if fam == "3":
-                    layer = int(q.decode().rsplit("_", 1)[1])
-                    self.cross.setdefault(node, {})[layer] = cells.decode_edges(versions[0][0]).tolist()
+        if via == "pcg":
+            from pcg_client import PcgRead, decoded
+            t = target()
+            self.pcg = PcgRead(graph_id, t.project, t.instance)  # the caller may use its client, then close it
+            assert self.pcg.other_keys == [cells.BOOKKEEPING_ROW], self.pcg.other_keys
+            parts = decoded(self.pcg, expect_ms)
+        else:
+            self.raw = read_all(open_table(graph_id))
+            parts = decode_ours(self.raw, layout, expect_ms)
+        self.parent, self.children = parts["parent"], parts["children"]
+        self.lifted = parts["lifted"]  # table version 3
+        self.cross = {n: {k: v.tolist() for k, v in e.items()} for n, e in parts["cross"].items()}
+        self.counters, self.layer1_counters = {}, {}  # layer-1 counters: table version 3
+        for key, value in parts["counters"].items():
+            is_layer1 = b"_" not in key and int(layout.layer_of(np.uint64(int(key[1:])))) == 1
+            (self.layer1_counters if is_layer1 else self.counters)[key] = value
+        for node, kids in self.children.items():
+            assert kids == sorted(set(kids)), f"children of {node} not ascending"
 
         # parent/children consistency
         for node, kids in self.children.items():

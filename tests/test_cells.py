@@ -1,13 +1,13 @@
+import datetime
 import os
 import pickle
-import sys
-import types
 
 import numpy as np
 
 from beam_ingest.config import parse_config
 from beam_ingest.store import cells
 from beam_ingest.store.meta import dumps_meta, meta_for
+import pcg_standins
 
 
 def test_row_keys():
@@ -28,43 +28,14 @@ def test_encodings_round_trip():
     assert cells.cross_edges_qualifier(3) == b"atomic_cross_edges_3"
 
 
-def _register_pychunkedgraph_standins(monkeypatch):
-    """Stand-ins shaped like pychunkedgraph.graph.meta's classes."""
-    from collections import namedtuple
-    import datetime
-    mod = types.ModuleType("pychunkedgraph.graph.meta")
-    mod.GraphConfig = namedtuple("GraphConfig", ("ID", "ID_PREFIX", "CHUNK_SIZE", "FANOUT", "LAYER_ID_BITS",
-                                                 "SPATIAL_BITS", "OVERWRITE", "ROOT_LOCK_EXPIRY", "ROOT_COUNTERS"))
-    mod.DataSource = namedtuple("DataSource", ("EDGES", "COMPONENTS", "WATERSHED", "DATA_VERSION", "CV_MIP"))
-
-    class ChunkedGraphMeta:
-        def __init__(self, graph_config, data_source, custom_data={}):
-            self._graph_config = graph_config
-            self._data_source = data_source
-            self._custom_data = custom_data
-
-        def __getnewargs__(self):
-            return (self._graph_config, self._data_source)
-
-        def __setstate__(self, state):
-            self.__init__(state["graph_config"], state["data_source"])
-            self._custom_data = state.get("custom_data", {})
-
-    mod.ChunkedGraphMeta = ChunkedGraphMeta
-    for name in ("pychunkedgraph", "pychunkedgraph.graph"):
-        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
-    monkeypatch.setitem(sys.modules, "pychunkedgraph.graph.meta", mod)
-    return mod, datetime
-
-
-def test_meta_unpickles_into_pychunkedgraph_classes(monkeypatch):
+def test_meta_unpickles_into_pychunkedgraph_classes():
     settings = parse_config({
         "data_source": {"EDGES": "gs://e", "COMPONENTS": "gs://c", "WATERSHED": "gs://w", "DATA_VERSION": 3,
                         "CV_MIP": 1},
         "graph_config": {"CHUNK_SIZE": [256, 256, 512], "ID_PREFIX": "pf"}})
     data = dumps_meta(meta_for("my_graph", settings))
-    mod, datetime = _register_pychunkedgraph_standins(monkeypatch)
-    meta = pickle.loads(data)
+    with pcg_standins.registered() as mod:
+        meta = pickle.loads(data)
     assert type(meta) is mod.ChunkedGraphMeta
     gc, ds = meta._graph_config, meta._data_source
     assert type(gc) is mod.GraphConfig and type(ds) is mod.DataSource

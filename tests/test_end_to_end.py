@@ -14,9 +14,11 @@ SHAPES = {
 }
 
 
-def check_against_reference(config, graph_id, layout):
+def check_against_reference(config, graph_id, layout, via="ours"):
+    """The table, decoded `via` this project's decoders or PyChunkedGraph's client library,
+    equals the independent reference."""
     ref = Reference(config)
-    table = TableStructure(graph_id, layout)
+    table = TableStructure(graph_id, layout, via=via)
     assert layout.layer_count == ref.layer_count
     assert table.svs == ref.svs
     l2 = lambda nodes: {leaves for layer, leaves in nodes if layer == 2}

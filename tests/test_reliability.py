@@ -16,7 +16,7 @@ from beam_ingest.config import load_config
 from beam_ingest.launcher import layout_for
 from beam_ingest.store import bigtable, cells, table_state
 from beam_ingest.synthetic import SyntheticSpec, generate
-from helpers import TS, TableStructure, meta_row, open_table, run_ingest
+from helpers import TS, TableStructure, state_rows, open_table, run_ingest
 from test_end_to_end import check_against_reference
 from test_runs import cells_of
 
@@ -44,13 +44,13 @@ def _layout(dataset):
 
 
 def _mark(graph_id):
-    return meta_row(graph_id).completion_mark()
+    return state_rows(graph_id).completion_mark()
 
 
 def test_clean_run_writes_a_completion_mark_of_its_identity(dataset, graph_id):
     _, counters, plan = run_ingest(dataset["config"], graph_id)
     layout = plan.layout
-    state = meta_row(graph_id).read()
+    state = state_rows(graph_id).read()
     record = json.loads(state[table_state.RUN][0])
     mark = json.loads(state[table_state.COMPLETE][0])
     assert mark["identity"] == record["identity"] and mark["scope"] == "full"
@@ -172,8 +172,8 @@ def test_kill_between_create_and_meta(dataset, graph_id, clean_cells, capsys):
     killed = subprocess.run([PY, "tests/launch_patched.py", "kill-before-meta", "--"] + args, cwd=ROOT,
                             capture_output=True, text=True, timeout=300)
     assert killed.returncode == -signal.SIGKILL
-    state = meta_row(graph_id).read()
-    assert cells.META not in state and table_state.CLAIM in state  # created, claimed, no meta
+    rows = state_rows(graph_id)
+    assert cells.META not in rows.read(cells.META_ROW) and table_state.CLAIM in rows.read()  # created, claimed
     assert pipeline.main(args) == 2
     assert "already exists; pass --if_exists=continue" in capsys.readouterr().err
     # the claim's process is gone: taken over at once; no meta and no rows: started afresh
@@ -257,7 +257,7 @@ def test_verify_reports_the_completion_mark(dataset, graph_id, capsys):
 def test_claim_is_exclusive_and_stale_claims_are_taken_over(graph_id):
     table = open_table(graph_id)
     bigtable.create_table(table)
-    meta = meta_row(graph_id)
+    meta = state_rows(graph_id)
     first, second = table_state.Claim(meta), table_state.Claim(meta)
     first.acquire()
     with pytest.raises(table_state.ClaimLost, match="being ingested by another launcher"):

@@ -47,19 +47,12 @@ def expected_lifted(ref: Reference):
 
 def table_lifted(graph_id, layout, table: TableStructure):
     """The same shape read from the table's family 4 (and checks of its encoding)."""
-    raw = table.raw
     out = {}
     layer_of = lambda n: int(layout.layer_of(np.uint64(n)))
-    for key, cols in raw.items():
-        for (fam, q), versions in cols.items():
-            if fam != "4":
-                continue
-            node = int(key)
-            l = int(q.decode().removeprefix("cross_edges_"))
-            assert q == b"cross_edges_%d" % l
-            rows = cells.decode_edges(versions[0][0])
+    for node, by_layer in table.lifted.items():
+        for l, rows in by_layer.items():
             assert len(rows) > 0
-            assert np.array_equal(rows, np.unique(rows, axis=0)), f"{key} {q}: rows not ascending and distinct"
+            assert np.array_equal(rows, np.unique(rows, axis=0)), f"{node} cross_edges_{l}: rows not ascending and distinct"
             assert np.all(rows[:, 0] == node)
             assert layer_of(node) <= l < layout.layer_count
             x = (layer_of(node), table.leaves_of(node))

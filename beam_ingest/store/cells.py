@@ -19,6 +19,11 @@ VERSION = b"version"
 META_ROW = b"meta"
 VERSION_ROW = b"version"
 
+# The ingest's own row (run identity, launcher claim, completion mark: store/table_state.py).
+# PyChunkedGraph never reads it: its key is not a 20-digit node id, not `meta`, `version`,
+# `params` or `ioperations`, and does not start with `i` (counters) or `f` (fake edges).
+BOOKKEEPING_ROW = b"beam_ingest"
+
 ZSTD_LEVEL = 3
 
 
@@ -32,6 +37,35 @@ VERSION_STRINGS = {2: "2.0.0", 3: "3.1.7"}  # the `0:version` cell per table ver
 
 def lifted_qualifier(layer: int) -> bytes:
     return b"cross_edges_%d" % int(layer)
+
+
+# The rule for every row PyChunkedGraph may read (every row but BOOKKEEPING_ROW): it holds
+# only columns of PyChunkedGraph's attribute registry. PCG 2.x (`read_graph_meta`) and 3.x
+# (kvdbclient's `read_table_meta`) read whole rows and map each (family, qualifier) through
+# that registry, which raises on any other column, so the server could not open the table.
+# The registry knows `atomic_cross_edges_<n>` and `cross_edges_<n>` for n < 20 only.
+PCG_LAYER_COLUMNS = 20
+PCG_COLUMNS = frozenset(
+    [(FAMILY_HIERARCHY, PARENTS), (FAMILY_HIERARCHY, CHILDREN), (FAMILY_COUNTERS, COUNTER),
+     (FAMILY_HIERARCHY, META), (FAMILY_HIERARCHY, VERSION)]
+    + [(FAMILY_CROSS_EDGES, cross_edges_qualifier(n)) for n in range(PCG_LAYER_COLUMNS)]
+    + [(FAMILY_LIFTED, lifted_qualifier(n)) for n in range(PCG_LAYER_COLUMNS)])
+
+
+def is_pcg_column(family: str, qualifier: bytes) -> bool:
+    """A column PyChunkedGraph's registry knows, among those an ingest writes."""
+    return (family, qualifier) in PCG_COLUMNS
+
+
+def check_pcg_columns(row_key: bytes, columns) -> None:
+    """Refuse (ValueError) a column outside PyChunkedGraph's registry in a row it may read."""
+    if row_key == BOOKKEEPING_ROW:
+        return
+    bad = [f"{family}:{qualifier.decode(errors='replace')}" for family, qualifier in columns
+           if not is_pcg_column(family, qualifier)]
+    if bad:
+        raise ValueError(f"row {row_key!r}: column(s) {', '.join(bad)} are not PyChunkedGraph's; the ingest's "
+                         f"own cells belong in row {BOOKKEEPING_ROW.decode()!r}")
 
 
 def row_key(node_id) -> bytes:

@@ -1,4 +1,6 @@
-"""The ingest's own cells in the table's `meta` row: run record, launcher claim, completion mark.
+"""The ingest's own cells, in a row of their own: run record, launcher claim, completion mark.
+
+Row `beam_ingest` (cells.BOOKKEEPING_ROW), family 0:
 
     0:beam_ingest_run       JSON: the run identity (graph id, graph config, inputs, ingest
                             time, and a nonce drawn when the table was created)
@@ -8,9 +10,13 @@
                             a launcher on this host is gone)
     0:beam_ingest_complete  JSON: written once every chunk's rows were acknowledged
 
-Why the `meta` row: PyChunkedGraph reads that row and takes only its `0:meta` cell, and
-it never scans non-numeric keys, so these cells are invisible to it; and one row means a
-single CheckAndMutateRow tests and takes the claim atomically.
+Why a row of its own: PyChunkedGraph reads the whole `meta` row (and whole node rows) and
+refuses any column its attribute registry does not know, so no row it may read can hold
+these cells. It never reads this row's key. One row also means a single CheckAndMutateRow
+tests and takes the claim atomically.
+
+Tables written by earlier versions of this tool hold these cells in the `meta` row
+(`legacy_cells`); `--if_exists=continue` moves them here (`move_legacy_cells`).
 """
 from __future__ import annotations
 
@@ -32,6 +38,7 @@ RUN = b"beam_ingest_run"
 CLAIM = b"beam_ingest_claim"
 CLAIM_BY = b"beam_ingest_claim_by"
 COMPLETE = b"beam_ingest_complete"
+LEGACY_QUALIFIERS = (RUN, CLAIM, CLAIM_BY, COMPLETE)  # what earlier versions kept in the `meta` row
 
 CLAIM_TTL_S = 120.0  # a claim without a heartbeat for this long belongs to a launcher that is gone
 HEARTBEAT_S = 20.0
@@ -100,8 +107,9 @@ CALL_TIMEOUT_S = 20.0  # one call on the meta row; a healthy Bigtable answers in
 CALL_ATTEMPTS = 3
 
 
-class MetaRow:
-    """The table's small rows (meta, version) over the Bigtable data API, for the launcher.
+class StateRows:
+    """The table's small rows (the ingest's own row, meta, version) over the Bigtable data
+    API, for the launcher and the operator commands.
 
     Same channel as the writers' (keepalive, a connection of its own): every call has a
     deadline of CALL_TIMEOUT_S, and a call failing DEADLINE_EXCEEDED or UNAVAILABLE is retried
@@ -140,7 +148,7 @@ class MetaRow:
             self._client.transport.grpc_channel.close()
             self._client = None
 
-    def read(self, row_key: bytes = cells.META_ROW) -> dict:
+    def read(self, row_key: bytes = cells.BOOKKEEPING_ROW) -> dict:
         """`{qualifier: (value, timestamp ms)}`: the latest cell of each column of family 0."""
         from google.cloud.bigtable_v2.types import RowFilter
         request = {"table_name": self.table_name, "rows": {"row_keys": [row_key]},
@@ -150,29 +158,71 @@ class MetaRow:
             client.read_rows(request=request, timeout=self.timeout_s)))
 
     def has_node_rows(self) -> bool:
-        """Any node or counter row (keys sort below `meta`)."""
+        """Any node or counter row (keys sort below `meta`; the ingest's own row is not one)."""
         from google.cloud.bigtable_v2.types import RowFilter
-        request = {"table_name": self.table_name, "rows_limit": 1,
-                   "rows": {"row_ranges": [{"end_key_open": cells.META_ROW}]},
+        ranges = [{"end_key_open": cells.BOOKKEEPING_ROW},
+                  {"start_key_open": cells.BOOKKEEPING_ROW, "end_key_open": cells.META_ROW}]
+        request = {"table_name": self.table_name, "rows_limit": 1, "rows": {"row_ranges": ranges},
                    "filter": _chain(RowFilter(cells_per_column_limit_filter=1), RowFilter(strip_value_transformer=True))}
         return self._call("looking for rows", lambda client: any(
             len(response.chunks) for response in client.read_rows(request=request, timeout=self.timeout_s)))
 
-    def write(self, row_cells: dict, ms: int, row_key: bytes = cells.META_ROW) -> None:
-        """Cells `{qualifier: value}` of family 0 in one atomic row mutation, at time `ms`."""
+    def write(self, row_cells: dict, ms: int, row_key: bytes = cells.BOOKKEEPING_ROW) -> None:
+        """Cells `{qualifier: value}` of family 0 in one atomic row mutation, at time `ms`.
+        A row PyChunkedGraph reads takes only its columns (`cells.check_pcg_columns`)."""
+        cells.check_pcg_columns(row_key, [(cells.FAMILY_HIERARCHY, q) for q in row_cells])
         mutations = [_set(q, v, ms) for q, v in row_cells.items()]
         self._call(f"writing row {row_key!r}", lambda client: client.mutate_row(request={
             "table_name": self.table_name, "row_key": row_key, "mutations": mutations}, timeout=self.timeout_s))
 
+    def delete(self, qualifiers, row_key: bytes) -> None:
+        """Delete columns of family 0 from a row, in one atomic row mutation."""
+        mutations = [_delete(q) for q in qualifiers]
+        self._call(f"deleting cells of row {row_key!r}", lambda client: client.mutate_row(request={
+            "table_name": self.table_name, "row_key": row_key, "mutations": mutations}, timeout=self.timeout_s))
+
     def check_and_mutate(self, predicate, if_matched: list, otherwise: list) -> bool:
-        """CheckAndMutateRow on the meta row; True when `predicate` matched a cell."""
+        """CheckAndMutateRow on the ingest's own row; True when `predicate` matched a cell."""
         return self._call("updating the claim", lambda client: client.check_and_mutate_row(request={
-            "table_name": self.table_name, "row_key": cells.META_ROW, "predicate_filter": predicate,
+            "table_name": self.table_name, "row_key": cells.BOOKKEEPING_ROW, "predicate_filter": predicate,
             "true_mutations": if_matched, "false_mutations": otherwise}, timeout=self.timeout_s).predicate_matched)
 
     def completion_mark(self) -> dict | None:
         found = self.read().get(COMPLETE)
         return json.loads(found[0]) if found else None
+
+    def legacy_cells(self) -> dict:
+        """The ingest's cells that an earlier version of this tool left in the `meta` row,
+        `{qualifier: (value, timestamp ms)}`: PyChunkedGraph cannot open a table holding them."""
+        return {q: found for q, found in self.read(cells.META_ROW).items() if q in LEGACY_QUALIFIERS}
+
+    def move_legacy_cells(self, ttl_s: float = CLAIM_TTL_S) -> list[bytes]:
+        """Move the run record and completion mark of an earlier version's table from the `meta`
+        row to the ingest's own row (with their timestamps; what the own row holds already
+        wins), and delete the old claim. Returns the qualifiers moved out of `meta`.
+
+        Refuses (ClaimLost) while an earlier version's launcher still holds its claim there.
+        Killed between the two steps, the next call finishes the move."""
+        legacy = self.legacy_cells()
+        if not legacy:
+            return []
+        if CLAIM in legacy:
+            holder, stamp_ms = legacy[CLAIM]
+            age = time.time() - stamp_ms / 1000.0
+            if age <= ttl_s:
+                raise ClaimLost(f"table {self.table_id!r} is being ingested by a launcher of an earlier version of "
+                                f"this tool (its claim in the meta row had a heartbeat {age:.0f} s ago); stop it, "
+                                f"or retry in {ttl_s:.0f} s if it is gone")
+        own = self.read()
+        for qualifier in (RUN, COMPLETE):
+            if qualifier in legacy and qualifier not in own:
+                value, stamp_ms = legacy[qualifier]
+                self.write({qualifier: value}, stamp_ms)
+        self.delete(sorted(legacy), cells.META_ROW)
+        log.warning("table %s: moved the ingest's own cells (%s) out of the meta row, which PyChunkedGraph reads, "
+                    "into row %r", self.table_id, ", ".join(q.decode() for q in sorted(legacy)),
+                    cells.BOOKKEEPING_ROW.decode())
+        return sorted(legacy)
 
 
 def _chain(*filters):
@@ -236,7 +286,7 @@ class Claim:
     removes it. Every interleaving of concurrent launchers leaves exactly one holder.
     """
 
-    def __init__(self, meta: MetaRow, ttl_s: float = CLAIM_TTL_S, heartbeat_s: float = HEARTBEAT_S):
+    def __init__(self, meta: StateRows, ttl_s: float = CLAIM_TTL_S, heartbeat_s: float = HEARTBEAT_S):
         self.meta = meta
         self.table_id = meta.table_id
         self.nonce = secrets.token_hex(16).encode()

@@ -24,10 +24,11 @@ from beam_ingest.checkpoint import CheckpointError
 from beam_ingest.config import ConfigError
 from beam_ingest.inputs.precomputed import InputError, PrecomputedReader
 from beam_ingest.inputs.raw import RawReader
-from beam_ingest.launcher import plan_ingest, prepare_table
+from beam_ingest.launcher import plan_ingest, prepare_table, probe_outputs
 from beam_ingest.options import IngestOptions, check_graph_id, parse_argv
 from beam_ingest.progress import ProgressCache, ProgressMonitor, RedisSettings, layer_totals
 from beam_ingest.report import format_summary, ingest_counters
+from beam_ingest.runners import check_runner, needs_trial, trial_run
 from beam_ingest.store.bigtable import TableError
 from beam_ingest.completion import IncompleteError
 from beam_ingest.transforms import BuildGraph, SinkSpec
@@ -103,6 +104,21 @@ def print_test_chunks(plan, coords, raw=False):
               f"{stats.nodes} layer-2 nodes")
 
 
+def dry_run_of(options: PipelineOptions) -> bool:
+    """`--dry_run`: Beam reads any value as "dry run" (it is a string option), so only
+    true/false spellings are accepted, and false means false."""
+    value = options.view_as(TestOptions).dry_run
+    if value in (None, False):
+        return False
+    lowered = str(value).strip().lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        options.view_as(TestOptions).dry_run = False  # Beam would take the string "false" as a dry run
+        return False
+    raise ConfigError(f"--dry_run: expected true or false, got {value!r}")
+
+
 def is_dataflow(options: PipelineOptions) -> bool:
     runner = options.view_as(StandardOptions).runner or ""
     return "dataflow" in str(runner).lower()
@@ -122,12 +138,16 @@ def run(argv=None):
     if not opts.graph_id:
         raise ConfigError("--graph_id: required (the table id of the graph)")
     check_graph_id(opts.graph_id, opts.test)
+    if opts.checkpoint_dir:
+        from beam_ingest.locations import check_output
+        check_output("--checkpoint_dir", opts.checkpoint_dir)
     redis = RedisSettings.from_env()
     standard = options.view_as(StandardOptions)
     if standard.runner is None:
         standard.runner = "FnApiRunner"  # in process; no attempt to download the Prism runner
     dataflow = is_dataflow(options)
-    dry_run = bool(options.view_as(TestOptions).dry_run)
+    dry_run = dry_run_of(options)
+    check_runner(options)
     if dataflow:
         check_dataflow_options(options)
         options.view_as(SetupOptions).save_main_session = False  # DoFns live in the package
@@ -149,6 +169,10 @@ def run(argv=None):
         print_test_chunks(plan, coords, opts.raw)
     logging.info("graph %s: %d layers, %s layer-2 chunks (%d in all)", plan.graph_id, layout.layer_count,
                  "x".join(map(str, layout.n_chunks)), layout.chunk_count(2))
+    if not dry_run:  # a dry run writes nothing, not even a probe, and runs no job
+        probe_outputs(plan, opts.raw, opts.checkpoint_dir)
+        if needs_trial(options):
+            trial_run(options)
     state = None
     if opts.skip_writes or dry_run:
         ingest_ms = opts.ingest_timestamp if opts.ingest_timestamp is not None else int(time.time() * 1000)
@@ -189,7 +213,7 @@ def _run_pipeline(options, opts, plan, layout, coords, top_layer, redis, ingest_
                      plan.graph_id, redis.host, redis.port, plan.graph_id)
 
     sink = SinkSpec(plan.target, plan.graph_id, ingest_ms, identity=identity,
-                    skip_writes=opts.skip_writes, batch_rows=opts.write_batch_rows,
+                    skip_writes=opts.skip_writes or dry_run, batch_rows=opts.write_batch_rows,
                     max_inflight=opts.max_inflight_writes, redis=redis, checkpoint_url=opts.checkpoint_dir)
     reader = make_reader(plan, opts.raw)
     pipeline = beam.Pipeline(options=options)
@@ -200,6 +224,11 @@ def _run_pipeline(options, opts, plan, layout, coords, top_layer, redis, ingest_
                                       pcg_version=opts.pcg_version))
     partial = (f"Table {plan.graph_id!r} is partially written. Fix the cause, then rerun with "
                "--if_exists=continue (same cells as a clean run) or --if_exists=recreate.")
+    if dry_run and not dataflow:
+        # Only DataflowRunner knows --dry_run; any other runner would run the job. Build and
+        # translate it (what a Dataflow dry run checks), run nothing.
+        transforms = len(pipeline.to_runner_api().components.transforms)
+        return None, {"dry_run": 1, "transforms": transforms}, plan
     try:
         if dataflow:
             result = pipeline.run()
@@ -214,12 +243,14 @@ def _run_pipeline(options, opts, plan, layout, coords, top_layer, redis, ingest_
     wait = opts.wait
     if wait is None:
         wait = not (dataflow and os.environ.get("FLEX_TEMPLATE_PYTHON_PY_FILE"))
-    if not wait or dry_run:
+    if dry_run:
+        return result, {"dry_run": 1, "transforms": len(result.job.proto_pipeline.components.transforms)}, plan
+    if not wait:
         return result, {}, plan
     result.wait_until_finish()
     counters = ingest_counters(result)
     try:
-        check_completion(plan, counters, identity, state)
+        mark = check_completion(plan, counters, identity, state)
     except IncompleteError as exc:
         raise IngestFailed(f"{exc}\n{partial}") from exc
     if cache is not None:
@@ -241,6 +272,9 @@ def check_completion(plan, counters, identity, state):
     mark = StateRows(plan.target, plan.graph_id).completion_mark()
     if mark is None or mark.get("identity") != identity:
         raise IncompleteError(f"table {plan.graph_id!r} holds no completion mark of this run")
+    # the whole graph's totals, chunks carried from an earlier run's checkpoint included
+    counters["proven_svs"], counters["proven_rows"] = int(mark.get("svs", 0)), int(mark.get("rows", 0))
+    return mark
 
 
 def _causes(exc):
@@ -294,7 +328,11 @@ def main(argv=None) -> int:
         log.debug("unexpected failure", exc_info=True)
         print(f"error: {type(exc).__name__}: {_last_line(exc)} (rerun with --verbose for details)", file=sys.stderr)
         return 1
-    if counters.get("already_complete"):
+    if counters.get("dry_run"):
+        print(f"dry run of graph {plan.graph_id} ({plan.layout.layer_count} layers, {plan.layout.chunk_count(2)} "
+              f"layer-2 chunks): options, config and inputs checked, a job of {counters['transforms']} transforms "
+              "built; nothing was created, written or run")
+    elif counters.get("already_complete"):
         print(f"table {plan.graph_id} is complete already: an earlier run of the same graph proved every chunk "
               f"written ({counters.get('chunks', '?')} chunks, {counters.get('rows', '?')} rows); nothing to do")
     elif counters:

@@ -323,13 +323,41 @@ def foreign_columns(table) -> str | None:
     return "; ".join(found) or None
 
 
+class _PreviewReader:
+    """`read(coord)` of a segmentation reader: the chunk's inputs computed from the volumes
+    (the chunk and its face neighbours read), nothing written."""
+
+    def __init__(self, reader):
+        self.reader = reader
+
+    def read(self, coord):
+        return next(iter(self.reader.preview([coord])))[1]
+
+
+def verify_reader(plan, raw: bool, fill_missing: bool = False):
+    """A reader computing each chunk's inputs from what the run read (raw agglomeration or
+    segmentation volumes), writing nothing."""
+    ds, ic = plan.settings.data_source, plan.settings.ingest
+    if raw:
+        from .inputs.raw import RawReader
+        return RawReader(ic.AGGLOMERATION, plan.layout, ds.DATA_VERSION, plan.resolution)
+    from .inputs.volumes import SegmentationReader
+    return _PreviewReader(SegmentationReader(
+        plan.layout, ds.CV_MIP, ic.SUPERVOXELS, ds.WATERSHED, ds.EDGES, ds.COMPONENTS, objects=ic.OBJECTS,
+        affinities=ic.AFFINITIES, in_place=plan.segmentation["in_place"], fill_missing=fill_missing))
+
+
 def cmd_verify(args):
     from .inputs.precomputed import PrecomputedReader
     from .launcher import meta_mismatch, plan_ingest
     from .store import bigtable, cells
     from .store.bigtable import read_cell
     from .verify import verify
-    plan = plan_ingest(args.config, args.graph_id)
+    if args.raw and args.from_segmentation:
+        raise CommandError("--raw and --from_segmentation: choose the input the table was built from")
+    if args.fill_missing and not args.from_segmentation:
+        raise CommandError("--fill_missing: applies to --from_segmentation only")
+    plan = plan_ingest(args.config, args.graph_id, raw=args.raw, segmentation=args.from_segmentation)
     target = bigtable.resolve_target(plan.project, plan.instance)
     table = bigtable.open_table(target, args.graph_id, admin=True)
     if not bigtable.table_exists(table):
@@ -351,8 +379,11 @@ def cmd_verify(args):
     version = read_cell(table, cells.VERSION_ROW, cells.FAMILY_HIERARCHY, cells.VERSION)
     pcg_version = 3 if version is not None and version[0].startswith(b"3.") else 2
     print(f"table version: {version[0].decode(errors='replace') if version else '(none)'}")
-    report = verify(table, plan.layout, PrecomputedReader(ds.EDGES, ds.COMPONENTS), args.sample, args.seed,
-                    pcg_version=pcg_version)
+    reader, files = PrecomputedReader(ds.EDGES, ds.COMPONENTS), None
+    if args.raw or args.from_segmentation:  # the table and the files the run wrote, against the run's inputs
+        reader = verify_reader(plan, args.raw, args.fill_missing)
+        files = {"edges": ds.EDGES, "components": ds.COMPONENTS}
+    report = verify(table, plan.layout, reader, args.sample, args.seed, pcg_version=pcg_version, files=files)
     print(report.format())
     return 0 if report.ok and ": complete" in completion else 1
 
@@ -451,6 +482,12 @@ def main(argv=None) -> int:
     p.add_argument("--graph_id", required=True)
     p.add_argument("--sample", type=int_in(1), default=10, help="layer-2 chunks to check (default 10)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the sample")
+    p.add_argument("--raw", action="store_true", help="the table was built with --raw: check the sampled chunks "
+                   "against the raw agglomeration, and their EDGES/COMPONENTS files too")
+    p.add_argument("--from_segmentation", action="store_true", help="the table was built with --from_segmentation: "
+                   "check the sampled chunks against the volumes, and their EDGES/COMPONENTS files too")
+    p.add_argument("--fill_missing", action="store_true", help="with --from_segmentation: as the ingest's "
+                   "--fill_missing (a missing storage file of the volumes reads as background)")
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("estimate", help="estimate workers, Bigtable nodes, wall time and cost of an ingest")

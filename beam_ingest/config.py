@@ -178,7 +178,9 @@ def load_config(path: str) -> Settings:
     try:
         if "://" in path and not path.startswith("file://"):
             from cloudfiles import CloudFile
-            data = CloudFile(path).get()
+
+            from .deadline import within
+            data = within(path, lambda: CloudFile(path).get())
             if data is None:
                 raise FileNotFoundError(path)
         else:

@@ -36,6 +36,7 @@ def plan_ingest(config_path: str, graph_id: str, raw: bool = False, segmentation
     from .options import check_graph_id
     check_graph_id(graph_id)
     settings = load_config(config_path)
+    output_keys(settings, raw, segmentation)  # every path's scheme, before anything is read
     ds = settings.data_source
     if segmentation:
         return _plan_segmentation(graph_id, settings)
@@ -53,6 +54,46 @@ def plan_ingest(config_path: str, graph_id: str, raw: bool = False, segmentation
         _check_not_empty("data_source.EDGES", ds.EDGES, "edges_", "edges_<x>_<y>_<z>.proto.zst files under")
     return IngestPlan(graph_id, settings, layout, settings.backend.PROJECT, settings.backend.INSTANCE,
                       ws.resolution)
+
+
+def output_keys(settings, raw: bool, segmentation: bool) -> dict:
+    """Check every path of the config (scheme, outputs not being inputs); returns the outputs
+    this run writes, `{config key: url}` (probed for writability by `probe_outputs`)."""
+    from . import locations
+    ds, ic = settings.data_source, settings.ingest
+    inputs = {"data_source.WATERSHED": ds.WATERSHED}
+    outputs = {}
+    if segmentation:
+        inputs = {f"ingest_config.{k}": getattr(ic, k) for k in ("SUPERVOXELS", "OBJECTS", "AFFINITIES")}
+        outputs = {"data_source.EDGES": ds.EDGES, "data_source.COMPONENTS": ds.COMPONENTS,
+                   "ingest_config.SV_MAP": ic.SV_MAP}
+        if ic.SUPERVOXELS and ds.WATERSHED and locations.location(
+                "data_source.WATERSHED", ds.WATERSHED) != locations.location("ingest_config.SUPERVOXELS",
+                                                                            ic.SUPERVOXELS):
+            outputs["data_source.WATERSHED"] = ds.WATERSHED  # else: in place, checked, never rewritten
+    elif raw:
+        inputs["ingest_config.AGGLOMERATION"] = ic.AGGLOMERATION
+        outputs = {"data_source.EDGES": ds.EDGES, "data_source.COMPONENTS": ds.COMPONENTS}
+    else:
+        inputs.update({"data_source.EDGES": ds.EDGES, "data_source.COMPONENTS": ds.COMPONENTS})
+    for key, url in inputs.items():
+        if url:
+            locations.location(key, url)
+    outputs = {k: v for k, v in outputs.items() if v}
+    for key, url in outputs.items():
+        locations.check_output(key, url)
+        locations.check_not_an_input(key, url, inputs)
+    return outputs
+
+
+def probe_outputs(plan: IngestPlan, raw: bool, checkpoint_dir: str | None = None) -> None:
+    """Every output location writable (a file written and removed), before the table is created."""
+    from . import locations
+    outputs = output_keys(plan.settings, raw, plan.segmentation is not None)
+    if checkpoint_dir:
+        outputs["--checkpoint_dir"] = checkpoint_dir
+    for key, url in outputs.items():
+        locations.probe_writable(key, url)
 
 
 def _plan_segmentation(graph_id, settings) -> IngestPlan:
@@ -85,8 +126,11 @@ def layout_for(graph_config, data_source, geometry=None):
 def _check_not_empty(key: str, url: str, prefix: str, what: str):
     """A folder without a single input file is a wrong path, not an empty brain."""
     from cloudfiles import CloudFiles
+    from .deadline import StorageTimeout, within
     try:
-        first = next(iter(CloudFiles(url, progress=False).list(prefix=prefix)), None)
+        first = within(f"{key}: {url}", lambda: next(iter(CloudFiles(url, progress=False).list(prefix=prefix)), None))
+    except StorageTimeout:
+        raise
     except Exception as exc:  # storage errors vary by backend
         raise InputError(f"{key}: {url} cannot be listed ({exc})") from None
     if first is None:

@@ -31,9 +31,13 @@ def format_summary(counters: dict[str, int], layer_count: int, seconds: float) -
     if "roots_us" in counters:
         lines.append(f"{'roots':>5}  {256:>8}  {counters.get('roots', 0):>10}  {'':>8}  {'':>8}  "
                      f"{counters.get('roots_us', 0) / 1e6:>8.2f}  {counters.get('rows_written_Roots', 0):>10}")
+    svs, built = counters.get("proven_svs", counters.get("layer2_svs", 0)), counters.get("layer2_svs", 0)
+    carried = svs != built  # a restart: chunks built by the earlier run are not read again
     lines.append(
-        f"SVs {counters.get('layer2_svs', 0)}, edges {counters.get('layer2_edges', 0)} "
-        f"(active {counters.get('layer2_active_edges', 0)}), roots {counters.get('roots', 0)}, "
+        f"SVs {svs}" + (f" ({built} in the chunks built by this run, the rest carried from the checkpoint)"
+                        if carried else "")
+        + f", edges {counters.get('layer2_edges', 0)} (active {counters.get('layer2_active_edges', 0)})"
+        + (" in those chunks" if carried else "") + f", roots {counters.get('roots', 0)}, "
         f"rows {counters.get('rows_written', 0)} ({counters.get('bytes_written', 0)} bytes, "
         f"sink {counters.get('write_us', 0) / 1e6:.1f} s, of which waiting for Bigtable "
         f"{counters.get('write_wait_us', 0) / 1e6:.1f} s) in {seconds:.1f} s")

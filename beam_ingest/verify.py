@@ -34,6 +34,7 @@ class Report:
     one_sided: int = 0
     mismatches: list = dataclasses.field(default_factory=list)
     lifted_checked: int = 0  # family-4 cells compared (version 3)
+    files_checked: int = 0  # chunks whose EDGES/COMPONENTS files were compared with their inputs
 
     @property
     def ok(self) -> bool:
@@ -43,7 +44,8 @@ class Report:
         lines = [f"checked {len(self.chunks)} layer-2 chunk(s) ({self.empty_chunks} sampled chunk(s) had no input), "
                  f"{sum(c[1] for c in self.chunks)} SVs, {sum(c[2] for c in self.chunks)} layer-2 nodes, "
                  f"{self.edges_checked} active cross-chunk edges ({self.one_sided} one-sided, tolerated)"
-                 + (f", {self.lifted_checked} lifted cross-edge cells (version 3)" if self.lifted_checked else "")]
+                 + (f", {self.lifted_checked} lifted cross-edge cells (version 3)" if self.lifted_checked else "")
+                 + (f", the EDGES/COMPONENTS files of {self.files_checked} chunk(s)" if self.files_checked else "")]
         for coord, svs, nodes in self.chunks:
             lines.append(f"  chunk {coord}: {svs} SVs, {nodes} nodes")
         if self.mismatches:
@@ -110,7 +112,11 @@ def _sample_coords(layout, n: int, seed: int):
     return [(i // (ny * nz), (i // nz) % ny, i % nz) for i in order]
 
 
-def verify(table, layout, reader, sample: int = 10, seed: int = 0, coords=None, pcg_version: int = 2) -> Report:
+def verify(table, layout, reader, sample: int = 10, seed: int = 0, coords=None, pcg_version: int = 2,
+           files: dict | None = None) -> Report:
+    """`files`: `{"edges": url, "components": url}` the run wrote (with --raw or
+    --from_segmentation, where `reader` computes the inputs from the raw data): each sampled
+    chunk's files must hold exactly what the inputs give (none for a chunk without any)."""
     report = Report()
     view = TableView(table)
     inputs_cache = {}
@@ -125,6 +131,8 @@ def verify(table, layout, reader, sample: int = 10, seed: int = 0, coords=None, 
         if len(report.chunks) >= (len(candidates) if coords is not None else sample):
             break
         rows, _, root_bound, stats = build_layer2(inputs_of(coord), layout, lifted=pcg_version >= 3)
+        if files:
+            _check_files(coord, inputs_of(coord), files, report)
         if stats.svs == 0:
             report.empty_chunks += 1
             continue
@@ -134,6 +142,33 @@ def verify(table, layout, reader, sample: int = 10, seed: int = 0, coords=None, 
             _check_lifted(coord, rows, layout, view, report)
     report.mismatches += view.foreign
     return report
+
+
+def _check_files(coord, inputs, files, report):
+    """The chunk's EDGES and COMPONENTS files against the bytes its inputs give."""
+    from .inputs.outputs import OutputFolder
+    from .inputs.precomputed import components_filename, edges_filename, encode_components, encode_edges
+    report.files_checked += 1
+    expected = {
+        "edges": (edges_filename(coord), encode_edges(inputs.edges) if any(len(e) for e in inputs.edges.values())
+                  else None),
+        "components": (components_filename(coord), encode_components(inputs.component_svs, inputs.component_labels)
+                       if len(inputs.component_svs) else None)}
+    for kind, (name, want) in expected.items():
+        url = files.get(kind)
+        if not url:
+            continue
+        found = OutputFolder(f"data_source.{kind.upper()}", url).read(name)
+        if found == want:
+            continue
+        if want is None:
+            report.mismatches.append(f"chunk {coord}: {kind.upper()} file {url}/{name} exists, but the chunk has no "
+                                     f"{kind} (left by another run?)")
+        elif found is None:
+            report.mismatches.append(f"chunk {coord}: {kind.upper()} file {url}/{name} is missing")
+        else:
+            report.mismatches.append(f"chunk {coord}: {kind.upper()} file {url}/{name} ({len(found)} bytes) is not what "
+                                     f"the inputs give ({len(want)} bytes; written by another run, or cut short?)")
 
 
 def _check_lifted(coord, rows, layout, view, report):

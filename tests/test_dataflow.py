@@ -34,7 +34,7 @@ def bigtable_env(monkeypatch):
 def test_dry_run_builds_the_expected_job(dataset):
     result, counters, plan = pipeline.run(["--config", dataset["config"], "--graph_id", "g"] + DATAFLOW
                                           + ["--dry_run=True"])
-    assert counters == {}
+    assert counters["dry_run"] == 1 and counters["transforms"] == len(result.job.proto_pipeline.components.transforms)
     names = {t.unique_name for t in result.job.proto_pipeline.components.transforms.values()}
     layers = range(2, plan.layout.layer_count + 1)
     assert plan.layout.layer_count == 5

@@ -194,10 +194,16 @@ class PrecomputedReader:
     def _get(self, cf, base: str, name: str, coord):
         self.requests += 1
         self.rounds += 1
+        where = f"{base.rstrip('/')}/{name} (chunk {tuple(coord)})"
         try:
-            return cf.get(name, raw=True)
+            if cf.protocol == "file":
+                return cf.get(name, raw=True)
+            from ..deadline import within  # object stores and http: storage may stop answering
+            return within(where, cf.get, name, raw=True)
+        except InputError:
+            raise
         except Exception as exc:  # storage errors vary by backend
-            raise InputError(f"{base.rstrip('/')}/{name} (chunk {tuple(coord)}): cannot be read ({exc})") from None
+            raise InputError(f"{where}: cannot be read ({exc})") from None
 
     def read(self, coord) -> ChunkInputs:
         coord = tuple(int(c) for c in coord)

@@ -192,16 +192,15 @@ class RawReader:
         return inputs
 
     def _write_precomputed(self, inputs: ChunkInputs):
-        from cloudfiles import CloudFiles
-        if self.edges_out and any(len(e) for e in inputs.edges.values()):
-            self._write_once(CloudFiles(self.edges_out, progress=False), edges_filename(inputs.coord),
-                             lambda: encode_edges(inputs.edges))
-        if self.components_out and len(inputs.component_svs):
-            self._write_once(CloudFiles(self.components_out, progress=False), components_filename(inputs.coord),
-                             lambda: encode_components(inputs.component_svs, inputs.component_labels))
-
-    @staticmethod
-    def _write_once(cf, name, encode):
-        if cf.size(name) is not None:
-            return  # written by an earlier attempt of this chunk (same input, same bytes)
-        cf.put(name, encode(), raw=True, compress=None)
+        """The chunk's EDGES and COMPONENTS files, exactly (a retry finds them equal and keeps
+        them; a chunk without edges or components has no file)."""
+        from .outputs import OutputFolder
+        if self.edges_out:
+            OutputFolder("data_source.EDGES", self.edges_out).sync(
+                edges_filename(inputs.coord),
+                encode_edges(inputs.edges) if any(len(e) for e in inputs.edges.values()) else None)
+        if self.components_out:
+            OutputFolder("data_source.COMPONENTS", self.components_out).sync(
+                components_filename(inputs.coord),
+                encode_components(inputs.component_svs, inputs.component_labels) if len(inputs.component_svs)
+                else None)

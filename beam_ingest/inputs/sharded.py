@@ -87,8 +87,13 @@ class ShardReader:
         requests = [{"path": n, "start": s, "end": e} for n, s, e in ranges]
         try:
             cf = self._files()
-            results = ([cf.get([r], raw=True)[0] for r in requests] if self._local
-                       else cf.get(requests, raw=True))
+            if self._local:
+                results = [cf.get([r], raw=True)[0] for r in requests]
+            else:  # object stores and http: storage may stop answering
+                from ..deadline import within
+                results = within(f"{self.url}: ranged read of {len(requests)} part(s)", cf.get, requests, raw=True)
+        except InputError:
+            raise
         except Exception as exc:  # storage errors vary by backend
             raise InputError(f"{self.url}: ranged read failed ({exc})") from None
         out = {}

@@ -18,9 +18,11 @@ from .precomputed import ChunkInputs, InputError, components_filename, edges_fil
     encode_edges
 from .segmentation import ChunkPart, boundary, check_objects_agree, finish_chunk, in_chunk_contacts, label_chunk, \
     segment_table
+from ..deadline import within
 from .storage_blocks import StorageBlocks
 
 FACES = [tuple(d * (k == axis) for k in range(3)) for axis in range(3) for d in (-1, 1)]
+WATERSHED_ENCODINGS = ("raw", "compressed_segmentation", "compresso", "crackle")  # exact for uint64 ids
 WATERSHED_GZIP_LEVEL = 1  # level 9 (the default) took 28 ms per 64x64x32 chunk for 1.6x smaller files
 
 
@@ -37,6 +39,15 @@ def reuse_freed_memory(limit: int = 1 << 30) -> bool:
         return bool(libc.mallopt(m_mmap_threshold, limit)) and bool(libc.mallopt(m_trim_threshold, limit))
     except (OSError, AttributeError):
         return False
+
+
+def as_unsigned(ids: np.ndarray) -> np.ndarray:
+    """Signed ids by their bit pattern (two's complement): -1 of an int64 volume is the id
+    2**64 - 1. Distinct ids stay distinct and 0 stays background; SV_MAP holds them so (view
+    its arrays as the volume's signed type to get the original values back)."""
+    if ids.dtype.kind == "i":
+        return ids.view(np.dtype(f"u{ids.dtype.itemsize}"))
+    return ids
 
 
 def sv_map_filename(coord) -> str:
@@ -75,10 +86,12 @@ class SegmentationReader:
             self._storage(key)
 
     def _folder(self, key):
-        """One CloudFiles per output folder and worker (each would open connections of its own)."""
+        """One OutputFolder per output folder and worker (each opens connections of its own)."""
         if key not in self._files:
-            from cloudfiles import CloudFiles
-            self._files[key] = CloudFiles(self.urls[key], progress=False)
+            from .outputs import OutputFolder
+            config_key = {"edges": "data_source.EDGES", "components": "data_source.COMPONENTS",
+                          "sv_map": "ingest_config.SV_MAP"}[key]
+            self._files[key] = OutputFolder(config_key, self.urls[key])
         return self._files[key]
 
     def _volume(self, key):
@@ -87,9 +100,17 @@ class SegmentationReader:
             return None
         if key not in self._volumes:
             from cloudvolume import CloudVolume
-            self._volumes[key] = CloudVolume(url, mip=self.mip, progress=False, fill_missing=self._fills(key),
-                                             bounded=False, cache=False, lru_bytes=0, non_aligned_writes=False,
-                                             delete_black_uploads=False)
+            section = "data_source" if key == "watershed" else "ingest_config"
+            where = f"{section}.{key.upper()}: {url}"
+            try:
+                self._volumes[key] = within(where, CloudVolume, url, mip=self.mip, progress=False,
+                                            fill_missing=self._fills(key), bounded=False, cache=False, lru_bytes=0,
+                                            non_aligned_writes=False, delete_black_uploads=False, provenance={})
+            except InputError:
+                raise
+            except Exception as exc:  # storage errors vary
+                raise InputError(f"{where} cannot be opened: {type(exc).__name__}: "
+                                 f"{' '.join(str(exc).split())[:300]}") from None
         return self._volumes[key]
 
     def _fills(self, key) -> bool:
@@ -116,7 +137,7 @@ class SegmentationReader:
         blocks = self._storage(key)
         before = blocks.files_read
         try:
-            return blocks.read(start, stop)
+            return within(f"voxels {start.tolist()}..{stop.tolist()}", blocks.read, start, stop)
         except Exception as exc:  # storage and format errors vary
             raise InputError(f"ingest_config.{key.upper()}: {self.urls[key]} cannot be read for layer-2 chunk "
                              f"{tuple(coord)} (voxels {start.tolist()}..{stop.tolist()}): {type(exc).__name__}: "
@@ -144,8 +165,8 @@ class SegmentationReader:
         coord = tuple(int(c) for c in coord)
         where = f"layer-2 chunk {coord}"
         start, stop = self.box(coord)
-        supervoxels = self._read("supervoxels", start, stop, coord)[..., 0]
-        objects = self._read("objects", start, stop, coord)[..., 0] if self.urls["objects"] else None
+        supervoxels = as_unsigned(self._read("supervoxels", start, stop, coord)[..., 0])
+        objects = as_unsigned(self._read("objects", start, stop, coord)[..., 0]) if self.urls["objects"] else None
         affinities = None
         if self.urls["affinities"]:
             affinities = self._read("affinities", start, stop, coord)
@@ -175,13 +196,23 @@ class SegmentationReader:
                                  f"{int(bad)}, which is not chunk-encoded by the rule (it would be rewritten in "
                                  "place); give WATERSHED a path of its own")
             return
-        self._storage("watershed").write_mapped(start, labels, new_id, WATERSHED_GZIP_LEVEL)
+        try:
+            within(f"data_source.WATERSHED: {self.urls['watershed']} (layer-2 chunk {coord})",
+                   self._storage("watershed").write_mapped, start, labels, new_id, WATERSHED_GZIP_LEVEL)
+        except InputError:
+            raise
+        except Exception as exc:  # storage errors vary
+            raise InputError(f"data_source.WATERSHED: {self.urls['watershed']} could not be written for layer-2 chunk "
+                             f"{coord}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from None
 
     def _write_sv_map(self, coord, ids):
-        if self.urls["sv_map"] and len(ids):
-            buffer = io.BytesIO()
-            np.save(buffer, ids)  # original id of the new segment id k at position k - 1
-            self._folder("sv_map").put(sv_map_filename(coord), buffer.getvalue(), raw=True, compress=None)
+        if self.urls["sv_map"]:
+            data = None  # a chunk without supervoxels has no file (one left by another run is removed)
+            if len(ids):
+                buffer = io.BytesIO()
+                np.save(buffer, ids)  # original id of the new segment id k at position k - 1
+                data = buffer.getvalue()
+            self._folder("sv_map").sync(sv_map_filename(coord), data)
 
     # step 2 -------------------------------------------------------------------------------
     @staticmethod
@@ -203,12 +234,11 @@ class SegmentationReader:
         check_objects_agree(own.ids, [n.ids for n in neighbours], where)
         prefixes = {c: self._prefix(c) for c in [coord] + [n.coord for n in neighbours]}
         graph = finish_chunk(own, neighbours, prefixes, self.layout.segment_bits(1))
-        if write and any(len(e) for e in graph.edges.values()):
-            self._folder("edges").put(edges_filename(coord), encode_edges(graph.edges), raw=True, compress=None)
-        if write and len(graph.component_svs):
-            self._folder("components").put(
-                components_filename(coord), encode_components(graph.component_svs, graph.component_labels),
-                raw=True, compress=None)
+        if write:  # exactly this run's files: a chunk without edges (components) has none
+            self._folder("edges").sync(edges_filename(coord), encode_edges(graph.edges)
+                                       if any(len(e) for e in graph.edges.values()) else None)
+            self._folder("components").sync(components_filename(coord), encode_components(
+                graph.component_svs, graph.component_labels) if len(graph.component_svs) else None)
         inputs = ChunkInputs(coord, graph.edges, graph.component_svs, graph.component_labels)
         inputs.edges_file = f"{self.urls['edges'].rstrip('/')}/{edges_filename(coord)}"
         inputs.components_file = f"{self.urls['components'].rstrip('/')}/{components_filename(coord)}"
@@ -252,7 +282,11 @@ def check_segmentation_volumes(settings, mip: int, chunk_size) -> dict:
             ("uint", "int")):
         raise InputError(f"ingest_config.SUPERVOXELS: {ic.SUPERVOXELS} is a {sv_info.get('type')} volume of "
                          f"{sv_info.get('data_type')}, expected an integer segmentation")
-    for key, expect in (("OBJECTS", "an integer segmentation"), ("AFFINITIES", "float32 with 3 channels")):
+    if _channels(sv_info) != 1:
+        raise InputError(f"ingest_config.SUPERVOXELS: {ic.SUPERVOXELS} has {_channels(sv_info)} channels, expected 1 "
+                         "(one supervoxel id per voxel)")
+    for key, expect in (("OBJECTS", "an integer segmentation with 1 channel"),
+                        ("AFFINITIES", "float32 with 3 channels")):
         url = getattr(ic, key)
         if not url:
             continue
@@ -264,12 +298,13 @@ def check_segmentation_volumes(settings, mip: int, chunk_size) -> dict:
                              f"{list(geometry.resolution)}")
         info = read_info(url)
         _check_codec(key, url, info, mip)
-        ok = (str(info.get("data_type", "")).startswith(("uint", "int")) if key == "OBJECTS"
-              else info.get("data_type") == "float32" and int(info.get("num_channels", 1)) == 3)
+        ok = (str(info.get("data_type", "")).startswith(("uint", "int")) and _channels(info) == 1 if key == "OBJECTS"
+              else info.get("data_type") == "float32" and _channels(info) == 3)
         if not ok:
             raise InputError(f"ingest_config.{key}: {url} holds {info.get('data_type')} with "
-                             f"{info.get('num_channels', 1)} channel(s), expected {expect}")
-    in_place = ds.WATERSHED.rstrip("/") == ic.SUPERVOXELS.rstrip("/")
+                             f"{_channels(info)} channel(s), expected {expect}")
+    from ..locations import same_location
+    in_place = same_location(ds.WATERSHED, ic.SUPERVOXELS)  # any two spellings of one place
     if in_place:
         if sv_info.get("data_type") != "uint64":
             raise InputError(f"data_source.WATERSHED names SUPERVOXELS, whose ids are {sv_info.get('data_type')}; "
@@ -294,6 +329,15 @@ def check_segmentation_volumes(settings, mip: int, chunk_size) -> dict:
     if not same:
         raise InputError(f"data_source.WATERSHED: {ds.WATERSHED} exists and is not a uint64 volume with "
                          "SUPERVOXELS' resolution, offset and size; give the output another path or delete it")
+    if _channels(existing) != 1:
+        raise InputError(f"data_source.WATERSHED: {ds.WATERSHED} exists with {_channels(existing)} channels; the "
+                         "watershed has 1: give the output another path or delete it")
+    encoding = scale.get("encoding", "raw")
+    if encoding not in WATERSHED_ENCODINGS:
+        raise InputError(f"data_source.WATERSHED: {ds.WATERSHED} exists stored as {encoding}, which cannot hold "
+                         f"uint64 ids exactly (the ingest writes {', '.join(WATERSHED_ENCODINGS)}): give the output "
+                         "another path or delete it")
+    _check_codec("WATERSHED", ds.WATERSHED, existing, 0, section="data_source")
     if scale.get("sharding"):
         raise InputError(f"data_source.WATERSHED: {ds.WATERSHED} exists and is sharded; the ingest writes it chunk "
                          "by chunk, as unsharded storage files: give the output another path or delete it")
@@ -305,7 +349,14 @@ def check_segmentation_volumes(settings, mip: int, chunk_size) -> dict:
     return {"geometry": geometry, "in_place": False, "watershed_info": None}
 
 
-def _check_codec(key, url, info, mip):
+def _channels(info: dict) -> int:
+    try:
+        return int(info.get("num_channels", 1))
+    except (TypeError, ValueError):
+        return -1
+
+
+def _check_codec(key, url, info, mip, section="ingest_config"):
     """A volume whose encoding this worker could not decode fails here, not at its first chunk."""
     from cloudvolume import chunks
     encoding = _scale(info, mip).get("encoding", "raw")
@@ -314,7 +365,7 @@ def _check_codec(key, url, info, mip):
             raise ImportError(f"cloud-volume does not read {encoding!r}")
         chunks.check_installed(encoding)
     except ImportError as exc:
-        raise InputError(f"ingest_config.{key}: {url} is stored as {encoding}, which cannot be decoded here: "
+        raise InputError(f"{section}.{key}: {url} is stored as {encoding}, which cannot be decoded here: "
                          f"{exc}") from None
 
 

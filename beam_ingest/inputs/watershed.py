@@ -118,6 +118,11 @@ def _read_raw_info(cloudpath: str, where: str):
 
 def read_watershed_info(path: str, mip: int = 0) -> WatershedInfo:
     """Bounds and resolution at `mip` of the precomputed volume at `path` (opened with CloudVolume)."""
+    from ..deadline import within
+    return within(f"watershed info {path.rstrip('/')}/info", _read_watershed_info, path, mip)
+
+
+def _read_watershed_info(path: str, mip: int) -> WatershedInfo:
     where = f"watershed info {path.rstrip('/')}/info"
     cloudpath = _cloudvolume_path(path, where)
     from cloudvolume import CloudVolume  # here, not at the top: its import takes ~0.5 s
@@ -168,5 +173,6 @@ def read_watershed_info(path: str, mip: int = 0) -> WatershedInfo:
 
 def read_info(path: str) -> dict:
     """The whole `info` JSON of the precomputed volume at `path` (any form read_watershed_info takes)."""
+    from ..deadline import within
     where = f"info {path.rstrip('/')}/info"
-    return _read_raw_info(_cloudvolume_path(path, where), where)
+    return within(where, _read_raw_info, _cloudvolume_path(path, where), where)

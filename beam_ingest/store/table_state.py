@@ -83,6 +83,8 @@ def run_inputs(settings, raw: bool, pcg_version: int = 2, segmentation: dict | N
         out["segmentation"] = {"SUPERVOXELS": ic.SUPERVOXELS, "OBJECTS": ic.OBJECTS, "AFFINITIES": ic.AFFINITIES}
         if segmentation.get("fill_missing"):  # absent otherwise: earlier runs' identities stay as they were
             out["segmentation"]["fill_missing"] = True
+        if ic.SV_MAP:  # an output too: a continue must not skip chunks whose SV_MAP files were never written
+            out["segmentation"]["SV_MAP"] = ic.SV_MAP
     if pcg_version != 2:  # absent for version 2: the identities of earlier runs stay as they were
         out["pcg_version"] = int(pcg_version)
     if raw:

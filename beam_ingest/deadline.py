@@ -1,0 +1,40 @@
+"""A deadline for one storage call, so that storage which never answers ends the run.
+
+cloud-files sets no timeout on http(s) reads, and a server that accepts a connection and
+never replies holds the caller forever. `within` runs the call on a daemon thread and gives
+up after the deadline with an `InputError` naming what was asked of which path; the stuck
+thread is left behind (it cannot be cancelled) and does not keep the process alive.
+"""
+from __future__ import annotations
+
+import threading
+
+from .inputs.precomputed import InputError
+
+STORAGE_DEADLINE_S = 60.0  # one request, with cloud-files' own retries; healthy storage answers in far less
+
+
+class StorageTimeout(InputError):
+    pass
+
+
+def within(what: str, fn, *args, seconds: float | None = None, **kwargs):
+    """`fn(*args, **kwargs)`, or StorageTimeout("<what>: no answer in N s") after the deadline."""
+    seconds = STORAGE_DEADLINE_S if seconds is None else seconds
+    outcome = {}
+
+    def call():
+        try:
+            outcome["value"] = fn(*args, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=call, name="storage-call", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise StorageTimeout(f"{what}: no answer in {seconds:.0f} s (the storage accepts connections but does not "
+                             "reply)")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")

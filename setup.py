@@ -1,17 +1,22 @@
 """Packaging for Dataflow workers (`--setup_file ./setup.py`) and local installs."""
 import os
+import re
 
 import setuptools
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+with open(os.path.join(HERE, "beam_ingest", "__init__.py")) as fh:
+    VERSION = re.search(r'__version__ = "([^"]+)"', fh.read()).group(1)
 with open(os.path.join(HERE, "requirements.txt")) as fh:
     REQUIREMENTS = [line.strip() for line in fh if line.strip() and not line.startswith("#")]
 
 setuptools.setup(
     name="beam-chunkedgraph-ingest",
-    version="0.1.0",
+    version=VERSION,
     description="PyChunkedGraph ingest as one Apache Beam batch pipeline",
     packages=setuptools.find_packages(include=["beam_ingest", "beam_ingest.*"]),
     python_requires=">=3.10",
     install_requires=REQUIREMENTS,
+    extras_require={"test": ["kvdbclient==0.6.0"]},
+    entry_points={"console_scripts": ["beam-ingest = beam_ingest.cli:main"]},
 )

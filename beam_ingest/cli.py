@@ -1,4 +1,5 @@
-"""Operator commands: `python -m beam_ingest {generate,inspect,demo} ...`."""
+"""The command line: `beam-ingest ingest ...` (the ingest) and the operator commands
+(`generate`, `inspect`, `demo`, `status`, `verify`, ...); also `python -m beam_ingest`."""
 from __future__ import annotations
 
 import argparse
@@ -161,10 +162,9 @@ def cmd_demo(args):
     """Generate a small dataset, ingest it into an emulator, print the summary and one chain."""
     import time
 
+    from . import ingest as pipeline
     from .emulator import Emulator
     from .synthetic import SyntheticSpec, generate
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    import pipeline
 
     extra = []
     args.out = args.out or ("demo_segmentation" if args.segmentation else "demo_data")
@@ -416,10 +416,22 @@ def cmd_estimate(args):
 
 
 def main(argv=None) -> int:
-    parser = OneLineParser(prog="python -m beam_ingest", epilog=EXAMPLES,
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv == ["--version"]:  # at once, before Beam's import
+        from . import __version__
+        print(f"beam-ingest {__version__}")
+        return 0
+    if argv[:1] == ["ingest"]:  # the ingest itself, with its own strict options (as pipeline.py)
+        from .ingest import main as ingest_main
+        return ingest_main(argv[1:])
+    parser = OneLineParser(prog="beam-ingest", epilog=EXAMPLES,
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     description="Operator commands of the Beam ChunkedGraph ingest.")
+                                     description="The Beam ChunkedGraph ingest (`ingest`) and its operator commands. "
+                                                 "Also runs as `python -m beam_ingest`.")
+    from . import __version__
+    parser.add_argument("--version", action="version", version=f"beam-ingest {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("ingest", help="run an ingest: the options of `python pipeline.py` (beam-ingest ingest --help)")
 
     p = sub.add_parser("inspect", help="print an SV's ancestors up to its root, read from Bigtable")
     p.add_argument("--graph_id", required=True, help="table id of the graph")

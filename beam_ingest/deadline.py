@@ -18,9 +18,9 @@ class StorageTimeout(InputError):
     pass
 
 
-def within(what: str, fn, *args, seconds: float | None = None, **kwargs):
-    """`fn(*args, **kwargs)`, or StorageTimeout("<what>: no answer in N s") after the deadline."""
-    seconds = STORAGE_DEADLINE_S if seconds is None else seconds
+def with_deadline(seconds: float, fn, *args, **kwargs):
+    """`fn(*args, **kwargs)` on a daemon thread; TimeoutError if it has not returned after
+    `seconds` (the thread is left behind: it cannot be cancelled)."""
     outcome = {}
 
     def call():
@@ -29,12 +29,23 @@ def within(what: str, fn, *args, seconds: float | None = None, **kwargs):
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
             outcome["error"] = exc
 
-    thread = threading.Thread(target=call, name="storage-call", daemon=True)
+    thread = threading.Thread(target=call, name="deadline-call", daemon=True)
     thread.start()
     thread.join(seconds)
     if thread.is_alive():
-        raise StorageTimeout(f"{what}: no answer in {seconds:.0f} s (the storage accepts connections but does not "
-                             "reply)")
+        raise TimeoutError(f"no answer in {seconds:.0f} s")
     if "error" in outcome:
         raise outcome["error"]
     return outcome.get("value")
+
+
+def within(what: str, fn, *args, seconds: float | None = None, **kwargs):
+    """`fn(*args, **kwargs)`, or StorageTimeout("<what>: no answer in N s") after the deadline."""
+    seconds = STORAGE_DEADLINE_S if seconds is None else seconds
+    try:
+        return with_deadline(seconds, fn, *args, **kwargs)
+    except TimeoutError as exc:
+        if str(exc) != f"no answer in {seconds:.0f} s":
+            raise  # the call's own TimeoutError
+        raise StorageTimeout(f"{what}: no answer in {seconds:.0f} s (the storage accepts connections but does "
+                             "not reply)") from None

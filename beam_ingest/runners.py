@@ -8,8 +8,6 @@ Dataflow (whose dry runs and option checks happen offline) runs a one-element jo
 """
 from __future__ import annotations
 
-import threading
-
 from apache_beam.options.pipeline_options import DirectOptions, PortableOptions, StandardOptions
 
 from .config import ConfigError
@@ -61,27 +59,22 @@ def needs_trial(options) -> bool:
 def trial_run(options, timeout_s: float = TRIAL_TIMEOUT_S) -> None:
     """Run a one-element job on the requested runner; ConfigError naming it if it cannot."""
     import apache_beam as beam
+
+    from .deadline import with_deadline
     name = runner_name(options)
-    outcome = {}
 
     def attempt():
-        try:
-            with beam.Pipeline(options=options) as pipeline:
-                _ = pipeline | "Trial" >> beam.Create([1]) | "Touch" >> beam.Map(lambda x: x)
-            outcome["ok"] = True
-        except BaseException as exc:  # noqa: BLE001 - reported below, whatever it is
-            outcome["error"] = exc
+        with beam.Pipeline(options=options) as pipeline:
+            _ = pipeline | "Trial" >> beam.Create([1]) | "Touch" >> beam.Map(lambda x: x)
 
-    thread = threading.Thread(target=attempt, name="runner-trial", daemon=True)
-    thread.start()
-    thread.join(timeout_s)
-    if thread.is_alive():
+    try:
+        with_deadline(timeout_s, attempt)
+    except TimeoutError:
         raise ConfigError(f"--runner={name}: a one-element trial job did not finish in {timeout_s:.0f} s; is the "
-                          "job server or cluster reachable?")
-    if "error" in outcome:
-        exc = outcome["error"]
+                          "job server or cluster reachable?") from None
+    except Exception as exc:  # whatever the runner raised, as one line naming it
         lines = [line for line in str(exc).strip().splitlines() if line.strip()]
         text = " ".join(lines[-1].split()) if lines else type(exc).__name__
         if len(text) > 600:  # keep the head (what failed) and the tail (Beam's advice)
             text = f"{text[:250]} ... {text[-300:]}"
-        raise ConfigError(f"--runner={name}: cannot run a job here ({type(exc).__name__}: {text})")
+        raise ConfigError(f"--runner={name}: cannot run a job here ({type(exc).__name__}: {text})") from None

@@ -1,0 +1,353 @@
+"""The ingest: build a PyChunkedGraph table with Apache Beam (`run(argv)`, `main(argv)`).
+
+    python pipeline.py --config config.yml --graph_id my_graph
+    beam-ingest ingest --config config.yml --graph_id my_graph      (installed package)
+
+runs on the local runner (in process; add `--direct_running_mode=multi_processing
+--direct_num_workers=N` for worker processes) and writes to the Bigtable instance named by
+the config or the BIGTABLE_* environment variables (BIGTABLE_EMULATOR_HOST for an emulator).
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import logging
+import os
+import sys
+import time
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOptions, SetupOptions,
+                                                  StandardOptions, TestOptions)
+
+from beam_ingest.checkpoint import CheckpointError
+from beam_ingest.config import ConfigError
+from beam_ingest.inputs.precomputed import InputError, PrecomputedReader
+from beam_ingest.inputs.raw import RawReader
+from beam_ingest.launcher import plan_ingest, prepare_table, probe_outputs
+from beam_ingest.options import IngestOptions, check_graph_id, parse_argv
+from beam_ingest.progress import ProgressCache, ProgressMonitor, RedisSettings, layer_totals
+from beam_ingest.report import format_summary, ingest_counters
+from beam_ingest.runners import check_runner, needs_trial, trial_run
+from beam_ingest.store.bigtable import TableError
+from beam_ingest.completion import IncompleteError
+from beam_ingest.transforms import BuildGraph, SinkSpec
+
+# The objects of the imports above (~230k) live as long as the process: moved out of the
+# collector's reach, full collections (cloud-volume's import alone runs two) no longer walk
+# them, 0.2 s of a run's CPU.
+gc.freeze()
+
+log = logging.getLogger("beam_ingest.ingest")
+USER_ERRORS = (ConfigError, InputError, TableError, CheckpointError)
+
+
+class IngestFailed(RuntimeError):
+    """The pipeline failed after the table was created: says that it is partially written."""
+
+
+def check_dataflow_options(options: PipelineOptions):
+    """Clear errors for what a Dataflow job needs, before Beam's own checks."""
+    gcp = options.view_as(GoogleCloudOptions)
+    for name in ("project", "region", "temp_location"):
+        if not getattr(gcp, name):
+            raise ConfigError(f"--{name}: required with --runner=DataflowRunner")
+    for name in ("temp_location", "staging_location"):
+        value = getattr(gcp, name)
+        if value and not value.startswith("gs://"):
+            raise ConfigError(f"--{name}: must be a gs:// path for Dataflow, got {value!r}")
+    setup = options.view_as(SetupOptions)
+    if setup.setup_file and not os.path.exists(setup.setup_file):
+        raise ConfigError(f"--setup_file: {setup.setup_file} does not exist")
+
+
+def check_restart_options(opts, layout):
+    if opts.start_layer == 2:
+        return
+    if not opts.checkpoint_dir:
+        raise ConfigError("--start_layer: needs --checkpoint_dir (the checkpoint of the earlier run)")
+    if not 3 <= opts.start_layer <= layout.layer_count:
+        raise ConfigError(f"--start_layer: must be in 3..{layout.layer_count} for this graph, got {opts.start_layer}")
+    if opts.if_exists != "continue" and not opts.skip_writes:
+        raise ConfigError("--start_layer: continues an earlier run's table; pass --if_exists=continue")
+    if opts.test:
+        raise ConfigError("--start_layer: cannot be combined with --test")
+
+
+def make_reader(plan, raw: bool):
+    ds = plan.settings.data_source
+    if plan.segmentation is not None:
+        from beam_ingest.inputs.volumes import SegmentationReader
+        ic = plan.settings.ingest
+        return SegmentationReader(plan.layout, ds.CV_MIP, ic.SUPERVOXELS, ds.WATERSHED, ds.EDGES, ds.COMPONENTS,
+                                  objects=ic.OBJECTS, affinities=ic.AFFINITIES, sv_map=ic.SV_MAP,
+                                  in_place=plan.segmentation["in_place"],
+                                  fill_missing=plan.segmentation.get("fill_missing", False))
+    if raw:
+        return RawReader(plan.settings.ingest.AGGLOMERATION, plan.layout, ds.DATA_VERSION, plan.resolution,
+                         ds.EDGES, ds.COMPONENTS)
+    return PrecomputedReader(ds.EDGES, ds.COMPONENTS)
+
+
+def print_test_chunks(plan, coords, raw=False):
+    """The per-chunk edge counts a `--test` run starts with (all and active, like the seed's)."""
+    from beam_ingest.hierarchy.layer2 import build_layer2
+    print(f"test run of {len(coords)} layer-2 chunks at the centre, into table {plan.graph_id}")
+    reader = make_reader(plan, raw)
+    if plan.segmentation is not None:  # computed from the volumes here (read again by the run, which writes)
+        chunks = reader.preview(coords)
+    else:
+        chunks = ((coord, reader.read(coord)) for coord in coords)
+    for coord, inputs in chunks:
+        stats = build_layer2(inputs, plan.layout)[3]
+        print(f"  chunk {coord}: {stats.edges} edges ({stats.active_edges} active), {stats.svs} SVs, "
+              f"{stats.nodes} layer-2 nodes")
+
+
+def dry_run_of(options: PipelineOptions) -> bool:
+    """`--dry_run`: Beam reads any value as "dry run" (it is a string option), so only
+    true/false spellings are accepted, and false means false."""
+    value = options.view_as(TestOptions).dry_run
+    if value in (None, False):
+        return False
+    lowered = str(value).strip().lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        options.view_as(TestOptions).dry_run = False  # Beam would take the string "false" as a dry run
+        return False
+    raise ConfigError(f"--dry_run: expected true or false, got {value!r}")
+
+
+def is_dataflow(options: PipelineOptions) -> bool:
+    runner = options.view_as(StandardOptions).runner or ""
+    return "dataflow" in str(runner).lower()
+
+
+def run(argv=None):
+    """Run the ingest; returns `(pipeline result, counters dict, plan)`.
+
+    Counters are empty when the job was not waited for (a Dataflow template launch).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parse_argv(argv)  # unknown options and bad values stop here, before anything is created
+    options = PipelineOptions(argv)
+    opts = options.view_as(IngestOptions)
+    if not opts.config:
+        raise ConfigError("--config: required (path or URL of config.yml)")
+    if not opts.graph_id:
+        raise ConfigError("--graph_id: required (the table id of the graph)")
+    check_graph_id(opts.graph_id, opts.test)
+    if opts.checkpoint_dir:
+        from beam_ingest.locations import check_output
+        check_output("--checkpoint_dir", opts.checkpoint_dir)
+    redis = RedisSettings.from_env()
+    standard = options.view_as(StandardOptions)
+    if standard.runner is None:
+        standard.runner = "FnApiRunner"  # in process; no attempt to download the Prism runner
+    dataflow = is_dataflow(options)
+    dry_run = dry_run_of(options)
+    check_runner(options)
+    if dataflow:
+        check_dataflow_options(options)
+        options.view_as(SetupOptions).save_main_session = False  # DoFns live in the package
+
+    graph_id = opts.graph_id + "-test" if opts.test else opts.graph_id
+    if opts.raw and opts.from_segmentation:
+        raise ConfigError("--raw and --from_segmentation: choose one input")
+    if opts.fill_missing and not opts.from_segmentation:
+        raise ConfigError("--fill_missing: applies to --from_segmentation only")
+    plan = plan_ingest(opts.config, graph_id, raw=opts.raw, segmentation=opts.from_segmentation)
+    if plan.segmentation is not None:
+        plan.segmentation["fill_missing"] = bool(opts.fill_missing)
+    layout = plan.layout
+    check_restart_options(opts, layout)
+    coords = top_layer = None
+    if opts.test:
+        coords = layout.test_coords()
+        top_layer = min(3, layout.layer_count)
+        print_test_chunks(plan, coords, opts.raw)
+    logging.info("graph %s: %d layers, %s layer-2 chunks (%d in all)", plan.graph_id, layout.layer_count,
+                 "x".join(map(str, layout.n_chunks)), layout.chunk_count(2))
+    if not dry_run:  # a dry run writes nothing, not even a probe, and runs no job
+        probe_outputs(plan, opts.raw, opts.checkpoint_dir)
+        if needs_trial(options):
+            trial_run(options)
+    state = None
+    if opts.skip_writes or dry_run:
+        ingest_ms = opts.ingest_timestamp if opts.ingest_timestamp is not None else int(time.time() * 1000)
+        if not opts.skip_writes:
+            from beam_ingest.store.bigtable import resolve_target
+            plan.target = resolve_target(plan.project, plan.instance)
+        from beam_ingest.store.table_state import RunRecord, run_inputs
+        identity = RunRecord(plan.graph_id, ingest_ms, "none", run_inputs(
+            plan.settings, opts.raw, opts.pcg_version, plan.segmentation)).identity
+    else:
+        state = prepare_table(plan, opts.if_exists, opts.ingest_timestamp, opts.table_splits, opts.raw,
+                              restart_layer=opts.start_layer if opts.start_layer > 2 else None,
+                              pcg_version=opts.pcg_version)
+        ingest_ms, identity = plan.ingest_ms, state.record.identity
+    if plan.segmentation is not None and plan.segmentation["watershed_info"] is not None and not dry_run:
+        from beam_ingest.inputs.volumes import create_watershed
+        create_watershed(plan.settings.data_source.WATERSHED, plan.segmentation["watershed_info"])
+    try:
+        if state is not None and state.complete is not None:
+            log.info("table %s is complete already (proven by an earlier run of this graph): nothing to do",
+                     plan.graph_id)
+            return None, {"already_complete": 1, **state.complete}, plan
+        return _run_pipeline(options, opts, plan, layout, coords, top_layer, redis, ingest_ms, identity, state,
+                             dataflow, dry_run)
+    finally:
+        if state is not None:
+            state.claim.release()
+
+
+def _run_pipeline(options, opts, plan, layout, coords, top_layer, redis, ingest_ms, identity, state, dataflow,
+                  dry_run):
+    totals = layer_totals(layout) if not opts.test else {2: len(coords), top_layer: 1}
+    totals = {k: v for k, v in totals.items() if k == "roots" or k >= opts.start_layer}
+    cache = ProgressCache(redis, plan.graph_id, identity) if redis else None
+    resuming = state is not None and not state.fresh and opts.start_layer == 2 and not opts.test
+    if cache is not None and not dry_run and cache.start(totals, reset=not resuming):
+        logging.info("progress of %s recorded in Redis %s:%s (python -m beam_ingest status --graph_id %s)",
+                     plan.graph_id, redis.host, redis.port, plan.graph_id)
+
+    sink = SinkSpec(plan.target, plan.graph_id, ingest_ms, identity=identity,
+                    skip_writes=opts.skip_writes or dry_run, batch_rows=opts.write_batch_rows,
+                    max_inflight=opts.max_inflight_writes, redis=redis, checkpoint_url=opts.checkpoint_dir)
+    reader = make_reader(plan, opts.raw)
+    pipeline = beam.Pipeline(options=options)
+    _ = (pipeline
+         | "BuildGraph" >> BuildGraph(layout, reader, sink, coords=coords, fail_at_layer=opts.fail_at_layer,
+                                      top_layer=top_layer, checkpoint_url=opts.checkpoint_dir,
+                                      start_layer=opts.start_layer, resume=resuming,
+                                      pcg_version=opts.pcg_version))
+    partial = (f"Table {plan.graph_id!r} is partially written. Fix the cause, then rerun with "
+               "--if_exists=continue (same cells as a clean run) or --if_exists=recreate.")
+    if dry_run and not dataflow:
+        # Only DataflowRunner knows --dry_run; any other runner would run the job. Build and
+        # translate it (what a Dataflow dry run checks), run nothing.
+        transforms = len(pipeline.to_runner_api().components.transforms)
+        return None, {"dry_run": 1, "transforms": transforms}, plan
+    try:
+        if dataflow:
+            result = pipeline.run()
+        else:
+            with ProgressMonitor(plan.graph_id, totals, cache):
+                result = pipeline.run()
+                result.wait_until_finish()
+    except Exception as exc:
+        if opts.skip_writes or dry_run:
+            raise
+        raise IngestFailed(f"{exc}\n{partial}") from exc
+    wait = opts.wait
+    if wait is None:
+        wait = not (dataflow and os.environ.get("FLEX_TEMPLATE_PYTHON_PY_FILE"))
+    if dry_run:
+        return result, {"dry_run": 1, "transforms": len(result.job.proto_pipeline.components.transforms)}, plan
+    if not wait:
+        return result, {}, plan
+    result.wait_until_finish()
+    counters = ingest_counters(result)
+    try:
+        mark = check_completion(plan, counters, identity, state)
+    except IncompleteError as exc:
+        raise IngestFailed(f"{exc}\n{partial}") from exc
+    if cache is not None:
+        cache.finish()
+    return result, counters, plan
+
+
+def check_completion(plan, counters, identity, state):
+    """Exit 0 only on proof: this run's proof stage ran, and the table holds its completion mark."""
+    if counters.get("unacknowledged_chunks"):
+        raise IncompleteError(f"{counters['unacknowledged_chunks']} chunk(s) had rows that Bigtable did not "
+                              "acknowledge")
+    if not counters.get("completion_proven"):
+        raise IncompleteError("the run finished without proving every chunk written (no completion proof)")
+    if state is None:
+        return  # --skip_writes: the proof covers the build; no table
+    state.claim.check()
+    from beam_ingest.store.table_state import StateRows
+    mark = StateRows(plan.target, plan.graph_id).completion_mark()
+    if mark is None or mark.get("identity") != identity:
+        raise IncompleteError(f"table {plan.graph_id!r} holds no completion mark of this run")
+    # the whole graph's totals, chunks carried from an earlier run's checkpoint included
+    counters["proven_svs"], counters["proven_rows"] = int(mark.get("svs", 0)), int(mark.get("rows", 0))
+    return mark
+
+
+def _causes(exc):
+    while exc is not None:
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def configure_logging(verbose: bool) -> None:
+    """Our progress lines at INFO; Beam's own messages (and the long traceback it logs when a
+    step fails) only with --verbose, where everything goes to the log at DEBUG."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("apache_beam").setLevel(logging.DEBUG if verbose else logging.CRITICAL)
+
+
+def print_help() -> None:
+    parser = argparse.ArgumentParser(
+        prog="python pipeline.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Any Apache Beam pipeline option (--runner, --project, ...) is accepted too; anything else "
+               "is an error.")
+    IngestOptions._add_argparse_args(parser)
+    parser.print_help()
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in argv or "--help" in argv:
+        print_help()
+        return 0
+    try:
+        verbose = parse_argv(argv).verbose
+    except ConfigError:
+        verbose = False  # run() reports it
+    configure_logging(verbose)
+    start = time.time()
+    try:
+        result, counters, plan = run(argv)
+    except USER_ERRORS as exc:
+        log.debug("stopped", exc_info=True)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except IngestFailed as exc:
+        log.debug("the pipeline failed", exc_info=True)
+        cause = exc.__cause__
+        user_error = next((e for e in _causes(cause) if isinstance(e, USER_ERRORS)), None)
+        first = str(user_error) if user_error else _last_line(cause)
+        print(f"error: {first}\n{str(exc).splitlines()[-1]}", file=sys.stderr)
+        return 2 if user_error else 1
+    except Exception as exc:  # a failure we did not foresee: still one line, details with --verbose
+        log.debug("unexpected failure", exc_info=True)
+        print(f"error: {type(exc).__name__}: {_last_line(exc)} (rerun with --verbose for details)", file=sys.stderr)
+        return 1
+    if counters.get("dry_run"):
+        print(f"dry run of graph {plan.graph_id} ({plan.layout.layer_count} layers, {plan.layout.chunk_count(2)} "
+              f"layer-2 chunks): options, config and inputs checked, a job of {counters['transforms']} transforms "
+              "built; nothing was created, written or run")
+    elif counters.get("already_complete"):
+        print(f"table {plan.graph_id} is complete already: an earlier run of the same graph proved every chunk "
+              f"written ({counters.get('chunks', '?')} chunks, {counters.get('rows', '?')} rows); nothing to do")
+    elif counters:
+        print(format_summary(counters, plan.layout.layer_count, time.time() - start))
+    else:
+        job = getattr(result, "job_id", None)
+        print(f"submitted graph {plan.graph_id} ({plan.layout.layer_count} layers)"
+              + (f" as Dataflow job {job()}" if callable(job) else ""))
+    return 0
+
+
+def _last_line(exc) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[-1] if lines else type(exc).__name__
+
+
+if __name__ == "__main__":
+    sys.exit(main())

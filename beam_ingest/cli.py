@@ -452,7 +452,7 @@ def main(argv=None) -> int:
                         "ingest it with pipeline.py --raw")
     p.add_argument("--data_version", type=int, default=4, choices=(2, 3, 4), help="raw edge record format")
     p.add_argument("--segmentation", action="store_true",
-                   help="write segmentation input instead (spec/segmentation-input.md): supervoxels/, objects/, "
+                   help="write segmentation input instead (docs/segmentation-input.md): supervoxels/, objects/, "
                         "affinities/ precomputed volumes and a config.yml naming them under ingest_config; "
                         "uses --chunks and --seed, not --svs_per_chunk")
     p.add_argument("--chunk_size", type=int_in(1, 1 << 16), nargs=3, default=None, metavar=("X", "Y", "Z"),

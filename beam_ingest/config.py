@@ -1,4 +1,4 @@
-"""config.yml -> typed, validated settings (the seed's keys, spec/input-formats.md)."""
+"""config.yml -> typed, validated settings (the keys of the Redis/rq ingest's config, docs/input-formats.md)."""
 from __future__ import annotations
 
 import dataclasses
@@ -41,7 +41,7 @@ class BackendConfig:
 @dataclasses.dataclass(frozen=True)
 class IngestConfig:
     AGGLOMERATION: str | None = None  # raw agglomeration (--raw)
-    SUPERVOXELS: str | None = None    # --from_segmentation inputs (spec/segmentation-input.md)
+    SUPERVOXELS: str | None = None    # --from_segmentation inputs (docs/segmentation-input.md)
     OBJECTS: str | None = None
     AFFINITIES: str | None = None
     SV_MAP: str | None = None         # --from_segmentation output: per chunk, new id -> original id

@@ -90,7 +90,7 @@ def make_reader(plan, raw: bool):
 
 
 def print_test_chunks(plan, coords, raw=False):
-    """The per-chunk edge counts a `--test` run starts with (all and active, like the seed's)."""
+    """The per-chunk edge counts a `--test` run starts with (all and active, as the Redis/rq ingest printed them)."""
     from beam_ingest.hierarchy.layer2 import build_layer2
     print(f"test run of {len(coords)} layer-2 chunks at the centre, into table {plan.graph_id}")
     reader = make_reader(plan, raw)

@@ -1,7 +1,7 @@
 """Graph layout: layer count, chunk grid per layer, bit masks and node-id encoding.
 
 Everything here is a pure function of the graph config and the watershed bounds
-(spec/table-format.md). Id functions accept scalars or numpy arrays.
+(docs/table-format.md). Id functions accept scalars or numpy arrays.
 """
 from __future__ import annotations
 

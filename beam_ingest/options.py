@@ -125,7 +125,7 @@ class IngestOptions(PipelineOptions):
             parser, "--from_segmentation", False,
             help="Build from segmentation volumes (ingest_config.SUPERVOXELS, optional OBJECTS and AFFINITIES): "
                  "relabel supervoxels into chunk-encoded ids (written to data_source.WATERSHED), extract contacts "
-                 "as edges and write the EDGES/COMPONENTS files on the way (spec/segmentation-input.md).")
+                 "as edges and write the EDGES/COMPONENTS files on the way (docs/segmentation-input.md).")
         add_flag(
             parser, "--fill_missing", False,
             help="With --from_segmentation: a storage file missing from SUPERVOXELS, OBJECTS or AFFINITIES "
@@ -135,7 +135,7 @@ class IngestOptions(PipelineOptions):
             "--pcg_version", type=int, choices=(2, 3), default=2,
             help="PyChunkedGraph table version to write: 2 (default) or 3 (adds family 4 with every non-root "
                  "node's lifted cross edges, layer-1 chunk counters and version 3.1.7, for PyChunkedGraph 3.x "
-                 "servers; spec/table-format-v3.md).")
+                 "servers; docs/table-format.md, version 3).")
         add_flag(
             parser, "--test", False,
             help="A trial run: only the 8 layer-2 chunks at the centre of the dataset (the children of "

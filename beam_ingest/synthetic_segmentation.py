@@ -1,4 +1,4 @@
-"""Synthetic segmentation input (`spec/segmentation-input.md`): precomputed volumes + config.yml.
+"""Synthetic segmentation input (docs/segmentation-input.md): precomputed volumes + config.yml.
 
     python -m beam_ingest generate --segmentation --out seg_data [--chunks 4 4 2] [--no-objects]
 
@@ -6,7 +6,7 @@ writes, with cloud-volume, at mip 0 on one grid (Neuroglancer precomputed, raw e
   supervoxels/   uint64 (or uint32) segmentation with arbitrary original ids, 0 = background
   objects/       uint64 agglomerated segmentation (optional)
   affinities/    float32, 3 channels (x, y, z) (optional)
-and a `config.yml` in the seed format whose WATERSHED / EDGES / COMPONENTS name outputs
+and a `config.yml` in the ingest's format whose WATERSHED / EDGES / COMPONENTS name outputs
 that are NOT created here.
 
 The volume is a Voronoi labelling (each voxel takes its nearest random seed, so there are

@@ -20,9 +20,9 @@ from .hierarchy.roots import build_roots, root_bucket
 from .hierarchy.types import Rows
 from .inputs.segmentation import ChunkPart
 from .layout import ROOT_COUNTER_BUCKETS, GraphLayout
+from .metrics import NAMESPACE
 from .progress import ROOTS as ROOTS_PROGRESS
 
-NAMESPACE = "ingest"
 ENCODE_ROWS = 20_000  # rows pooled per encoding call in the sink
 ROWS = "rows"
 SAVED = "saved"
@@ -418,7 +418,7 @@ class BuildGraph(beam.PTransform):
         layer on, reading layer `start_layer - 1`'s checkpoint and the proofs of the layers
         below (validated here, at once). `resume`: layer-2 chunks that the checkpoint records
         as acknowledged for this run's identity are read back instead of rebuilt.
-        `pcg_version` 3: also the cells PyChunkedGraph 3.x adds (spec/table-format-v3.md)."""
+        `pcg_version` 3: also the cells PyChunkedGraph 3.x adds (docs/table-format.md, version 3)."""
         super().__init__()
         self.lifted = pcg_version >= 3
         self.top_layer = top_layer or layout.layer_count

@@ -7,7 +7,7 @@ of every active edge of the chunk must share a root; where they do not, the mirr
 the edge is looked up in the partner chunk's inputs: a one-sided edge joins nothing by the
 rules (counted), a mirrored one is a mismatch. Cost grows with the sample, not the brain.
 
-Tables of version 3 (spec/table-format-v3.md): also each sampled chunk's layer-1 counter,
+Tables of version 3 (docs/table-format.md, version 3): also each sampled chunk's layer-1 counter,
 its layer-2 nodes' family-4 cells exactly (`[X, partner's layer-2 node]` for every matched
 atomic edge), and for the ancestors of those nodes that each matched edge's row is in their
 `cross_edges_<l>` cell.

@@ -1,4 +1,4 @@
-"""An independent reference of spec/hierarchy.md: plain Python sets and union-find.
+"""An independent reference of docs/hierarchy.md: plain Python sets and union-find.
 
 Slow on purpose (a loop per SV and edge): it shares no code with the build, only the
 protobuf message definitions, so a bug in the vectorized build cannot hide here too.

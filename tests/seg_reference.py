@@ -1,4 +1,4 @@
-"""An independent reference of spec/segmentation-input.md: plain Python loops and dicts.
+"""An independent reference of docs/segmentation-input.md: plain Python loops and dicts.
 
 Slow on purpose, for tiny volumes (~24x24x12): one loop over the voxels and one over the
 voxel pairs (p, p + e_axis). numpy only holds the input arrays; the rules themselves are
@@ -8,7 +8,7 @@ message definitions (for reading what a pipeline wrote).
 Conventions (all keys and values are plain Python ints / floats / tuples):
 - arrays are indexed [x, y, z] and cover the whole volume at CV_MIP; array index 0 on every
   axis is the volume's `voxel_offset`;
-- chunk grid: chunk (0,0,0) starts at the voxel offset (spec/table-format.md, and
+- chunk grid: chunk (0,0,0) starts at the voxel offset (docs/table-format.md, and
   `beam_ingest.layout`), so the layer-2 chunk of array index i on an axis is
   `i // chunk_size` (the offset itself plays no part);
 - a supervoxel piece is `(original id, chunk coord)`; its new id is
@@ -68,7 +68,7 @@ def _chunk(p, chunk_size):
 
 def seg_reference(supervoxels, chunk_size, voxel_offset, chunk_id_of, objects=None, affinities=None,
                   max_segment=None):
-    """The spec's outputs for a whole (tiny) volume; raises ValueError on the spec's error cases.
+    """The outputs docs/segmentation-input.md defines for a whole (tiny) volume; raises ValueError on its error cases.
 
     `chunk_id_of((x, y, z)) -> int`: layer-1 chunk id of a layer-2 chunk coordinate, e.g.
     `lambda c: int(layout.chunk_id(1, *c))`. `max_segment`: the largest segment id a chunk may

@@ -1,4 +1,4 @@
-"""`--from_segmentation` (spec/segmentation-input.md): volumes in, PyChunkedGraph inputs and table out.
+"""`--from_segmentation` (docs/segmentation-input.md): volumes in, PyChunkedGraph inputs and table out.
 
 What the pipeline writes (WATERSHED, EDGES, COMPONENTS) is compared with an independent
 plain-Python reference (tests/seg_reference.py); then the table must equal, cell for cell,

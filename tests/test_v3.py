@@ -1,4 +1,4 @@
-"""Tables for PyChunkedGraph 3.x (`--pcg_version 3`, spec/table-format-v3.md).
+"""Tables for PyChunkedGraph 3.x (`--pcg_version 3`, docs/table-format.md, version 3).
 
 The expected family-4 cells are computed here from the union-find reference's hierarchy
 straight from the definition, with plain Python: for a non-root node X at layer c, the rows

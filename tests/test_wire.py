@@ -194,7 +194,7 @@ def expected_cells(rows: Rows, ts: int):
     for (node, layer), pairs in lifted.items():
         out.append((cells.row_key(node), "4", b"cross_edges_%d" % layer, ts, ("ids", tuple(pairs))))
     for chunk, bucket, value in zip(rows.counter_chunks.tolist(), rows.buckets().tolist(), rows.counter_values.tolist()):
-        key = b"i%020d" % chunk if bucket < 0 else b"i%020d_%d" % (chunk, bucket)  # spec/table-format.md
+        key = b"i%020d" % chunk if bucket < 0 else b"i%020d_%d" % (chunk, bucket)  # docs/table-format.md
         out.append((key, "1", cells.COUNTER, ts, ("counter", value)))
     return sorted(out)
 

@@ -1,4 +1,4 @@
-"""Layer 2: one atomic chunk's supervoxels -> layer-2 nodes (spec/hierarchy.md, Layer 2)."""
+"""Layer 2: one atomic chunk's supervoxels -> layer-2 nodes (docs/hierarchy.md, Layer 2)."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,9 +6,9 @@ import dataclasses
 import numpy as np
 
 from ..arrays import distinct
-from ..inputs.precomputed import ChunkInputs, Edges, InputError, off_grid_text
+from ..chunk_inputs import ChunkInputs, Edges, InputError, off_grid_text
 from ..layout import GraphLayout
-from .graph import components
+from ..graph import components
 from .types import Groups, RootBound, Rows, Summary
 
 
@@ -144,7 +144,7 @@ def build_layer2(inputs: ChunkInputs, layout: GraphLayout, where: str = "", lift
     # Duplicate copies need no removal here: they change neither the SV set nor the
     # components, and the stored cross edges are made distinct below.
     # Edges to a chunk that is not a neighbour (face, edge or corner) are valid input but
-    # unusual (spec/input-formats.md): counted, and reported by the caller.
+    # unusual (docs/input-formats.md): counted, and reported by the caller.
     others = np.concatenate([bt2, cx2])
     far_edges = int(np.count_nonzero(np.any(np.abs(id_coords[others] - np.asarray(inputs.coord)) > 1, axis=1)))
 

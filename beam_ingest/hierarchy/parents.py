@@ -1,4 +1,4 @@
-"""Layer L >= 3: one chunk's children -> their parents (spec/hierarchy.md, Layer L)."""
+"""Layer L >= 3: one chunk's children -> their parents (docs/hierarchy.md, Layer L)."""
 from __future__ import annotations
 
 import dataclasses
@@ -7,7 +7,7 @@ import numpy as np
 
 from ..arrays import distinct_pairs
 from ..layout import GraphLayout
-from .graph import components, min_per_group, pair_keys
+from ..graph import components, min_per_group, pair_keys
 from .types import Groups, RootBound, Rows, Summary
 
 NO_LAYER = np.iinfo(np.int64).max
@@ -49,7 +49,7 @@ def lifted_edges(summary: Summary, row: np.ndarray, partner_row: np.ndarray, lay
 
     Column k of a chain is the edge end's holder at layer k + 2; the holder at layer c is a
     node of layer c, or one of a lower layer carried past c as a singleton, which is the
-    highest ancestor at a layer <= c the spec asks for. Each node takes its rows at its own
+    highest ancestor at a layer <= c that docs/table-format.md asks for. Each node takes its rows at its own
     layer. Returns `(node, layer, partner)` sorted by node, then partner, distinct.
     """
     own_chain, other_chain = summary.edge_chain[row], summary.edge_chain[partner_row]

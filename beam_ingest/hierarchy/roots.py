@@ -1,4 +1,4 @@
-"""Root ids: components whose parent is a root -> root nodes (spec/table-format.md, Counters).
+"""Root ids: components whose parent is a root -> root nodes (docs/table-format.md, Counters).
 
 Root segment ids are `k * 256 + n`. Every chunk sends its root-bound components to one
 bucket `n` (a hash of the chunk id), so the 256 buckets are built in parallel and no single

@@ -8,47 +8,8 @@ import zstandard
 from google.protobuf.message import DecodeError
 
 from ..arrays import run_starts
+from ..chunk_inputs import EDGE_KINDS, ChunkInputs, Edges, InputError, off_grid, off_grid_text  # noqa: F401
 from .protos import ChunkComponentsMsg, ChunkEdgesMsg
-
-EDGE_KINDS = ("in_chunk", "between_chunk", "cross_chunk")
-
-
-class InputError(ValueError):
-    """An input file that cannot be read; the message names the file and chunk."""
-
-
-@dataclasses.dataclass
-class Edges:
-    """Parallel arrays of one edge kind."""
-    ids1: np.ndarray
-    ids2: np.ndarray
-    affinities: np.ndarray
-    areas: np.ndarray
-
-    @classmethod
-    def empty(cls) -> "Edges":
-        return cls(np.empty(0, np.uint64), np.empty(0, np.uint64),
-                   np.empty(0, np.float32), np.empty(0, np.uint64))
-
-    def __len__(self):
-        return len(self.ids1)
-
-
-@dataclasses.dataclass
-class ChunkInputs:
-    """Everything layer 2 needs of one chunk."""
-    coord: tuple[int, int, int]
-    edges: dict[str, Edges]
-    component_svs: np.ndarray     # uint64, the SVs the components file maps
-    component_labels: np.ndarray  # int64, component index of each
-    edges_file: str = ""          # where the edges / components came from, for error messages
-    components_file: str = ""     # ("" when they did not come from one file)
-
-    @classmethod
-    def empty(cls, coord) -> "ChunkInputs":
-        return cls(tuple(coord), {k: Edges.empty() for k in EDGE_KINDS},
-                   np.empty(0, np.uint64), np.empty(0, np.int64))
-
 
 def edges_filename(coord) -> str:
     x, y, z = (int(c) for c in coord)
@@ -58,17 +19,6 @@ def edges_filename(coord) -> str:
 def components_filename(coord) -> str:
     x, y, z = (int(c) for c in coord)
     return f"components_{x}_{y}_{z}.proto"
-
-
-def off_grid(layout, ids) -> np.ndarray:
-    """Mask of the SV ids whose layer-2 chunk coordinate lies outside the layout's chunk grid."""
-    return np.any(layout.coords_of(ids, 1) >= np.asarray(layout.n_chunks, np.int64), axis=1)
-
-
-def off_grid_text(layout, sv) -> str:
-    """`lies in chunk (x, y, z), outside the AxBxC layer-2 chunk grid` for one SV id."""
-    coord = tuple(int(v) for v in layout.coords_of(sv, 1)[0])
-    return f"lies in chunk {coord}, outside the {'x'.join(str(n) for n in layout.n_chunks)} layer-2 chunk grid"
 
 
 def _array(buf: bytes, dtype, what: str, where: str) -> np.ndarray:
@@ -219,7 +169,7 @@ class PrecomputedReader:
         if comps_data is not None:
             n_edges = sum(len(e) for e in inputs.edges.values())
             if len(comps_data) == 0 and n_edges:
-                # A valid empty message is 0 bytes too, but the spec's empty mapping is a
+                # A valid empty message is 0 bytes too, but an empty mapping (docs/input-formats.md) is a
                 # missing file (the raw reader writes none); 0 bytes next to edges is a failed or
                 # truncated write, not "every SV on its own".
                 raise InputError(f"{inputs.components_file} (chunk {coord}): empty file (0 bytes) but {edges_name} "

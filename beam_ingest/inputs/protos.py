@@ -1,4 +1,4 @@
-"""The protobuf messages of spec/input-formats.md, built from descriptors at import.
+"""The protobuf messages of docs/input-formats.md, built from descriptors at import.
 
 Building the descriptors here avoids a protoc step and generated files; the field numbers
 and types are those of PyChunkedGraph's `edges.proto` and `components.proto`.

@@ -1,7 +1,7 @@
 """Raw agglomeration input (`ingest_config.AGGLOMERATION`): sharded edge and remap files.
 
 Reads one layer-2 chunk's in-chunk / between / fake edges and its component mapping by
-the file rules of spec/input-formats.md, and (unless the paths are unset) writes the
+the file rules of docs/input-formats.md, and (unless the paths are unset) writes the
 chunk's EDGES and COMPONENTS files in the precomputed formats, once: a retried chunk
 finds them written and leaves them.
 """
@@ -11,7 +11,7 @@ import itertools
 
 import numpy as np
 
-from ..hierarchy.graph import components, pair_keys
+from ..graph import components, pair_keys
 from .precomputed import (ChunkInputs, Edges, InputError, components_filename, edges_filename, encode_components,
                           encode_edges, off_grid, off_grid_text)
 from .sharded import ShardReader

@@ -1,4 +1,4 @@
-"""Segmentation input (spec/segmentation-input.md): pure numpy, no storage, no Beam.
+"""Segmentation input (docs/segmentation-input.md): pure numpy, no storage, no Beam.
 
 A supervoxel volume with ids of its own becomes one supervoxel per (original id, layer-2
 chunk), numbered `k = 1, 2, ...` by ascending original id inside the chunk; face contacts

@@ -1,4 +1,4 @@
-"""The agglomeration's sharded container (spec/input-formats.md), read with ranged requests.
+"""The agglomeration's sharded container (docs/input-formats.md), read with ranged requests.
 
     bytes 0-3   b"SO01"
     bytes 4-11  uint64 LE offset of the index;  12-19 its length (crc included)

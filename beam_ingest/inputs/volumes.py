@@ -1,6 +1,6 @@
 """`--from_segmentation`: layer-2 inputs computed from segmentation volumes.
 
-Two steps per layer-2 chunk (spec/segmentation-input.md). `read_chunk` reads the chunk's
+Two steps per layer-2 chunk (docs/segmentation-input.md). `read_chunk` reads the chunk's
 SUPERVOXELS (OBJECTS, AFFINITIES) once, writes its WATERSHED region and SV_MAP file, finds
 the contacts inside it, and hands its ids and one-voxel boundary planes to itself and to
 its face neighbours. `read` gets those parts (the neighbours' planes are the chunk's face
@@ -262,7 +262,7 @@ def _scale(info: dict, mip: int) -> dict:
 
 
 def check_segmentation_volumes(settings, mip: int, chunk_size) -> dict:
-    """The launcher's checks of `--from_segmentation`'s volumes (spec/segmentation-input.md);
+    """The launcher's checks of `--from_segmentation`'s volumes (docs/segmentation-input.md);
     raises a ConfigError/InputError naming the key. Returns the plan: `{"geometry":
     WatershedInfo of SUPERVOXELS, "in_place": bool, "watershed_info": info to create or None}`."""
     from ..config import ConfigError

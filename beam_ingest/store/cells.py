@@ -1,4 +1,4 @@
-"""Row keys and cell encodings of the PyChunkedGraph v2 table (spec/table-format.md)."""
+"""Row keys and cell encodings of the PyChunkedGraph v2 table (docs/table-format.md)."""
 from __future__ import annotations
 
 import numpy as np

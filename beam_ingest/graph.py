@@ -1,4 +1,4 @@
-"""Small vectorized graph helpers shared by the layer builds."""
+"""Small vectorized graph helpers shared by the layer builds and the raw input reader."""
 from __future__ import annotations
 
 import numpy as np

@@ -522,3 +522,23 @@ def test_verify_finds_files_another_run_left(tmp_path, graph_id, capsys, mode):
     assert cli(args) == 1
     out = capsys.readouterr().out
     assert f"EDGES file file://{edges_b}/{name}" in out and "is not what the inputs give" in out, out
+
+
+def test_cv_mip_above_0_with_a_written_watershed_is_refused_up_front(tmp_path, graph_id, capsys):
+    """The WATERSHED the ingest writes has a single scale; workers and PyChunkedGraph would open
+    it at CV_MIP and fail (a second scale added to the inputs makes CV_MIP=1 valid for them)."""
+    from cloudvolume import CloudVolume
+    info = generate_segmentation(str(tmp_path / "seg"), SegmentationSpec(seed=57, chunks=(2, 2, 2)))
+    cfg = load(info["config"])
+    for key in ("SUPERVOXELS", "OBJECTS", "AFFINITIES"):
+        cv = CloudVolume(cfg["ingest_config"][key], progress=False)
+        cv.add_scale([2, 2, 1])
+        cv.commit_info()
+    cfg["data_source"]["CV_MIP"] = 1
+    capsys.readouterr()
+    assert pipeline.main(["--config", save(cfg, tmp_path / "mip1.yml"), "--graph_id", graph_id,
+                          "--from_segmentation"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: data_source.CV_MIP: 1 with --from_segmentation"), err
+    assert not open_table(graph_id).exists()
+    assert not os.path.exists(cfg["data_source"]["WATERSHED"].removeprefix("file://"))

@@ -85,3 +85,82 @@ def test_the_wheel_runs_the_demo_and_the_ingest_outside_the_checkout(installed, 
     done = run_outside(installed, work, str(bin_ / "beam-ingest"), "verify", "--config",
                        str(work / "demo_data" / "config.yml"), "--graph_id", "wheel-ingest", env=env)
     assert done.returncode == 0 and "OK: the table matches" in done.stdout, done.stdout + done.stderr
+
+
+def tracked_text_files():
+    names = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split()
+    return [n for n in names if n.endswith((".py", ".md", ".txt", ".yml", ".yaml", ".json", ".sh", ".cfg", ".ini"))
+            or n in ("Dockerfile", "templates/Dockerfile", ".ci/run")]
+
+
+def test_nothing_refers_outside_the_repository():
+    """README, docs, --help, docstrings, comments and tests stand on their own: no path into
+    the team's folders beside the checkout, no `spec/` pages that are not here."""
+    outside = re.compile(r"(\.\./)+shared|\bshared/(spec|design|seed|testing)|(?<![\w/])spec/[\w-]+\.md")
+    found = []
+    for name in tracked_text_files():
+        if name == "tests/test_package.py":
+            continue
+        with open(os.path.join(ROOT, name), errors="replace") as fh:
+            for number, line in enumerate(fh, 1):
+                if outside.search(line):
+                    found.append(f"{name}:{number}: {line.strip()[:100]}")
+    assert not found, "\n".join(found)
+
+
+def test_every_link_in_the_docs_leads_to_a_file_here():
+    link = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
+    broken = []
+    pages = ["README.md"] + [os.path.join("docs", n) for n in sorted(os.listdir(os.path.join(ROOT, "docs")))]
+    for page in pages:
+        with open(os.path.join(ROOT, page)) as fh:
+            text = fh.read()
+        for target in link.findall(text):
+            if re.match(r"\w+://|mailto:", target):
+                continue
+            if not os.path.exists(os.path.normpath(os.path.join(ROOT, os.path.dirname(page), target))):
+                broken.append(f"{page}: {target}")
+    assert not broken, broken
+
+
+def test_the_readme_is_a_start_page():
+    with open(os.path.join(ROOT, "README.md")) as fh:
+        lines = fh.read().splitlines()
+    assert len(lines) <= 260, f"README.md has {len(lines)} lines; details belong in docs/"
+    text = "\n".join(lines)
+    assert "bash tools/install.sh && .venv/bin/python -m beam_ingest demo" in text and "bash .ci/run" in text
+    for page in ("operating.md", "scale.md", "performance.md", "table-format.md", "hierarchy.md",
+                 "input-formats.md", "segmentation-input.md", "pychunkedgraph.md"):
+        assert f"docs/{page}" in text, page
+
+
+def test_the_packages_import_boundaries():
+    """hierarchy/ (the pure algorithms) and inputs/ (the readers) share only the types of
+    chunk_inputs.py; the report reads counters without the Beam stages."""
+    def imports_of(path):
+        with open(path) as fh:
+            tree = ast.parse(fh.read())
+        package = os.path.relpath(os.path.dirname(path), ROOT).replace(os.sep, ".")
+        out = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")[:len(package.split(".")) - node.level + 1]
+                    out.add(".".join(base + ([node.module] if node.module else [])))
+                else:
+                    out.add(node.module or "")
+            elif isinstance(node, ast.Import):
+                out |= {alias.name for alias in node.names}
+        return out
+
+    def modules_under(folder):
+        return [os.path.join(ROOT, "beam_ingest", folder, n) for n in os.listdir(os.path.join(ROOT, "beam_ingest", folder))
+                if n.endswith(".py")]
+
+    for path in modules_under("hierarchy"):
+        assert not any(m.startswith("beam_ingest.inputs") for m in imports_of(path)), path
+    for path in modules_under("inputs"):
+        assert not any(m.startswith("beam_ingest.hierarchy") for m in imports_of(path)), path
+    assert not any(m.startswith("beam_ingest.transforms") for m in imports_of(os.path.join(ROOT, "beam_ingest",
+                                                                                             "report.py")))

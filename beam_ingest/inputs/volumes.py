@@ -310,6 +310,10 @@ def check_segmentation_volumes(settings, mip: int, chunk_size) -> dict:
             raise InputError(f"data_source.WATERSHED names SUPERVOXELS, whose ids are {sv_info.get('data_type')}; "
                              "chunk-encoded ids need uint64: give WATERSHED a path of its own")
         return {"geometry": geometry, "in_place": True, "watershed_info": None}
+    if mip != 0:
+        raise InputError(f"data_source.CV_MIP: {mip} with --from_segmentation: the WATERSHED the ingest writes has one "
+                         "scale (the volumes' at CV_MIP), which PyChunkedGraph opens at mip CV_MIP; use CV_MIP: 0 on "
+                         "volumes whose first scale is the one to ingest, or WATERSHED = SUPERVOXELS (in place)")
     storage = _storage_chunk(chunk_size)
     wanted = {"type": "segmentation", "data_type": "uint64", "num_channels": 1, "scales": [{
         "key": "_".join(f"{r:g}" for r in geometry.resolution), "resolution": list(geometry.resolution),

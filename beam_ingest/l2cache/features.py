@@ -1,0 +1,308 @@
+"""Features of every layer-2 node of one chunk, for CAVE's L2 cache (docs/l2cache.md).
+
+`chunk_features` computes all nodes of a chunk at once: one distance transform of the chunk,
+then a fixed number of numpy passes over its voxels whatever the number of nodes (bincounts
+and `ufunc.at` reductions keyed by each voxel's node index, shifted comparisons for the area)
+and one batched `eigh` over every node's 3x3 scatter matrix. `row_cells` and `meta_cells`
+give the table's cells as bytes; `chunk_volume` builds the label volume from a chunk's
+watershed block and the supervoxels' layer-2 parents.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import pickle
+
+import edt
+import fastremap
+import numpy as np
+
+from .. import __version__
+from ..store.ragged import decimal_keys
+
+FAMILY = "0"                            # every cell of the cache
+FAMILIES = ("0", "1", "2", "3", "4")    # the families the table is created with
+META_ROW = b"meta"
+VERSION_ROW = b"version"
+PICKLE_PROTOCOL = 4                     # fixed, so the meta cell does not change with Python
+
+PCA_MIN_UM3 = 0.01                      # smaller nodes get empty `pca` / `pca_val` cells
+PCA_SAMPLE_POINTS = 10_000              # singular values are scaled to this many points
+
+# qualifier -> little-endian dtype of its cell
+CELL_DTYPES = {
+    b"size_nm3": "<u4",
+    b"area_nm2": "<u4",
+    b"max_dt_nm": "<u2",
+    b"mean_dt_nm": "<f2",
+    b"rep_coord_nm": "<u2",
+    b"chunk_intersect_count": "<u2",
+    b"pca": "<f2",
+    b"pca_val": "<f4",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Features:
+    """One chunk's layer-2 nodes as columns, ascending id: row i describes node `ids[i]`."""
+    ids: np.ndarray        # uint64 (n,)
+    size: np.ndarray       # int64 (n,): voxels in the chunk
+    area: np.ndarray       # float64 (n,): nm²
+    max_dt: np.ndarray     # int64 (n,): nm, each voxel's distance truncated
+    mean_dt: np.ndarray    # float64 (n,): nm
+    rep_coord: np.ndarray  # int64 (n, 3): chunk-local voxel x, y, z
+    intersect: np.ndarray  # int64 (n, 2, 3): voxels at [[x==0, y==0, z==0], [x==X-1, y==Y-1, z==Z-1]]
+    has_pca: np.ndarray    # bool (n,): False below 0.01 µm³, whose `pca` cells are empty
+    pca: np.ndarray        # float64 (n, 3, 3): unit axes as rows, decreasing singular value; 0 where not has_pca
+    pca_val: np.ndarray    # float64 (n, 3): singular values, decreasing; 0 where not has_pca
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Voxels:
+    """The chunk's labelled voxels in C order of the (x, y, z) array."""
+    flat_index: np.ndarray  # int64, ascending
+    node: np.ndarray        # intp: index into the node columns
+    coords: tuple           # x, y, z: int64 each
+
+
+def chunk_features(labels: np.ndarray, resolution) -> Features:
+    """Features of every non-zero label of `labels`, a chunk's full (X, Y, Z) box of layer-2
+    ids (0 = background or outside the dataset), with voxels of `resolution` nm (x, y, z)."""
+    labels = np.asarray(labels)
+    if labels.ndim != 3 or labels.dtype.kind != "u":
+        raise ValueError(f"labels must be a 3-D unsigned integer array, not {labels.dtype} {labels.shape}")
+    resolution = np.asarray(resolution, np.float64).reshape(3)
+    ids, ranks = _ranked_labels(labels)
+    n = len(ids)
+    voxels = _labelled_voxels(ranks)
+    size = np.bincount(voxels.node, minlength=n)
+    dt = truncated_distance_transform(ranks, resolution).ravel()[voxels.flat_index]
+    max_dt = np.zeros(n, np.int64)
+    np.maximum.at(max_dt, voxels.node, dt)
+    has_pca = ~(size * np.prod(resolution) / 1e9 < PCA_MIN_UM3)
+    pca, pca_val = principal_axes(voxels, size, has_pca, resolution)
+    return Features(
+        ids=ids,
+        size=size,
+        area=surface_areas(ranks, n, resolution),
+        max_dt=max_dt,
+        mean_dt=np.bincount(voxels.node, dt, minlength=n) / size,
+        rep_coord=representative_voxels(voxels, dt, size, resolution, ranks.shape),
+        intersect=face_counts(ranks, n),
+        has_pca=has_pca,
+        pca=pca,
+        pca_val=pca_val,
+    )
+
+
+def _ranked_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The sorted non-zero ids, and the volume of each voxel's 1-based rank among them (0 =
+    background). fastremap's renumbering (by first appearance, no sort of the voxels) and a
+    lookup table to sorted order: ~20x faster than `np.unique(return_inverse=True)`."""
+    renumbered, mapping = fastremap.renumber(labels, preserve_zero=True, in_place=False)
+    originals = np.fromiter(mapping.keys(), np.uint64, len(mapping))
+    numbers = np.fromiter(mapping.values(), np.int64, len(mapping))
+    order = np.argsort(originals)
+    originals, numbers = originals[order], numbers[order]
+    nonzero = originals != 0
+    ids = originals[nonzero]
+    rank_of_number = np.zeros(int(numbers.max(initial=0)) + 1, np.uint32)
+    rank_of_number[numbers[nonzero]] = np.arange(1, len(ids) + 1, dtype=np.uint32)
+    return ids, rank_of_number[renumbered]
+
+
+def _labelled_voxels(ranks: np.ndarray) -> _Voxels:
+    flat_index = np.flatnonzero(ranks)
+    _, y_size, z_size = ranks.shape
+    x, rest = np.divmod(flat_index, y_size * z_size)
+    y, z = np.divmod(rest, z_size)
+    return _Voxels(flat_index, ranks.ravel()[flat_index].astype(np.intp) - 1, (x, y, z))
+
+
+def truncated_distance_transform(labels: np.ndarray, resolution) -> np.ndarray:
+    """Each voxel's distance in nm to the nearest voxel of another label (background
+    included; the chunk's border is no boundary), truncated to an integer (int64).
+
+    A chunk holding a single label and no background has no boundary at all (edt gives
+    infinity); its distances count as 0, which is what PCGL2Cache's integer cast of infinity
+    yields."""
+    distance = edt.edt(labels, anisotropy=tuple(float(r) for r in resolution), black_border=False, parallel=1)
+    distance[~np.isfinite(distance)] = 0
+    return distance.astype(np.int64)
+
+
+def representative_voxels(voxels: _Voxels, dt: np.ndarray, size: np.ndarray, resolution: np.ndarray,
+                          shape) -> np.ndarray:
+    """Per node, the voxel maximising `dt * (1 - d / max d)` (d = nm from the node's mean
+    voxel), the smallest C-order flat index among equal scores; (n, 3) x, y, z."""
+    n, node = len(size), voxels.node
+    squared = None
+    for axis_coords, r in zip(voxels.coords, resolution):
+        mean = np.bincount(node, axis_coords, minlength=n) / size
+        offset = (axis_coords - mean[node]) * r
+        squared = offset * offset if squared is None else squared + offset * offset
+    distance = np.sqrt(squared)  # the same operations, in the same order, as np.linalg.norm(axis=1)
+    farthest = np.zeros(n)
+    np.maximum.at(farthest, node, distance)
+    single = size[node] == 1  # w is 0/0 there: the node's only voxel wins whatever its score
+    with np.errstate(invalid="ignore", divide="ignore"):
+        score = np.where(single, 0.0, dt * (1 - distance / farthest[node]))
+    best = np.full(n, -np.inf)
+    np.maximum.at(best, node, score)
+    winner = score == best[node]
+    first = np.full(n, np.iinfo(np.int64).max)
+    np.minimum.at(first, node[winner], voxels.flat_index[winner])
+    return np.stack(np.unravel_index(first, shape), axis=1).astype(np.int64)
+
+
+def face_counts(ranks: np.ndarray, n: int) -> np.ndarray:
+    """(n, 2, 3): each node's voxels on the chunk's low faces x, y, z, then its high faces."""
+    out = np.zeros((n, 2, 3), np.int64)
+    for axis in range(3):
+        for side, index in enumerate((0, ranks.shape[axis] - 1)):
+            face = np.take(ranks, index, axis=axis)
+            out[:, side, axis] = np.bincount(face.ravel(), minlength=n + 1)[1:]
+    return out
+
+
+def surface_areas(ranks: np.ndarray, n: int, resolution: np.ndarray) -> np.ndarray:
+    """nm² per node: every face between two voxels of different labels inside the chunk counts
+    for each non-background side. Summed as x, then y, then z faces, as PCGL2Cache does."""
+    rx, ry, rz = resolution
+    face_area = (ry * rz, rx * rz, rx * ry)
+    area = np.zeros(n)
+    for axis in range(3):
+        high = ranks[(slice(None),) * axis + (slice(1, None),)]
+        low = ranks[(slice(None),) * axis + (slice(None, -1),)]
+        differ = high != low
+        faces = np.bincount(high[differ], minlength=n + 1) + np.bincount(low[differ], minlength=n + 1)
+        area = area + faces[1:] * face_area[axis]
+    return area
+
+
+def principal_axes(voxels: _Voxels, size: np.ndarray, has_pca: np.ndarray,
+                   resolution: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 3, 3) axes and (n, 3) singular values of each node's centred voxel positions in nm
+    (zeros where not `has_pca`).
+
+    One batched `eigh` of the nodes' scatter matrices gives the axes. The singular values are
+    then the norms of the centred points projected on each axis, not the square roots of the
+    eigenvalues: those lose half the digits for a thin node (the error of an eigenvalue is
+    ~eps * the largest one), the projections are as accurate as an SVD of the points.
+    Rows of exactly equal singular values (a symmetric node) keep eigh's order (for an
+    axis-aligned node: x, then y, then z)."""
+    n = len(size)
+    pca, pca_val = np.zeros((n, 3, 3)), np.zeros((n, 3))
+    selected = has_pca[voxels.node]
+    if not selected.any():
+        return pca, pca_val
+    node = voxels.node[selected]
+    centred = []
+    for axis_coords, r in zip(voxels.coords, resolution):
+        points = axis_coords[selected] * r
+        centred.append(points - (np.bincount(node, points, minlength=n) / size)[node])
+    # N < 3: the points are taken three times over, which triples every sum of squares
+    repeats = np.where(size < 3, 3.0, 1.0)
+    scatter = np.empty((n, 3, 3))
+    for i in range(3):
+        for j in range(i, 3):
+            scatter[:, i, j] = scatter[:, j, i] = np.bincount(node, centred[i] * centred[j], minlength=n)
+    _, vectors = np.linalg.eigh(scatter[has_pca])
+    axes = np.zeros((n, 3, 3))
+    axes[has_pca] = np.swapaxes(vectors, 1, 2)  # rows, ascending eigenvalue
+    squares = np.zeros((n, 3))
+    for k in range(3):
+        along = centred[0] * axes[:, k, 0][node]
+        along += centred[1] * axes[:, k, 1][node]
+        along += centred[2] * axes[:, k, 2][node]
+        squares[:, k] = np.bincount(node, along * along, minlength=n)
+    values = np.sqrt(squares * repeats[:, None])
+    many = size > PCA_SAMPLE_POINTS
+    values[many] *= np.sqrt(PCA_SAMPLE_POINTS / size[many])[:, None]
+    order = np.argsort(-values, axis=1, kind="stable")  # equal values keep eigh's order
+    values = np.take_along_axis(values, order, axis=1)
+    axes = np.take_along_axis(axes, order[:, :, None], axis=1)
+    pca[has_pca], pca_val[has_pca] = _signed(axes[has_pca]), values[has_pca]
+    return pca, pca_val
+
+
+def _signed(axes: np.ndarray) -> np.ndarray:
+    """Each row flipped so that its entry of largest absolute value is positive. The entries
+    are compared as stored (float16), the first of equals winning: a row like (1, -1, 0)/√2
+    then gets one sign, not one chosen by the last bits of a float64."""
+    stored = np.abs(axes.astype(np.float16))
+    largest = np.argmax(stored, axis=-1)[..., None]
+    return axes * np.sign(np.take_along_axis(axes, largest, axis=-1))
+
+
+def row_cells(features: Features) -> list[tuple[bytes, list[tuple[bytes, bytes]]]]:
+    """Each node's row: `(row key, [(qualifier, value), ...])`, family "0", in id order.
+    The row key is the id as 20 decimal digits; values are raw little-endian bytes, and
+    `pca` / `pca_val` are empty (shapes (0, 3) and (0,)) for a node below 0.01 µm³."""
+    n = len(features)
+    if n == 0:
+        return []
+    columns = {
+        b"size_nm3": features.size,
+        b"area_nm2": features.area,
+        b"max_dt_nm": features.max_dt,
+        b"mean_dt_nm": features.mean_dt,
+        b"rep_coord_nm": features.rep_coord,
+        b"chunk_intersect_count": features.intersect,
+        b"pca": features.pca,
+        b"pca_val": features.pca_val,
+    }
+    values = {qualifier: _bytes_per_row(column, CELL_DTYPES[qualifier]) for qualifier, column in columns.items()}
+    for qualifier in (b"pca", b"pca_val"):
+        values[qualifier] = [cell if keep else b"" for cell, keep in zip(values[qualifier], features.has_pca)]
+    keys = _bytes_per_row(decimal_keys(features.ids), np.uint8)
+    qualifiers = list(values)
+    return [(key, list(zip(qualifiers, cells))) for key, cells in zip(keys, zip(*values.values()))]
+
+
+def _bytes_per_row(column: np.ndarray, dtype) -> list[bytes]:
+    """Row i of `column` cast to `dtype` as raw bytes. Casts as PCGL2Cache's: integers wrap,
+    a float16 beyond 65504 is inf."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        raw = np.ascontiguousarray(column.astype(dtype)).view(np.uint8).reshape(len(column), -1)
+    return raw.view(f"V{raw.shape[1]}").ravel().tolist()
+
+
+def meta_cells(graph_id: str, cv_path: str, ingest_ms: int) -> list[tuple[bytes, list[tuple[bytes, bytes]]]]:
+    """The table's `meta` and `version` rows, as `row_cells` gives rows (family "0").
+
+    `meta:meta` is a pickle (protocol 4) of `{"graph_id", "cv_path", "timestamp"}`, the
+    timestamp being the ingest's time, `ingest_ms` ms since the epoch, in UTC as
+    "%Y-%m-%d %H:%M:%S"; `version:version` is this package's version (`beam_ingest.__version__`),
+    the program that wrote the table."""
+    when = datetime.datetime.fromtimestamp(int(ingest_ms) // 1000, tz=datetime.timezone.utc)
+    meta = {"graph_id": graph_id, "cv_path": cv_path or "", "timestamp": when.strftime("%Y-%m-%d %H:%M:%S")}
+    return [(META_ROW, [(b"meta", pickle.dumps(meta, protocol=PICKLE_PROTOCOL))]),
+            (VERSION_ROW, [(b"version", __version__.encode())])]
+
+
+def chunk_volume(watershed: np.ndarray, chunk_size, svs: np.ndarray, l2ids: np.ndarray) -> np.ndarray:
+    """The chunk's full `chunk_size` (x, y, z) box of layer-2 ids, C order, uint64.
+
+    `watershed` is the chunk's block of supervoxel ids, smaller than `chunk_size` along an
+    axis at the dataset's far edge (the rest of the box is 0); `svs` (ascending) and `l2ids`
+    say each supervoxel's layer-2 parent. Supervoxels not in `svs`, those whose parent is 0,
+    and background are 0."""
+    watershed = np.asarray(watershed)
+    chunk_size = tuple(int(c) for c in chunk_size)
+    if watershed.ndim != 3 or any(w > c for w, c in zip(watershed.shape, chunk_size)):
+        raise ValueError(f"watershed block {watershed.shape} does not fit a chunk of {chunk_size}")
+    svs, l2ids = np.asarray(svs, np.uint64), np.asarray(l2ids, np.uint64)
+    numbers, mapping = fastremap.renumber(watershed, preserve_zero=True, in_place=False)
+    present = np.fromiter(mapping.keys(), np.uint64, len(mapping))
+    number = np.fromiter(mapping.values(), np.int64, len(mapping))
+    slot = np.minimum(np.searchsorted(svs, present), max(len(svs) - 1, 0))
+    found = (present != 0) & (svs[slot] == present) if len(svs) else np.zeros(len(present), bool)
+    parent_of_number = np.zeros(int(number.max(initial=0)) + 1, np.uint64)
+    parent_of_number[number[found]] = l2ids[slot[found]]
+    out = np.zeros(chunk_size, np.uint64)
+    out[tuple(slice(0, w) for w in watershed.shape)] = parent_of_number[numbers]
+    return out

@@ -78,7 +78,12 @@ def summary_name(layer: int, coord) -> str:
 
 
 def roots_name(layer: int, part: RootBound) -> str:
-    return f"roots/layer{layer}_{int(part.source_chunk)}.npz"
+    return roots_file(layer, part.source_chunk)
+
+
+def roots_file(layer: int, source_chunk: int) -> str:
+    """The root-bound components of the layer-`layer` chunk with id `source_chunk`."""
+    return f"roots/layer{layer}_{int(source_chunk)}.npz"
 
 
 def complete_name(kind: str, layer: int) -> str:
@@ -147,12 +152,15 @@ def acknowledged_layer2(url: str, identity: str) -> tuple[np.ndarray, np.ndarray
     return np.concatenate(coords), np.concatenate(counts)
 
 
-def saved_layer2(url: str, coords) -> tuple[list[str], list[str]]:
-    """Of these layer-2 chunks, the summary files saved under `url`, and all layer-2 root-bound files."""
-    cf = _cloudfiles(url)
-    wanted = {summary_name(2, c) for c in coords}
-    summaries = sorted(n for n in cf.list(prefix="layer2/") if n in wanted)
-    return summaries, sorted(cf.list(prefix="roots/layer2_"))
+def saved_summaries(url: str, layer: int, coords) -> dict:
+    """Of these chunks of `layer`, those whose summary file is saved under `url`: {coord: file name}."""
+    wanted = {summary_name(layer, c): tuple(int(v) for v in c) for c in coords}
+    return {wanted[n]: n for n in _cloudfiles(url).list(prefix=f"layer{layer}/") if n in wanted}
+
+
+def list_roots(url: str, layer: int) -> list[str]:
+    """Every root-bound file saved for `layer` (complete or not)."""
+    return sorted(_cloudfiles(url).list(prefix=f"roots/layer{layer}_"))
 
 
 def read_file(url: str, name: str) -> bytes:

@@ -58,3 +58,25 @@ def off_grid_text(layout, sv) -> str:
     """`lies in chunk (x, y, z), outside the AxBxC layer-2 chunk grid` for one SV id."""
     coord = tuple(int(v) for v in layout.coords_of(sv, 1)[0])
     return f"lies in chunk {coord}, outside the {'x'.join(str(n) for n in layout.n_chunks)} layer-2 chunk grid"
+
+
+class ChunkReader:
+    """What the layer-2 build reads a chunk's inputs with; the precomputed, raw and
+    segmentation readers implement it.
+
+    `read(element)` returns the chunk's `ChunkInputs`. An element is what the stage before
+    the build hands it: a chunk coordinate, or, for readers that need their neighbours' data,
+    a coordinate with that data (`coord_of` names the chunk). A reader is pickled to the
+    workers without clients; `connect()` opens them there, once per worker. `requests` and
+    `rounds` count storage calls and sequential round trips, for the counters."""
+    requests = 0
+    rounds = 0
+
+    def connect(self) -> None:
+        pass
+
+    def coord_of(self, element) -> tuple:
+        return tuple(int(c) for c in element)
+
+    def read(self, element) -> ChunkInputs:
+        raise NotImplementedError

@@ -4,7 +4,7 @@ The sink reports, per chunk, how many entries it queued and how many Bigtable ac
 (`Acks`); a chunk counts only when the two are equal. Per layer, the acknowledged chunks
 must be exactly the layer's chunks (`check_layer`); over the whole run, the cell totals
 must agree: every supervoxel and every non-root node has a parent cell
-(`check_totals`). Pure functions on numpy arrays; the Beam wiring is in transforms.py.
+(`check_totals`). Pure functions on numpy arrays; the Beam wiring is in sink.py and build_graph.py.
 """
 from __future__ import annotations
 

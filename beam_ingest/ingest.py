@@ -31,7 +31,8 @@ from beam_ingest.report import format_summary, ingest_counters
 from beam_ingest.runners import check_runner, needs_trial, trial_run
 from beam_ingest.store.bigtable import TableError
 from beam_ingest.completion import IncompleteError
-from beam_ingest.transforms import BuildGraph, SinkSpec
+from beam_ingest.build_graph import BuildGraph, FileChunks, FromCheckpoint, FromInputs, VolumeChunks
+from beam_ingest.sink import SinkSpec
 
 # The objects of the imports above (~230k) live as long as the process: moved out of the
 # collector's reach, full collections (cloud-volume's import alone runs two) no longer walk
@@ -87,6 +88,20 @@ def make_reader(plan, raw: bool):
         return RawReader(plan.settings.ingest.AGGLOMERATION, plan.layout, ds.DATA_VERSION, plan.resolution,
                          ds.EDGES, ds.COMPONENTS)
     return PrecomputedReader(ds.EDGES, ds.COMPONENTS)
+
+
+def starting_point(plan, opts, coords, identity: str, resuming: bool):
+    """Where the build starts, with what an earlier run left in the checkpoint (read here,
+    before the job is built)."""
+    from beam_ingest import restart
+    if opts.start_layer > 2:
+        return FromCheckpoint(opts.start_layer, restart.restart_at(opts.checkpoint_dir, identity, opts.start_layer))
+    saved = restart.NOTHING
+    if resuming and opts.checkpoint_dir:
+        saved = restart.resume_layer2(opts.checkpoint_dir, identity, plan.layout)
+    reader = make_reader(plan, opts.raw)
+    layer2 = VolumeChunks(reader) if plan.segmentation is not None else FileChunks(reader)
+    return FromInputs(layer2, coords, saved)
 
 
 def print_test_chunks(plan, coords, raw=False):
@@ -215,13 +230,11 @@ def _run_pipeline(options, opts, plan, layout, coords, top_layer, redis, ingest_
     sink = SinkSpec(plan.target, plan.graph_id, ingest_ms, identity=identity,
                     skip_writes=opts.skip_writes or dry_run, batch_rows=opts.write_batch_rows,
                     max_inflight=opts.max_inflight_writes, redis=redis, checkpoint_url=opts.checkpoint_dir)
-    reader = make_reader(plan, opts.raw)
+    start = starting_point(plan, opts, coords, identity, resuming)
     pipeline = beam.Pipeline(options=options)
     _ = (pipeline
-         | "BuildGraph" >> BuildGraph(layout, reader, sink, coords=coords, fail_at_layer=opts.fail_at_layer,
-                                      top_layer=top_layer, checkpoint_url=opts.checkpoint_dir,
-                                      start_layer=opts.start_layer, resume=resuming,
-                                      pcg_version=opts.pcg_version))
+         | "BuildGraph" >> BuildGraph(layout, start, sink, top_layer=top_layer, fail_at_layer=opts.fail_at_layer,
+                                      checkpoint_url=opts.checkpoint_dir, pcg_version=opts.pcg_version))
     partial = (f"Table {plan.graph_id!r} is partially written. Fix the cause, then rerun with "
                "--if_exists=continue (same cells as a clean run) or --if_exists=recreate.")
     if dry_run and not dataflow:
@@ -250,7 +263,7 @@ def _run_pipeline(options, opts, plan, layout, coords, top_layer, redis, ingest_
     result.wait_until_finish()
     counters = ingest_counters(result)
     try:
-        mark = check_completion(plan, counters, identity, state)
+        check_completion(plan, counters, identity, state)
     except IncompleteError as exc:
         raise IngestFailed(f"{exc}\n{partial}") from exc
     if cache is not None:

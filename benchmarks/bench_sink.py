@@ -81,7 +81,7 @@ def _run_pipeline(build) -> dict:
 
 
 def _sink_spec(target, batch_rows: int, inflight: int):
-    from beam_ingest.transforms import SinkSpec
+    from beam_ingest.sink import SinkSpec
     return SinkSpec(target=target, table_id=TABLE_ID, ingest_ms=INGEST_MS, batch_rows=batch_rows,
                     max_inflight=inflight)
 
@@ -89,7 +89,7 @@ def _sink_spec(target, batch_rows: int, inflight: int):
 def _ours(pipeline, batches, sink):
     import apache_beam as beam
 
-    from beam_ingest.transforms import WriteRowsFn
+    from beam_ingest.sink import WriteRowsFn
     (pipeline | "Rows" >> beam.Create(batches) | "Stamp" >> beam.Map(_stamp)
      | "Write" >> beam.ParDo(WriteRowsFn(sink)))
 
@@ -154,20 +154,20 @@ def child_capture(config: str, out: str, batch_rows: int, inflight: int) -> dict
     from google.cloud.bigtable_v2.types import MutateRowsRequest
 
     import pipeline
-    from beam_ingest import transforms
+    from beam_ingest import sink
     from beam_ingest.store import bigtable
     batches = []
-    process = transforms.WriteRowsFn.process
+    process = sink.WriteRowsFn.process
 
     def recording(self, rows):
         batches.append(pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL))
         return process(self, rows)
 
-    transforms.WriteRowsFn.process = recording
+    sink.WriteRowsFn.process = recording
     try:
         pipeline.run(["--config", config, "--graph_id", "sink-capture", "--skip_writes"])
     finally:
-        transforms.WriteRowsFn.process = process
+        sink.WriteRowsFn.process = process
     batches = [pickle.loads(b) for b in batches]
     target = bigtable.Target("emulator", "emulator", "127.0.0.1:1")  # never reached: requests are captured
     with bench_ingest.capturing_requests() as requests:

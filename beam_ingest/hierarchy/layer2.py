@@ -6,7 +6,7 @@ import dataclasses
 import numpy as np
 
 from ..arrays import distinct
-from ..chunk_inputs import ChunkInputs, Edges, InputError, off_grid_text
+from ..chunk_inputs import ChunkInputs, InputError, off_grid_text
 from ..layout import GraphLayout
 from ..graph import components
 from .types import Groups, RootBound, Rows, Summary

@@ -1,14 +1,13 @@
 """Precomputed per-chunk inputs: `edges_x_y_z.proto.zst` and `components_x_y_z.proto`."""
 from __future__ import annotations
 
-import dataclasses
 
 import numpy as np
 import zstandard
 from google.protobuf.message import DecodeError
 
 from ..arrays import run_starts
-from ..chunk_inputs import EDGE_KINDS, ChunkInputs, Edges, InputError, off_grid, off_grid_text  # noqa: F401
+from ..chunk_inputs import EDGE_KINDS, ChunkInputs, ChunkReader, Edges, InputError, off_grid, off_grid_text  # noqa: F401
 from .protos import ChunkComponentsMsg, ChunkEdgesMsg
 
 def edges_filename(coord) -> str:
@@ -120,7 +119,7 @@ def encode_components(svs: np.ndarray, labels: np.ndarray) -> bytes:
     return ChunkComponentsMsg(components=flat.tolist()).SerializeToString()
 
 
-class PrecomputedReader:
+class PrecomputedReader(ChunkReader):
     """Reads one chunk's edges and components files through cloud-files (any storage URL)."""
 
     def __init__(self, edges_url: str, components_url: str):

@@ -11,6 +11,7 @@ import itertools
 
 import numpy as np
 
+from ..chunk_inputs import ChunkReader
 from ..graph import components, pair_keys
 from .precomputed import (ChunkInputs, Edges, InputError, components_filename, edges_filename, encode_components,
                           encode_edges, off_grid, off_grid_text)
@@ -71,7 +72,7 @@ def _name(prefix, coord) -> str:
     return f"{prefix}_" + "_".join(str(int(v)) for v in coord) + ".data"
 
 
-class RawReader:
+class RawReader(ChunkReader):
     """ChunkInputs from the raw agglomeration, writing the precomputed files on the way."""
 
     def __init__(self, agglomeration_url: str, layout, data_version: int, resolution,

@@ -18,6 +18,7 @@ from .precomputed import ChunkInputs, InputError, components_filename, edges_fil
     encode_edges
 from .segmentation import ChunkPart, boundary, check_objects_agree, finish_chunk, in_chunk_contacts, label_chunk, \
     segment_table
+from ..chunk_inputs import ChunkReader
 from ..deadline import within
 from .storage_blocks import StorageBlocks
 
@@ -55,7 +56,7 @@ def sv_map_filename(coord) -> str:
     return f"sv_map_{x}_{y}_{z}.npy"
 
 
-class SegmentationReader:
+class SegmentationReader(ChunkReader):
     """Reads segmentation volumes per layer-2 chunk; writes what PyChunkedGraph reads."""
 
     def __init__(self, layout, mip: int, supervoxels: str, watershed: str, edges_out: str, components_out: str,
@@ -215,8 +216,7 @@ class SegmentationReader:
             self._folder("sv_map").sync(sv_map_filename(coord), data)
 
     # step 2 -------------------------------------------------------------------------------
-    @staticmethod
-    def coord_of(element):
+    def coord_of(self, element):
         return tuple(int(c) for c in element[0])
 
     def read(self, element, write: bool = True) -> ChunkInputs:

@@ -1,0 +1,243 @@
+"""The whole build as one PTransform: layer 2 from its inputs (or from a checkpoint), every
+layer above, the roots, each stage's sink and proof, and the completion proof.
+
+How layer 2 gets its inputs is one of two stages, picked by the launcher:
+- `FileChunks`: a reader of files per chunk (precomputed EDGES/COMPONENTS, or the raw
+  agglomeration); the build gets each chunk's coordinate.
+- `VolumeChunks`: segmentation volumes; each chunk is read once and its part sent to itself
+  and its face neighbours, so the build gets (coordinate, parts).
+Where the build starts is one of two values, also the launcher's (restart.py reads the
+checkpoint before the job is built):
+- `FromInputs`: from layer 2 (every chunk, or a `--test` run's), less the chunks an earlier
+  run of the table left saved;
+- `FromCheckpoint`: from a layer above 2 (`--start_layer`), with the layers below read back.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+import apache_beam as beam
+
+from . import checkpoint, completion
+from .chunk_inputs import ChunkReader
+from .inputs.segmentation import ChunkPart
+from .layout import ROOT_COUNTER_BUCKETS, GraphLayout
+from .restart import NOTHING, SavedWork
+from .sink import ProveCompleteFn, ProveLayer, SinkSpec, WriteRowsFn
+from .transforms import (ROOTS, ROWS, SAVED, BuildLayer2Fn, BuildParentLayerFn, BuildRootsFn, BuiltChunks,
+                         ReadSegmentationChunkFn)
+
+
+def _expand_slab(x, layout):
+    _, ny, nz = layout.n_chunks
+    for y in range(ny):
+        for z in range(nz):
+            yield (x, y, z)
+
+
+# Creates whose elements are reshuffled, grouped or combined next skip Create's own reshuffle
+# (a GroupByKey stage each, ~0.1 s of a small run); the root-bound files keep it, as they are
+# read right after.
+def layer2_coords(pbegin, layout: GraphLayout, coords=None):
+    """Every layer-2 chunk coordinate (generated per x slab, on the workers), or these."""
+    if coords is not None:
+        return pbegin | "Layer2Coords" >> beam.Create(sorted({tuple(int(v) for v in c) for c in coords}),
+                                                      reshuffle=False)
+    return (pbegin
+            | "Layer2Slabs" >> beam.Create(list(range(layout.n_chunks[0])), reshuffle=False)
+            | "Layer2Coords" >> beam.FlatMap(_expand_slab, layout))
+
+
+class FileChunks:
+    """Layer-2 inputs read from files, one chunk at a time."""
+
+    def __init__(self, reader: ChunkReader):
+        self.reader = reader
+
+    def elements(self, pbegin, layout: GraphLayout, built: BuiltChunks):
+        coords = layer2_coords(pbegin, layout, built.coords)
+        if built.skipped:
+            coords = coords | "SkipDoneChunks" >> beam.Filter(built)
+        return coords | "SpreadChunks" >> beam.Reshuffle()
+
+
+class VolumeChunks:
+    """Layer-2 inputs computed from segmentation volumes (inputs/volumes.py): step 1 reads
+    every chunk a built chunk touches (a `--test` run: its chunks and their face neighbours;
+    after a resume: the chunks left and theirs) and the parts are grouped by the chunk they
+    are for; step 2 is the reader's `read` in the build."""
+
+    def __init__(self, reader: ChunkReader):
+        self.reader = reader
+
+    def elements(self, pbegin, layout: GraphLayout, built: BuiltChunks):
+        reader = self.reader
+        if built.coords is not None:
+            coords = layer2_coords(pbegin, layout, [n for c in sorted(built.coords)
+                                                    for n in [c, *reader.neighbours(c)]])
+        else:
+            coords = layer2_coords(pbegin, layout)
+            if built.skipped:
+                coords = coords | "SkipUntouchedChunks" >> beam.Filter(
+                    lambda c: built(c) or any(built(n) for n in reader.neighbours(c)))
+        return (coords
+                | "SpreadChunks" >> beam.Reshuffle()
+                | "ReadSegmentation" >> beam.ParDo(ReadSegmentationChunkFn(reader, built)).with_output_types(
+                    typing.Tuple[typing.Tuple[int, int, int], ChunkPart])
+                | "GroupChunkParts" >> beam.GroupByKey())
+
+
+@dataclasses.dataclass(frozen=True)
+class FromInputs:
+    """Build from layer 2: every chunk, or only `coords` (a `--test` run), less the chunks
+    `saved` holds (read back from the checkpoint instead)."""
+    layer2: FileChunks | VolumeChunks
+    coords: tuple | None = None
+    saved: SavedWork = NOTHING
+
+
+@dataclasses.dataclass(frozen=True)
+class FromCheckpoint:
+    """Build from `layer` (> 2) on; `saved` holds layer `layer - 1`'s summaries and the
+    root-bound files and proofs of every layer below."""
+    layer: int
+    saved: SavedWork
+
+
+@dataclasses.dataclass
+class _Built:
+    """What the layers built so far hand on."""
+    summaries: object           # PCollection of (parent chunk, summary)
+    roots: list                 # PCollections of (bucket, root-bound components)
+    proofs: list                # PCollections of layer proofs
+    after: tuple = ()           # side inputs the next layer waits for (its checkpoint markers)
+
+
+class BuildGraph(beam.PTransform):
+    """Builds the graph and writes it: one build stage per layer, each with its own sink (no
+    Flatten, so each stage's writes are fused into it and overlap its build), one proof per
+    layer, and the completion proof over all of them. Returns the completion mark."""
+
+    def __init__(self, layout: GraphLayout, start: FromInputs | FromCheckpoint, sink: SinkSpec, top_layer=None,
+                 fail_at_layer=None, checkpoint_url=None, pcg_version=2):
+        """`top_layer`: stop after building this layer (then no roots are assigned; with a
+        `FromInputs` of a few chunks, the `--test` run). `checkpoint_url`: save every layer's
+        summaries there. `pcg_version` 3: also the cells PyChunkedGraph 3.x adds
+        (docs/table-format.md, version 3)."""
+        super().__init__()
+        self.layout = layout
+        self.start = start
+        self.sink = sink
+        self.top_layer = top_layer or layout.layer_count
+        self.fail_at_layer = fail_at_layer
+        self.checkpoint_url = checkpoint_url
+        self.lifted = pcg_version >= 3
+        self.coords = start.coords if isinstance(start, FromInputs) else None
+
+    def expand(self, pbegin):
+        if isinstance(self.start, FromCheckpoint):
+            built, first = self._from_checkpoint(pbegin), self.start.layer
+        else:
+            built, first = self._from_layer2(pbegin), 3
+        for layer in range(first, self.top_layer + 1):
+            built = self._parent_layer(built, layer)
+        layers = list(range(2, self.top_layer + 1))
+        with_roots = self.top_layer == self.layout.layer_count
+        if with_roots:
+            built.proofs.append(self._roots(pbegin, built.roots))
+            layers.append(completion.ROOTS)
+        if self.start.saved.proofs:
+            built.proofs.append(pbegin | "CarriedProofs" >> beam.Create(list(self.start.saved.proofs),
+                                                                        reshuffle=False))
+        scope = "full" if self.coords is None else "test"
+        return (built.proofs
+                | "AllProofs" >> beam.Flatten()
+                | "KeyProofs" >> beam.Map(lambda proof: (None, proof))
+                | "GatherProofs" >> beam.GroupByKey()  # not ToList: its default-value stages, for nothing
+                | "ProveComplete" >> beam.ParDo(ProveCompleteFn(self.sink, layers, with_roots, scope)))
+
+    def _from_layer2(self, pbegin) -> _Built:
+        start, saved = self.start, self.start.saved
+        built = BuiltChunks(start.coords, saved.done_chunks)
+        reader = start.layer2.reader
+        chunks = (start.layer2.elements(pbegin, self.layout, built)
+                  | "BuildLayer2" >> beam.ParDo(
+                      BuildLayer2Fn(self.layout, reader, self.fail_at_layer, self.checkpoint_url,
+                                    self.sink.identity, self.lifted)).with_outputs(ROWS, ROOTS, SAVED, main="summary"))
+        proof = self._write_and_prove(chunks[ROWS], "Layer2", 2, completion.expected_chunks(self.layout, 2, start.coords),
+                                      saved.acks)
+        summaries, roots = chunks.summary, [chunks[ROOTS]]
+        if saved.done_chunks:
+            saved_summaries, saved_roots = self._read_checkpoint(pbegin, "DoneLayer2", saved)
+            summaries = (summaries, saved_summaries) | "Layer2Summaries" >> beam.Flatten()
+            roots.append(saved_roots)
+        after = self._mark_saved(chunks[SAVED], 2, proof, (len(saved.summaries), len(saved.roots)))
+        return _Built(summaries, roots, [proof], after)
+
+    def _from_checkpoint(self, pbegin) -> _Built:
+        summaries, roots = self._read_checkpoint(pbegin, "Checkpoint", self.start.saved)
+        return _Built(summaries, [roots], [])
+
+    def _parent_layer(self, below: _Built, layer: int) -> _Built:
+        chunks = (below.summaries
+                  | f"GroupLayer{layer}" >> beam.GroupByKey()
+                  | f"BuildLayer{layer}" >> beam.ParDo(
+                      BuildParentLayerFn(self.layout, layer, self.fail_at_layer, self.checkpoint_url,
+                                         self.sink.identity, self.lifted),
+                      *below.after).with_outputs(ROWS, ROOTS, SAVED, main="summary"))
+        test_chunk = None if self.coords is None else [tuple(int(c) >> 1 for c in self.coords[0])]
+        proof = self._write_and_prove(chunks[ROWS], f"Layer{layer}", layer,
+                                      completion.expected_chunks(self.layout, layer, test_chunk))
+        return _Built(chunks.summary, below.roots + [chunks[ROOTS]], below.proofs + [proof],
+                      self._mark_saved(chunks[SAVED], layer, proof))
+
+    def _roots(self, pbegin, roots: list):
+        seeds = pbegin | "RootBuckets" >> beam.Create([(n, None) for n in range(ROOT_COUNTER_BUCKETS)],
+                                                      reshuffle=False)
+        root_rows = ((roots + [seeds])
+                     | "AllRootBound" >> beam.Flatten()
+                     | "GroupRootBuckets" >> beam.GroupByKey()
+                     | "AssignRootIds" >> beam.ParDo(BuildRootsFn(self.layout)))
+        return self._write_and_prove(root_rows, "Roots", completion.ROOTS,
+                                     completion.expected_chunks(self.layout, completion.ROOTS))
+
+    def _mark_saved(self, saved, layer, proof, already=(0, 0)):
+        """Write layer's checkpoint markers once its summaries are saved and its rows proven
+        written; returns them as a side input that the next layer waits for, so a layer's
+        checkpoint is complete (and its proof in it) before the layer above starts.
+        `already`: summary and root-bound files saved by an earlier run and reused."""
+        if not self.checkpoint_url:
+            return ()
+        seeds = saved.pipeline | f"SavedSeedLayer{layer}" >> beam.Create([("summaries", already[0]),
+                                                                           ("roots", already[1])], reshuffle=False)
+        url, identity = self.checkpoint_url, self.sink.identity
+        marked = ((saved, seeds)
+                  | f"AllSavedLayer{layer}" >> beam.Flatten()
+                  | f"CountSavedLayer{layer}" >> beam.CombinePerKey(sum)
+                  | f"MarkCheckpointLayer{layer}" >> beam.Map(
+                      lambda kv, proof, layer=layer: checkpoint.mark_complete(
+                          url, kv[0], layer, kv[1], identity, proof if kv[0] == "summaries" else None),
+                      beam.pvalue.AsSingleton(proof)))
+        return (beam.pvalue.AsList(marked),)
+
+    def _read_checkpoint(self, pbegin, label, saved: SavedWork):
+        """The saved summaries and root-bound components, read on the workers."""
+        url, identity = self.checkpoint_url, self.sink.identity
+        summaries = (pbegin
+                     | f"{label}Summaries" >> beam.Create(list(saved.summaries), reshuffle=False)
+                     | f"{label}Spread" >> beam.Reshuffle()
+                     | f"{label}ReadSummaries" >> beam.Map(
+                         lambda name: checkpoint.decode_summary(checkpoint.read_file(url, name), identity, name)))
+        roots = (pbegin
+                 | f"{label}RootBound" >> beam.Create(list(saved.roots))
+                 | f"{label}ReadRootBound" >> beam.Map(
+                     lambda name: checkpoint.decode_root_bound(checkpoint.read_file(url, name), identity, name)))
+        return summaries, roots
+
+    def _write_and_prove(self, rows, stage, layer, expected, carried=None):
+        acks = rows | f"Write{stage}" >> beam.ParDo(WriteRowsFn(self.sink, stage=stage))
+        if carried is not None and len(carried.coords):
+            acks = ((acks, rows.pipeline | f"Carried{stage}Acks" >> beam.Create([carried]))
+                    | f"All{stage}Acks" >> beam.Flatten())
+        return acks | f"Prove{stage}" >> ProveLayer(layer, expected)

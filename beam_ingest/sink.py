@@ -1,0 +1,206 @@
+"""The sink: writes each stage's rows to Bigtable, proves every chunk's rows acknowledged,
+and writes the completion mark once every layer is proven."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+import typing
+
+import apache_beam as beam
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.windowed_value import WindowedValue
+
+from . import checkpoint, completion
+from .hierarchy.types import Rows
+from .metrics import count as _count
+
+ENCODE_ROWS = 20_000  # rows pooled per encoding call
+log = logging.getLogger(__name__)
+_untyped_output = beam.typehints.with_output_types(typing.Any)  # see transforms.py
+
+
+@dataclasses.dataclass(frozen=True)
+class SinkSpec:
+    """Where and how the sink writes; handed to every worker with the job (nothing is read
+    from a worker's environment: `target` is the launcher's bigtable.Target, None with
+    --skip_writes; Redis settings and paths are here too)."""
+    target: object
+    table_id: str
+    ingest_ms: int
+    identity: str = ""
+    skip_writes: bool = False
+    batch_rows: int = 2000
+    max_inflight: int = 2
+    redis: object = None
+    progress_id: str | None = None
+    checkpoint_url: str | None = None
+
+
+@_untyped_output
+class WriteRowsFn(beam.DoFn):
+    """Writes `Rows` batches to Bigtable (or only counts them with `skip_writes`) and reports,
+    per chunk, that every one of its rows was acknowledged (`completion.Acks`).
+
+    Rows are encoded as they arrive and sent in the background; a bundle is complete only
+    once every one of its rows is acknowledged (`finish_bundle` drains the writer), so a
+    failed write fails the bundle and Beam's retry rewrites identical cells. A chunk is
+    reported only when the entries Bigtable acknowledged equal the entries queued for it.
+    """
+
+    def __init__(self, sink: SinkSpec, stage=None):
+        self.sink = sink
+        self.stage = stage
+
+    def setup(self):
+        import zstandard
+        from .progress import ProgressCache
+        sink = self.sink
+        self.compressor = zstandard.ZstdCompressor(level=3)
+        self.writer = None
+        self.progress_id = sink.progress_id or sink.table_id
+        self.progress = ProgressCache(sink.redis, self.progress_id, sink.identity) if sink.redis else None
+        if not sink.skip_writes:
+            from .store.bigtable import RowWriter
+            self.writer = RowWriter(sink.target, sink.table_id, sink.ingest_ms,
+                                    batch_rows=sink.batch_rows, max_inflight=sink.max_inflight)
+
+    def start_bundle(self):
+        self._reported = ((0, 0, 0.0) if self.writer is None
+                          else (self.writer.rows_written, self.writer.bytes_written, self.writer.wait_s))
+        self._buffer, self._buffered = [], 0
+        self._chunks = []  # (layer, coord) of each chunk of the bundle: its label in the writer
+        self._counts = []  # per chunk: [queued entries, parent cells, children cells, supervoxels]
+        if self.writer is not None:
+            self.writer.take_acked()
+
+    def process(self, rows):
+        for done in rows.done:
+            self._chunks.append(done)
+            self._counts.append([0, len(rows.node_ids), len(rows.children_of), rows.svs])
+        if self.writer is None:
+            count = rows.row_count()  # dropped unencoded: the build alone is measured
+            self._counts[-1][0] = count
+            self._count_rows(count, 0)
+            return
+        # Small batches are pooled so encoding works on large arrays.
+        self._buffer.append(rows)
+        self._buffered += len(rows.node_ids) + len(rows.children_of)
+        if self._buffered >= ENCODE_ROWS:
+            self._encode()
+
+    def _encode(self):
+        start = time.perf_counter()
+        if self._buffer:
+            base = len(self._chunks) - len(self._buffer)
+            queued = self.writer.write_rows(Rows.concat(self._buffer), self.compressor, label_base=base)
+            for i, n in enumerate(queued.tolist()):
+                self._counts[base + i][0] = n
+        self._buffer, self._buffered = [], 0
+        _count("write_us", (time.perf_counter() - start) * 1e6)
+
+    def finish_bundle(self):
+        if self.writer is not None:
+            self._encode()
+            start = time.perf_counter()
+            self.writer.drain()
+            _count("write_us", (time.perf_counter() - start) * 1e6)
+            rows, nbytes = self.writer.rows_written, self.writer.bytes_written
+            self._count_rows(rows - self._reported[0], nbytes - self._reported[1])
+            _count("write_wait_us", (self.writer.wait_s - self._reported[2]) * 1e6)
+        yield from self._acknowledge()
+
+    def _acknowledged(self) -> list[bool]:
+        if self.writer is None:
+            return [True] * len(self._chunks)
+        acked = self.writer.take_acked()
+        return [acked.get(i, 0) == counts[0] for i, counts in enumerate(self._counts)]
+
+    def _acknowledge(self):
+        """Report the chunks whose every entry was acknowledged; mark them done."""
+        import numpy as np
+
+        from .progress import record_local
+        by_layer = {}
+        for ok, (layer, coord), counts in zip(self._acknowledged(), self._chunks, self._counts):
+            if not ok:
+                _count("unacknowledged_chunks")
+                log.error("%s: not every row was acknowledged by Bigtable", completion.describe(layer, coord))
+                continue
+            by_layer.setdefault(layer, ([], []))
+            by_layer[layer][0].append(coord)
+            by_layer[layer][1].append(counts)
+        for layer, (coords, counts) in by_layer.items():
+            acks = completion.Acks(layer, np.asarray(coords, np.int64).reshape(len(coords), -1),
+                                   np.asarray(counts, np.int64).reshape(-1, 4))
+            record_local(self.progress_id, layer, len(coords))
+            if self.progress is not None:
+                self.progress.mark_done(layer, coords)
+            if self.sink.checkpoint_url and layer == 2 and not self.sink.skip_writes:
+                checkpoint.write_acks(self.sink.checkpoint_url, self.sink.identity, acks.coords, acks.counts)
+            yield WindowedValue(acks, 0, [GlobalWindow()])
+        self._chunks, self._counts = [], []
+
+    def _count_rows(self, rows: int, nbytes: int):
+        """Totals, and per stage (`rows_written_Layer2`, ..., `rows_written_Roots`)."""
+        _count("rows_written", rows)
+        _count("bytes_written", nbytes)
+        if self.stage:
+            _count(f"rows_written_{self.stage}", rows)
+            _count(f"bytes_written_{self.stage}", nbytes)
+
+    def teardown(self):
+        if getattr(self, "progress", None) is not None:
+            self.progress.flush_pending()
+        if getattr(self, "writer", None) is not None:
+            self.writer.close()
+
+
+class ProveLayer(beam.PTransform):
+    """One layer's proof: the acknowledged chunks are exactly the expected ones (else the
+    pipeline fails naming the missing chunks). The acks (one small columnar `Acks` per
+    bundle) meet under one key: a GroupByKey costs a fifth of CombineGlobally's construction
+    (its default-value and combiner-lifting stages), and a layer whose acks never come has
+    no proof, which the completion proof refuses."""
+
+    def __init__(self, layer, expected):
+        super().__init__()
+        self.layer, self.expected = layer, expected
+
+    def expand(self, acks):
+        layer, expected = self.layer, self.expected
+        return (acks
+                | "Key" >> beam.Map(lambda part: (layer, part))
+                | "Gather" >> beam.GroupByKey()
+                | "Check" >> beam.MapTuple(
+                    lambda _, parts: completion.check_layer(completion.Acks.concat(layer, list(parts)), expected)
+                ).with_output_types(typing.Any))
+
+
+@_untyped_output
+class ProveCompleteFn(beam.DoFn):
+    """Every layer proven and the totals agree: count it, and write the completion mark."""
+
+    def __init__(self, sink: SinkSpec, layers, roots: bool, scope: str):
+        self.sink, self.layers, self.roots, self.scope = sink, list(layers), roots, scope
+
+    def process(self, keyed_proofs):
+        proofs = list(keyed_proofs[1])
+        totals = completion.check_totals(proofs, self.layers, self.roots)
+        mark = {"identity": self.sink.identity, "scope": self.scope, "finished_ms": int(time.time() * 1000),
+                "layers": {str(p["layer"]): p["chunks"] for p in proofs}, **totals}
+        if not self.sink.skip_writes:  # through the sink's writer: keepalive, deadlines, checked status
+            import json
+
+            from .store import cells, table_state
+            from .store.bigtable import RowWriter
+            writer = RowWriter(self.sink.target, self.sink.table_id, self.sink.ingest_ms,
+                               max_inflight=1)
+            try:
+                writer.write([(cells.BOOKKEEPING_ROW, [(cells.FAMILY_HIERARCHY, table_state.COMPLETE,
+                                                 json.dumps(mark, sort_keys=True).encode())])])
+                writer.drain()
+            finally:
+                writer.close()
+        _count("completion_proven")
+        yield mark

@@ -7,8 +7,14 @@ import setuptools
 HERE = os.path.dirname(os.path.abspath(__file__))
 with open(os.path.join(HERE, "beam_ingest", "__init__.py")) as fh:
     VERSION = re.search(r'__version__ = "([^"]+)"', fh.read()).group(1)
-with open(os.path.join(HERE, "requirements.txt")) as fh:
-    REQUIREMENTS = [line.strip() for line in fh if line.strip() and not line.startswith("#")]
+
+
+def requirements(name: str) -> list:
+    with open(os.path.join(HERE, name)) as fh:
+        return [line.strip() for line in fh if line.strip() and not line.startswith(("#", "-"))]
+
+
+REQUIREMENTS = requirements("requirements.txt")
 
 setuptools.setup(
     name="beam-chunkedgraph-ingest",
@@ -17,6 +23,6 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["beam_ingest", "beam_ingest.*"]),
     python_requires=">=3.10",
     install_requires=REQUIREMENTS,
-    extras_require={"test": ["kvdbclient==0.6.0"]},
+    extras_require={"test": ["kvdbclient==0.6.0"], "dask": requirements("requirements-dask.txt")},
     entry_points={"console_scripts": ["beam-ingest = beam_ingest.cli:main"]},
 )

@@ -25,8 +25,8 @@ from .inputs.segmentation import ChunkPart
 from .layout import ROOT_COUNTER_BUCKETS, GraphLayout
 from .restart import NOTHING, SavedWork
 from .sink import ProveCompleteFn, ProveLayer, SinkSpec, WriteRowsFn
-from .transforms import (ROOTS, ROWS, SAVED, BuildLayer2Fn, BuildParentLayerFn, BuildRootsFn, BuiltChunks,
-                         ReadSegmentationChunkFn)
+from .transforms import (CHECKPOINTED, ROOTS, ROWS, SAVED, SUMMARY, BuildLayer2Fn, BuildParentLayerFn, BuildRootsFn,
+                         BuiltChunks, ReadSegmentationChunkFn)
 
 
 def _expand_slab(x, layout):
@@ -111,7 +111,31 @@ class _Built:
     summaries: object           # PCollection of (parent chunk, summary)
     roots: list                 # PCollections of (bucket, root-bound components)
     proofs: list                # PCollections of layer proofs
-    after: tuple = ()           # side inputs the next layer waits for (its checkpoint markers)
+    marked: object = None       # (CHECKPOINTED, layer) once the top layer's checkpoint is complete
+
+
+def _pick(tagged, tag):
+    if tagged[0] == tag:
+        yield tagged[1]
+
+
+def _select(built, stage: str, tag: str):
+    """The `tag` values of a build stage's `(tag, value)` pairs (fused into the stage)."""
+    return built | f"{stage}{tag.capitalize()}" >> beam.FlatMap(_pick, tag).with_output_types(typing.Any)
+
+
+def _write_markers(element, url: str, identity: str):
+    """A layer's checkpoint markers (summaries with the layer's proof, root bounds), from its
+    saved-file counts and its proof; then `(CHECKPOINTED, layer)`."""
+    layer, parts = element
+    parts = list(parts)
+    proofs = [value for kind, value in parts if kind == "proof"]
+    if len(proofs) != 1:
+        raise RuntimeError(f"layer {layer}: {len(proofs)} proofs for its checkpoint markers, expected 1")
+    for kind, count in parts:
+        if kind != "proof":
+            checkpoint.mark_complete(url, kind, layer, count, identity, proofs[0] if kind == "summaries" else None)
+    yield CHECKPOINTED, layer
 
 
 class BuildGraph(beam.PTransform):
@@ -142,6 +166,8 @@ class BuildGraph(beam.PTransform):
             built, first = self._from_layer2(pbegin), 3
         for layer in range(first, self.top_layer + 1):
             built = self._parent_layer(built, layer)
+        if built.marked is not None:  # the top layer's checkpoint complete too, before the completion mark
+            built.proofs.append(built.marked)
         layers = list(range(2, self.top_layer + 1))
         with_roots = self.top_layer == self.layout.layer_count
         if with_roots:
@@ -164,33 +190,41 @@ class BuildGraph(beam.PTransform):
         chunks = (start.layer2.elements(pbegin, self.layout, built)
                   | "BuildLayer2" >> beam.ParDo(
                       BuildLayer2Fn(self.layout, reader, self.fail_at_layer, self.checkpoint_url,
-                                    self.sink.identity, self.lifted)).with_outputs(ROWS, ROOTS, SAVED, main="summary"))
-        proof = self._write_and_prove(chunks[ROWS], "Layer2", 2, completion.expected_chunks(self.layout, 2, start.coords),
-                                      saved.acks)
-        summaries, roots = chunks.summary, [chunks[ROOTS]]
+                                    self.sink.identity, self.lifted)))
+        proof = self._write_and_prove(_select(chunks, "Layer2", ROWS), "Layer2", 2,
+                                      completion.expected_chunks(self.layout, 2, start.coords), saved.acks)
+        summaries, roots = _select(chunks, "Layer2", SUMMARY), [_select(chunks, "Layer2", ROOTS)]
         if saved.done_chunks:
             saved_summaries, saved_roots = self._read_checkpoint(pbegin, "DoneLayer2", saved)
             summaries = (summaries, saved_summaries) | "Layer2Summaries" >> beam.Flatten()
             roots.append(saved_roots)
-        after = self._mark_saved(chunks[SAVED], 2, proof, (len(saved.summaries), len(saved.roots)))
-        return _Built(summaries, roots, [proof], after)
+        marked = self._mark_saved(chunks, "Layer2", 2, proof, (len(saved.summaries), len(saved.roots)))
+        return _Built(summaries, roots, [proof], marked)
 
     def _from_checkpoint(self, pbegin) -> _Built:
         summaries, roots = self._read_checkpoint(pbegin, "Checkpoint", self.start.saved)
         return _Built(summaries, [roots], [])
 
     def _parent_layer(self, below: _Built, layer: int) -> _Built:
-        chunks = (below.summaries
+        """Layer `layer` from the summaries below. The layer below's "checkpoint complete"
+        element goes into the same grouping: a grouping emits only once all of its input is
+        in, so the layer starts after the checkpoint below is complete (data, not a side
+        input: Beam's DaskRunner computes a side input again, with everything upstream, in
+        every task that reads it)."""
+        summaries = below.summaries
+        if below.marked is not None:
+            summaries = (summaries, below.marked) | f"Layer{layer}Inputs" >> beam.Flatten()
+        stage = f"Layer{layer}"
+        chunks = (summaries
                   | f"GroupLayer{layer}" >> beam.GroupByKey()
                   | f"BuildLayer{layer}" >> beam.ParDo(
                       BuildParentLayerFn(self.layout, layer, self.fail_at_layer, self.checkpoint_url,
-                                         self.sink.identity, self.lifted),
-                      *below.after).with_outputs(ROWS, ROOTS, SAVED, main="summary"))
+                                         self.sink.identity, self.lifted)))
         test_chunk = None if self.coords is None else [tuple(int(c) >> 1 for c in self.coords[0])]
-        proof = self._write_and_prove(chunks[ROWS], f"Layer{layer}", layer,
+        proof = self._write_and_prove(_select(chunks, stage, ROWS), stage, layer,
                                       completion.expected_chunks(self.layout, layer, test_chunk))
-        return _Built(chunks.summary, below.roots + [chunks[ROOTS]], below.proofs + [proof],
-                      self._mark_saved(chunks[SAVED], layer, proof))
+        return _Built(_select(chunks, stage, SUMMARY), below.roots + [_select(chunks, stage, ROOTS)],
+                      below.proofs + [proof], self._mark_saved(chunks, stage, layer, proof))
 
     def _roots(self, pbegin, roots: list):
         seeds = pbegin | "RootBuckets" >> beam.Create([(n, None) for n in range(ROOT_COUNTER_BUCKETS)],
@@ -202,24 +236,27 @@ class BuildGraph(beam.PTransform):
         return self._write_and_prove(root_rows, "Roots", completion.ROOTS,
                                      completion.expected_chunks(self.layout, completion.ROOTS))
 
-    def _mark_saved(self, saved, layer, proof, already=(0, 0)):
-        """Write layer's checkpoint markers once its summaries are saved and its rows proven
-        written; returns them as a side input that the next layer waits for, so a layer's
-        checkpoint is complete (and its proof in it) before the layer above starts.
+    def _mark_saved(self, chunks, stage, layer, proof, already=(0, 0)):
+        """Write the layer's checkpoint markers once its summaries are saved and its rows
+        proven written; returns `(CHECKPOINTED, layer)` once they are (None without a
+        checkpoint), for the next layer's grouping or, for the top layer, the completion proof.
         `already`: summary and root-bound files saved by an earlier run and reused."""
         if not self.checkpoint_url:
-            return ()
-        seeds = saved.pipeline | f"SavedSeedLayer{layer}" >> beam.Create([("summaries", already[0]),
-                                                                           ("roots", already[1])], reshuffle=False)
-        url, identity = self.checkpoint_url, self.sink.identity
-        marked = ((saved, seeds)
+            return None
+        seeds = chunks.pipeline | f"SavedSeedLayer{layer}" >> beam.Create([("summaries", already[0]),
+                                                                            ("roots", already[1])], reshuffle=False)
+        counts = ((_select(chunks, stage, SAVED), seeds)
                   | f"AllSavedLayer{layer}" >> beam.Flatten()
                   | f"CountSavedLayer{layer}" >> beam.CombinePerKey(sum)
-                  | f"MarkCheckpointLayer{layer}" >> beam.Map(
-                      lambda kv, proof, layer=layer: checkpoint.mark_complete(
-                          url, kv[0], layer, kv[1], identity, proof if kv[0] == "summaries" else None),
-                      beam.pvalue.AsSingleton(proof)))
-        return (beam.pvalue.AsList(marked),)
+                  | f"KeySavedLayer{layer}" >> beam.Map(lambda kv, layer=layer: (layer, kv)).with_output_types(
+                      typing.Any))
+        proved = proof | f"KeyProofLayer{layer}" >> beam.Map(
+            lambda p, layer=layer: (layer, ("proof", p))).with_output_types(typing.Any)
+        return ((counts, proved)
+                | f"SavedAndProvenLayer{layer}" >> beam.Flatten()
+                | f"GatherSavedLayer{layer}" >> beam.GroupByKey()
+                | f"MarkCheckpointLayer{layer}" >> beam.FlatMap(
+                    _write_markers, self.checkpoint_url, self.sink.identity).with_output_types(typing.Any))
 
     def _read_checkpoint(self, pbegin, label, saved: SavedWork):
         """The saved summaries and root-bound components, read on the workers."""

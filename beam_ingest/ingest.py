@@ -28,7 +28,8 @@ from beam_ingest.launcher import plan_ingest, prepare_table, probe_outputs
 from beam_ingest.options import IngestOptions, check_graph_id, parse_argv
 from beam_ingest.progress import ProgressCache, ProgressMonitor, RedisSettings, layer_totals
 from beam_ingest.report import format_summary, ingest_counters
-from beam_ingest.runners import check_runner, needs_trial, trial_run
+from beam_ingest.runners import (check_runner, close_runner_client, drops_finish_bundle_outputs, final_outputs,
+                                 needs_trial, trial_run)
 from beam_ingest.store.bigtable import TableError
 from beam_ingest.completion import IncompleteError
 from beam_ingest.build_graph import BuildGraph, FileChunks, FromCheckpoint, FromInputs, VolumeChunks
@@ -229,7 +230,8 @@ def _run_pipeline(options, opts, plan, layout, coords, top_layer, redis, ingest_
 
     sink = SinkSpec(plan.target, plan.graph_id, ingest_ms, identity=identity,
                     skip_writes=opts.skip_writes or dry_run, batch_rows=opts.write_batch_rows,
-                    max_inflight=opts.max_inflight_writes, redis=redis, checkpoint_url=opts.checkpoint_dir)
+                    max_inflight=opts.max_inflight_writes, redis=redis, checkpoint_url=opts.checkpoint_dir,
+                    ack_each_element=drops_finish_bundle_outputs(options))
     start = starting_point(plan, opts, coords, identity, resuming)
     pipeline = beam.Pipeline(options=options)
     _ = (pipeline
@@ -242,13 +244,18 @@ def _run_pipeline(options, opts, plan, layout, coords, top_layer, redis, ingest_
         # translate it (what a Dataflow dry run checks), run nothing.
         transforms = len(pipeline.to_runner_api().components.transforms)
         return None, {"dry_run": 1, "transforms": transforms}, plan
+    outputs = None  # the completion proof, where the runner hands it back
     try:
         if dataflow:
             result = pipeline.run()
         else:
             with ProgressMonitor(plan.graph_id, totals, cache):
                 result = pipeline.run()
-                result.wait_until_finish()
+                try:
+                    result.wait_until_finish()
+                    outputs = final_outputs(result)
+                finally:
+                    close_runner_client(result)
     except Exception as exc:
         if opts.skip_writes or dry_run:
             raise
@@ -260,8 +267,12 @@ def _run_pipeline(options, opts, plan, layout, coords, top_layer, redis, ingest_
         return result, {"dry_run": 1, "transforms": len(result.job.proto_pipeline.components.transforms)}, plan
     if not wait:
         return result, {}, plan
-    result.wait_until_finish()
+    if dataflow:
+        result.wait_until_finish()
     counters = ingest_counters(result)
+    if counters is None:  # a runner without metrics (DaskRunner): the completion mark is the proof
+        marks = [m for m in outputs or [] if isinstance(m, dict) and m.get("identity") == identity]
+        counters = {"no_metrics": 1, **({"mark": marks[0]} if marks else {})}
     try:
         check_completion(plan, counters, identity, state)
     except IncompleteError as exc:
@@ -276,9 +287,12 @@ def check_completion(plan, counters, identity, state):
     if counters.get("unacknowledged_chunks"):
         raise IncompleteError(f"{counters['unacknowledged_chunks']} chunk(s) had rows that Bigtable did not "
                               "acknowledge")
-    if not counters.get("completion_proven"):
+    no_metrics = counters.get("no_metrics")
+    if not counters.get("completion_proven") and not no_metrics:
         raise IncompleteError("the run finished without proving every chunk written (no completion proof)")
     if state is None:
+        if no_metrics and not counters.get("mark"):
+            raise IncompleteError("the run finished without handing back its completion proof")
         return  # --skip_writes: the proof covers the build; no table
     state.claim.check()
     from beam_ingest.store.table_state import StateRows
@@ -287,6 +301,8 @@ def check_completion(plan, counters, identity, state):
         raise IncompleteError(f"table {plan.graph_id!r} holds no completion mark of this run")
     # the whole graph's totals, chunks carried from an earlier run's checkpoint included
     counters["proven_svs"], counters["proven_rows"] = int(mark.get("svs", 0)), int(mark.get("rows", 0))
+    if no_metrics:
+        counters["mark"] = mark
     return mark
 
 

@@ -61,14 +61,14 @@ def non_empty(text):
     return str(text)
 
 
-def check_graph_id(graph_id: str, test: bool = False) -> None:
+def check_graph_id(graph_id: str, test: bool = False, option: str = "--graph_id") -> None:
     """Bigtable's table-id rule, for the table this run writes (`<id>-test` with --test)."""
     if not TABLE_ID_PATTERN.fullmatch(graph_id):
-        raise ConfigError(f"--graph_id: {graph_id!r} is not a valid Bigtable table id (letters, digits, "
+        raise ConfigError(f"{option}: {graph_id!r} is not a valid Bigtable table id (letters, digits, "
                           "'_', '-' and '.', not starting with '-' or '.')")
     limit = TABLE_ID_MAX - (len(TEST_SUFFIX) if test else 0)
     if len(graph_id) > limit:
-        raise ConfigError(f"--graph_id: {graph_id!r} has {len(graph_id)} characters; Bigtable table ids "
+        raise ConfigError(f"{option}: {graph_id!r} has {len(graph_id)} characters; Bigtable table ids "
                           f"have at most {TABLE_ID_MAX}" + (f" (so {limit} with --test's '{TEST_SUFFIX}')"
                                                              if test else ""))
 
@@ -165,12 +165,33 @@ def _all_option_classes():
     return seen.values()
 
 
+def _mentions_dask(argv) -> bool:
+    return any(a.startswith("--dask_") or (a.startswith("--runner") and "dask" in a.lower()) for a in argv)
+
+
+def register_runner_options(argv) -> None:
+    """Beam's Dask options live in its Dask runner's module, which needs dask to import:
+    load it when the command line asks for Dask, so its options are known (to this check and
+    to Beam's own parse); without dask, a `--dask_*` option is an error saying so."""
+    if not _mentions_dask(argv):
+        return
+    try:
+        import apache_beam.runners.dask.dask_runner  # noqa: F401  (registers DaskOptions)
+    except (ImportError, AttributeError):
+        from .runners import DASK_EXTRA
+        option = next((a.split("=", 1)[0] for a in argv if a.startswith("--dask_")), None)
+        if option:
+            raise ConfigError(f"{option}: a DaskRunner option, and dask is not installed here: {DASK_EXTRA}") from None
+
+
 def parse_argv(argv) -> argparse.Namespace:
     """Parse the whole command line strictly; raises ConfigError naming the first bad option."""
+    argv = list(argv)
+    register_runner_options(argv)
     parser = _StrictParser(allow_abbrev=False, add_help=False)
     for cls in _all_option_classes():
         cls._add_argparse_args(parser)
-    known, unknown = parser.parse_known_args(list(argv))
+    known, unknown = parser.parse_known_args(argv)
     options = [a for a in unknown if a.startswith("-")]
     if options or unknown:
         arg = (options or unknown)[0]

@@ -14,6 +14,10 @@ from .config import ConfigError
 
 IN_PROCESS = ("fnapirunner", "directrunner", "bundlebaseddirectrunner", "switchingdirectrunner")
 TRIAL_TIMEOUT_S = 300.0
+# Runners Beam ships outside its list of known names (StandardOptions.KNOWN_RUNNER_NAMES):
+# their short name here, the class Beam gets.
+EXTRA_RUNNERS = {"daskrunner": "apache_beam.runners.dask.dask_runner.DaskRunner"}
+DASK_EXTRA = "pip install 'beam-ingest[dask]' (dask and distributed)"
 
 
 def runner_name(options) -> str:
@@ -25,23 +29,43 @@ def _short(name: str) -> str:
     return name.rsplit(".", 1)[-1].lower()
 
 
+def known_runner_names() -> list[str]:
+    names = list(StandardOptions.KNOWN_RUNNER_NAMES)
+    return names + [p.rsplit(".", 1)[-1] for p in EXTRA_RUNNERS.values() if p.rsplit(".", 1)[-1] not in names]
+
+
+def resolve_runner(options) -> None:
+    """A short name Beam does not map itself (`DaskRunner`) becomes its class path, so
+    every later `Pipeline(options=...)` finds it."""
+    name = runner_name(options)
+    if isinstance(options.view_as(StandardOptions).runner, str):
+        path = EXTRA_RUNNERS.get(name.lower()) or EXTRA_RUNNERS.get(name.lower() + "runner")
+        if path:
+            options.view_as(StandardOptions).runner = path
+
+
+def is_dask(options) -> bool:
+    return _short(runner_name(options)) == "daskrunner"
+
+
 def check_runner(options) -> None:
     """Cheap checks of `--runner` and its options (no job is run). ConfigError naming the option."""
     from apache_beam.runners.runner import create_runner
+    resolve_runner(options)
     name = runner_name(options)
     short = _short(name)
     if short in ("interactiverunner", "interactive"):
         raise ConfigError("--runner=InteractiveRunner: runs pipelines in a notebook, not an ingest; use the "
-                          "in-process default, DataflowRunner, or a portable runner (FlinkRunner, SparkRunner, "
-                          "PortableRunner with --job_endpoint)")
+                          "in-process default, DataflowRunner, DaskRunner, or a portable runner (FlinkRunner, "
+                          "SparkRunner, PortableRunner with --job_endpoint)")
     try:
         runner = create_runner(name)
     except ValueError:
-        known = ", ".join(StandardOptions.KNOWN_RUNNER_NAMES)
-        raise ConfigError(f"--runner={name}: unknown runner (known: {known}, or the full name of a "
-                          "PipelineRunner class)") from None
-    except ImportError as exc:
-        raise ConfigError(f"--runner={name}: cannot be loaded here ({exc})") from None
+        raise ConfigError(f"--runner={name}: unknown runner (known: {', '.join(known_runner_names())}, or the full "
+                          "name of a PipelineRunner class)") from None
+    except (ImportError, AttributeError) as exc:  # Beam's Dask module fails with AttributeError without dask
+        hint = f"; {DASK_EXTRA}" if short == "daskrunner" else ""
+        raise ConfigError(f"--runner={name}: cannot be loaded here ({type(exc).__name__}: {exc}){hint}") from None
     workers = options.view_as(DirectOptions).direct_num_workers
     if workers is not None and workers < 0:
         raise ConfigError(f"--direct_num_workers: must be >= 0 (0: one per CPU), got {workers}")
@@ -51,9 +75,52 @@ def check_runner(options) -> None:
                           "name the engine: --runner=FlinkRunner or --runner=SparkRunner")
 
 
+def drops_finish_bundle_outputs(options) -> bool:
+    """Beam's DaskRunner (2.77) collects a bundle's outputs before it calls finish_bundle, so
+    whatever finish_bundle emits is lost; the sink then acknowledges after every element."""
+    return is_dask(options)
+
+
 def needs_trial(options) -> bool:
+    """Runners that are neither in-process nor Dataflow run a one-element job first; so does
+    Dask on a cluster of its own (on a local cluster it starts it would only start one more)."""
     short = _short(runner_name(options))
+    if short == "daskrunner":
+        return bool(_dask_address(options))
     return short not in IN_PROCESS and "dataflow" not in short
+
+
+def _dask_address(options) -> str | None:
+    from apache_beam.runners.dask.dask_runner import DaskOptions
+    dask = options.view_as(DaskOptions)
+    return dask.address or dask.scheduler_file
+
+
+def touch(element):
+    """The trial job's step: a function of this package, so the job fails unless the workers
+    can import it (as the ingest's own steps need)."""
+    return element
+
+
+def final_outputs(result) -> list | None:
+    """The elements of the job's last transform, where the runner hands them back (Beam's
+    DaskRunner computes the last transform's bag and keeps its futures); None elsewhere.
+    Read before `close_runner_client`."""
+    futures = getattr(result, "futures", None)
+    client = getattr(result, "client", None)
+    if futures is None or client is None:
+        return None
+    return [element for future in futures for element in future.result()]
+
+
+def close_runner_client(result) -> None:
+    """Beam's DaskRunner leaves its dask client open (and a local cluster it started running)."""
+    client = getattr(result, "client", None)
+    if client is not None:
+        try:
+            client.close()
+        except Exception:  # closing is best effort: the job's outcome is already known
+            pass
 
 
 def trial_run(options, timeout_s: float = TRIAL_TIMEOUT_S) -> None:
@@ -64,8 +131,13 @@ def trial_run(options, timeout_s: float = TRIAL_TIMEOUT_S) -> None:
     name = runner_name(options)
 
     def attempt():
-        with beam.Pipeline(options=options) as pipeline:
-            _ = pipeline | "Trial" >> beam.Create([1]) | "Touch" >> beam.Map(lambda x: x)
+        pipeline = beam.Pipeline(options=options)
+        _ = pipeline | "Trial" >> beam.Create([1]) | "Touch" >> beam.Map(touch)
+        result = pipeline.run()
+        try:
+            result.wait_until_finish()
+        finally:
+            close_runner_client(result)
 
     try:
         with_deadline(timeout_s, attempt)
@@ -77,4 +149,7 @@ def trial_run(options, timeout_s: float = TRIAL_TIMEOUT_S) -> None:
         text = " ".join(lines[-1].split()) if lines else type(exc).__name__
         if len(text) > 600:  # keep the head (what failed) and the tail (Beam's advice)
             text = f"{text[:250]} ... {text[-300:]}"
-        raise ConfigError(f"--runner={name}: cannot run a job here ({type(exc).__name__}: {text})") from None
+        hint = ""
+        if "beam_ingest" in text and ("No module named" in text or "ModuleNotFoundError" in text):
+            hint = "; every worker needs this package installed (docs/scale.md)"
+        raise ConfigError(f"--runner={name}: cannot run a job here ({type(exc).__name__}: {text}){hint}") from None

@@ -35,6 +35,10 @@ class SinkSpec:
     redis: object = None
     progress_id: str | None = None
     checkpoint_url: str | None = None
+    # acknowledge after every element, not at the end of the bundle: for runners that drop
+    # what finish_bundle outputs (Beam's DaskRunner); writes then no longer overlap the build
+    # of the next chunk
+    ack_each_element: bool = False
 
 
 @_untyped_output
@@ -82,12 +86,14 @@ class WriteRowsFn(beam.DoFn):
             count = rows.row_count()  # dropped unencoded: the build alone is measured
             self._counts[-1][0] = count
             self._count_rows(count, 0)
-            return
-        # Small batches are pooled so encoding works on large arrays.
-        self._buffer.append(rows)
-        self._buffered += len(rows.node_ids) + len(rows.children_of)
-        if self._buffered >= ENCODE_ROWS:
-            self._encode()
+        else:
+            # Small batches are pooled so encoding works on large arrays.
+            self._buffer.append(rows)
+            self._buffered += len(rows.node_ids) + len(rows.children_of)
+            if self._buffered >= ENCODE_ROWS:
+                self._encode()
+        if self.sink.ack_each_element:
+            yield from self._flush()
 
     def _encode(self):
         start = time.perf_counter()
@@ -100,6 +106,11 @@ class WriteRowsFn(beam.DoFn):
         _count("write_us", (time.perf_counter() - start) * 1e6)
 
     def finish_bundle(self):
+        for acks in self._flush():
+            yield WindowedValue(acks, 0, [GlobalWindow()])
+
+    def _flush(self):
+        """Drain the writer and acknowledge the chunks sent since the last flush."""
         if self.writer is not None:
             self._encode()
             start = time.perf_counter()
@@ -108,6 +119,7 @@ class WriteRowsFn(beam.DoFn):
             rows, nbytes = self.writer.rows_written, self.writer.bytes_written
             self._count_rows(rows - self._reported[0], nbytes - self._reported[1])
             _count("write_wait_us", (self.writer.wait_s - self._reported[2]) * 1e6)
+            self._reported = (rows, nbytes, self.writer.wait_s)
         yield from self._acknowledge()
 
     def _acknowledged(self) -> list[bool]:
@@ -138,7 +150,7 @@ class WriteRowsFn(beam.DoFn):
                 self.progress.mark_done(layer, coords)
             if self.sink.checkpoint_url and layer == 2 and not self.sink.skip_writes:
                 checkpoint.write_acks(self.sink.checkpoint_url, self.sink.identity, acks.coords, acks.counts)
-            yield WindowedValue(acks, 0, [GlobalWindow()])
+            yield acks
         self._chunks, self._counts = [], []
 
     def _count_rows(self, rows: int, nbytes: int):
@@ -185,7 +197,7 @@ class ProveCompleteFn(beam.DoFn):
         self.sink, self.layers, self.roots, self.scope = sink, list(layers), roots, scope
 
     def process(self, keyed_proofs):
-        proofs = list(keyed_proofs[1])
+        proofs = [p for p in keyed_proofs[1] if isinstance(p, dict)]  # not the top layer's checkpoint element
         totals = completion.check_totals(proofs, self.layers, self.roots)
         mark = {"identity": self.sink.identity, "scope": self.scope, "finished_ms": int(time.time() * 1000),
                 "layers": {str(p["layer"]): p["chunks"] for p in proofs}, **totals}

@@ -23,9 +23,14 @@ from .layout import GraphLayout
 from .metrics import count as _count
 from .progress import ROOTS as ROOTS_PROGRESS
 
-ROWS = "rows"
-SAVED = "saved"
-ROOTS = "roots"
+# A build stage has one output of `(tag, value)` pairs, which build_graph.py splits by tag
+# (not `with_outputs`: Beam's DaskRunner hands every output of a multi-output ParDo to every
+# consumer of any of its tags).
+ROWS = "rows"          # Rows for the sink
+SAVED = "saved"        # ("summaries" | "roots", 1): a checkpoint file saved
+ROOTS = "roots"        # (bucket, RootBound) for the root assignment
+SUMMARY = "summary"    # (parent chunk, Summary) for the layer above
+CHECKPOINTED = "checkpointed"  # the key of a layer's "checkpoint complete" element (never a chunk)
 log = logging.getLogger(__name__)
 
 
@@ -55,23 +60,23 @@ class _BuildFn(beam.DoFn):
         _count(f"layer{self.layer}_chunks")
         coord = tuple(int(c) for c in coord)
         rows.done = [(self.layer, coord)]
-        yield beam.pvalue.TaggedOutput(ROWS, rows)  # even when empty: the chunk must be acknowledged
+        yield ROWS, rows  # even when empty: the chunk must be acknowledged
         parent = tuple(c >> 1 for c in coord)  # the parent chunk (FANOUT 2)
         if root_bound is not None and len(root_bound.components):
             bucket = root_bucket(root_bound.source_chunk)
             if self.checkpoint_url:
                 checkpoint.write_file(self.checkpoint_url, checkpoint.roots_name(self.layer, root_bound),
                                       checkpoint.encode_root_bound(bucket, root_bound, self.identity))
-                yield beam.pvalue.TaggedOutput(SAVED, ("roots", 1))
-            yield beam.pvalue.TaggedOutput(ROOTS, (bucket, root_bound))
+                yield SAVED, ("roots", 1)
+            yield ROOTS, (bucket, root_bound)
         if self.layer < self.layout.layer_count:
             if self.checkpoint_url:
                 checkpoint.write_file(self.checkpoint_url, checkpoint.summary_name(self.layer, coord),
                                       checkpoint.encode_summary(parent, summary, self.identity))
-                yield beam.pvalue.TaggedOutput(SAVED, ("summaries", 1))
+                yield SAVED, ("summaries", 1)
             # even when empty, so that every parent chunk is built (and counted done)
             _count("summary_bytes", sum(a.nbytes for a in vars(summary).values()))
-            yield parent, summary
+            yield SUMMARY, (parent, summary)
 
 
 class BuildLayer2Fn(_BuildFn):
@@ -175,8 +180,10 @@ class BuiltChunks:
 
 
 class BuildParentLayerFn(_BuildFn):
-    def process(self, element, *checkpoints_below):  # side inputs only order the stages
+    def process(self, element):
         coord, summaries = element
+        if coord == CHECKPOINTED:  # the layer below's checkpoint is complete: it only orders the stages
+            return
         start = time.perf_counter()
         rows, summary, root_bound, stats = build_parent_layer(self.layer, coord, summaries, self.layout,
                                                               lifted=self.lifted)

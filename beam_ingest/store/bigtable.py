@@ -206,10 +206,12 @@ def table_exists(table, deadline_s: float = REACH_DEADLINE_S) -> bool:
         return False
 
 
-def create_table(table, split_keys=(), pcg_version: int = 2) -> None:
-    """Create the table with its families; AlreadyExists (another launcher was faster) -> TableError."""
+def create_table(table, split_keys=(), pcg_version: int = 2, families: dict | None = None) -> None:
+    """Create the table with its families (a graph table's of `pcg_version`, or `families`);
+    AlreadyExists (another launcher was faster) -> TableError."""
     try:
-        table.create(initial_split_keys=list(split_keys), column_families=family_rules(pcg_version))
+        table.create(initial_split_keys=list(split_keys),
+                     column_families=family_rules(pcg_version) if families is None else families)
     except gexc.AlreadyExists:
         raise TableError(f"table {table.table_id!r} was created by another launcher at the same moment: one "
                          "launcher per graph") from None

@@ -3,6 +3,7 @@
 
     .venv/bin/python benchmarks/bench_dask.py                  # the ~1e6-SV dataset, 2 workers
     .venv/bin/python benchmarks/bench_dask.py --size 1e5 --workers 2
+    .venv/bin/python benchmarks/bench_dask.py --npartitions 4   # stages cut into 4 tasks
 
 Generates (or reuses, under --data) bench_ingest.py's synthetic dataset, starts a Bigtable
 emulator, a `dask scheduler` and --workers single-threaded `dask worker` processes, then runs
@@ -36,7 +37,8 @@ def child_ingest(config: str, graph_id: str, extra: list[str]) -> dict:
     wall0 = time.perf_counter()
     _, counters, _ = pipeline.run(["--config", config, "--graph_id", graph_id] + extra)
     mark = counters.get("mark") or {}
-    return {"wall_s": time.perf_counter() - wall0, "svs": counters.get("proven_svs", mark.get("svs", 0)),
+    svs = counters.get("proven_svs") or mark.get("svs") or counters.get("layer2_svs", 0)
+    return {"wall_s": time.perf_counter() - wall0, "svs": svs,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -123,7 +125,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", default="1e6", choices=sorted(SIZES), help="dataset size (default 1e6 SVs)")
     parser.add_argument("--workers", type=int, default=2, help="dask worker processes (default 2)")
-    parser.add_argument("--data", default=os.path.join(ROOT, ".bench_data"), help="dataset cache folder")
+    parser.add_argument("--npartitions", type=int, default=None,
+                        help="--dask_npartitions for the cluster runs (default: Beam's guess)")
+    parser.add_argument("--data", default=os.path.join(ROOT, "bench_data"), help="dataset cache folder")
     args = parser.parse_args(argv)
 
     from beam_ingest.emulator import Emulator
@@ -140,7 +144,8 @@ def main(argv=None):
     results = {}
     try:
         results["overhead"] = run_child(["overhead", address])
-        dask_args = ["--runner=DaskRunner", f"--dask_client_address={address}"]
+        dask_args = ["--runner=DaskRunner", f"--dask_client_address={address}"] + (
+            [f"--dask_npartitions={args.npartitions}"] if args.npartitions else [])
         with Emulator() as emulator:
             env = dict(os.environ, BIGTABLE_EMULATOR_HOST=emulator.host)
             for writes in (False, True):
@@ -159,7 +164,8 @@ def main(argv=None):
             proc.wait(30)
 
     o = results["overhead"]
-    print(f"\n{args.size} SVs dataset, {args.workers} dask workers (1 thread each), "
+    parts = f", --dask_npartitions={args.npartitions}" if args.npartitions else ", Beam's default partitions"
+    print(f"\n{args.size} SVs dataset, {args.workers} dask workers (1 thread each){parts}, "
           f"{os.cpu_count()} CPUs shared by all processes")
     print(f"first-run overhead: client connect {o['connect_s']:.2f} s, one-element Beam job on the cluster "
           f"{o['trial_job_s']:.2f} s")

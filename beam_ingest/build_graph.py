@@ -24,9 +24,9 @@ from .chunk_inputs import ChunkReader
 from .inputs.segmentation import ChunkPart
 from .layout import ROOT_COUNTER_BUCKETS, GraphLayout
 from .restart import NOTHING, SavedWork
-from .sink import ProveCompleteFn, ProveLayer, SinkSpec, WriteRowsFn
-from .transforms import (CHECKPOINTED, ROOTS, ROWS, SAVED, SUMMARY, BuildLayer2Fn, BuildParentLayerFn, BuildRootsFn,
-                         BuiltChunks, ReadSegmentationChunkFn)
+from .sink import ProveCompleteFn, ProveLayer, SinkSpec, WriteCacheRowsFn, WriteRowsFn
+from .transforms import (CHECKPOINTED, L2CACHE, ROOTS, ROWS, SAVED, SUMMARY, BuildLayer2Fn, BuildParentLayerFn,
+                         BuildRootsFn, BuiltChunks, ReadSegmentationChunkFn)
 
 
 def _expand_slab(x, layout):
@@ -144,12 +144,14 @@ class BuildGraph(beam.PTransform):
     layer, and the completion proof over all of them. Returns the completion mark."""
 
     def __init__(self, layout: GraphLayout, start: FromInputs | FromCheckpoint, sink: SinkSpec, top_layer=None,
-                 fail_at_layer=None, checkpoint_url=None, pcg_version=2):
+                 fail_at_layer=None, checkpoint_url=None, pcg_version=2, cache=None):
         """`top_layer`: stop after building this layer (then no roots are assigned; with a
         `FromInputs` of a few chunks, the `--test` run). `checkpoint_url`: save every layer's
         summaries there. `pcg_version` 3: also the cells PyChunkedGraph 3.x adds
-        (docs/table-format.md, version 3)."""
+        (docs/table-format.md, version 3). `cache`: an l2cache.chunks.CacheSpec: the layer-2
+        stage also writes the L2 cache (every layer-2 chunk is then built from its inputs)."""
         super().__init__()
+        self.cache = cache
         self.layout = layout
         self.start = start
         self.sink = sink
@@ -168,7 +170,7 @@ class BuildGraph(beam.PTransform):
             built = self._parent_layer(built, layer)
         if built.marked is not None:  # the top layer's checkpoint complete too, before the completion mark
             built.proofs.append(built.marked)
-        layers = list(range(2, self.top_layer + 1))
+        layers = list(range(2, self.top_layer + 1)) + ([completion.L2CACHE] if self.cache is not None else [])
         with_roots = self.top_layer == self.layout.layer_count
         if with_roots:
             built.proofs.append(self._roots(pbegin, built.roots))
@@ -190,7 +192,7 @@ class BuildGraph(beam.PTransform):
         chunks = (start.layer2.elements(pbegin, self.layout, built)
                   | "BuildLayer2" >> beam.ParDo(
                       BuildLayer2Fn(self.layout, reader, self.fail_at_layer, self.checkpoint_url,
-                                    self.sink.identity, self.lifted)))
+                                    self.sink.identity, self.lifted, self.cache)))
         proof = self._write_and_prove(_select(chunks, "Layer2", ROWS), "Layer2", 2,
                                       completion.expected_chunks(self.layout, 2, start.coords), saved.acks)
         summaries, roots = _select(chunks, "Layer2", SUMMARY), [_select(chunks, "Layer2", ROOTS)]
@@ -199,7 +201,13 @@ class BuildGraph(beam.PTransform):
             summaries = (summaries, saved_summaries) | "Layer2Summaries" >> beam.Flatten()
             roots.append(saved_roots)
         marked = self._mark_saved(chunks, "Layer2", 2, proof, (len(saved.summaries), len(saved.roots)))
-        return _Built(summaries, roots, [proof], marked)
+        proofs = [proof]
+        if self.cache is not None:
+            proofs.append(_select(chunks, "Layer2", L2CACHE)
+                          | "WriteL2Cache" >> beam.ParDo(WriteCacheRowsFn(self.sink, self.cache.table_id))
+                          | "ProveL2Cache" >> ProveLayer(completion.L2CACHE,
+                                                         completion.expected_chunks(self.layout, 2, start.coords)))
+        return _Built(summaries, roots, proofs, marked)
 
     def _from_checkpoint(self, pbegin) -> _Built:
         summaries, roots = self._read_checkpoint(pbegin, "Checkpoint", self.start.saved)

@@ -71,6 +71,18 @@ def _layout_of(table):
     return layout_for(meta.graph_config, meta.data_source)[0]
 
 
+def describe_cache_row(table, node_id: int) -> list[str]:
+    """One line per cell of a layer-2 node's L2 cache row, decoded with its dtype."""
+    from .l2cache.features import decode_cells
+    row = table.read_row(b"%020d" % node_id)
+    if row is None:
+        return ["  (no row: the node has no voxel)"]
+    found = decode_cells({q: columns[q][0].value for columns in row.cells.values() for q in columns})
+    return [f"  {q.decode():<22} "
+            + (str(v) if np.isscalar(v) else " ".join(np.array2string(v, precision=4, separator=", ").split()))
+            for q, v in sorted(found.items())]
+
+
 def describe_chain(table, sv: int) -> list[str]:
     """One line per node from `sv` up to its root: layer, id, children count."""
     from .store.reader import read_node
@@ -167,11 +179,12 @@ def cmd_demo(args):
     from .synthetic import SyntheticSpec, generate
 
     extra = []
+    cache = f"{args.graph_id}-l2cache" if args.segmentation else None
     args.out = args.out or ("demo_segmentation" if args.segmentation else "demo_data")
     if args.segmentation:  # volumes in: relabelled, contacts as edges, then the same ingest
         from .synthetic_segmentation import SegmentationSpec, generate_segmentation
         info = generate_segmentation(args.out, SegmentationSpec(chunks=tuple(args.chunks)))
-        extra = ["--from_segmentation"]
+        extra = ["--from_segmentation", f"--l2cache_table={cache}"]
         print(f"generated a {'x'.join(map(str, info['size']))}-voxel segmentation ({info['n_supervoxels']} "
               f"supervoxels, objects, affinities) under {args.out}")
     else:
@@ -194,6 +207,11 @@ def cmd_demo(args):
         sv = _some_sv(table, plan.layout)
         print(f"\nthe chain of SV {sv} up to its root:")
         print("\n".join(describe_chain(table, sv)))
+        if cache:
+            from .store.reader import read_node
+            node = read_node(table, sv)["parent"]
+            print(f"\nthe L2 cache row of its layer-2 node {node} (table {cache}; docs/l2cache.md):")
+            print("\n".join(describe_cache_row(_table(argparse.Namespace(**{**vars(args), "graph_id": cache})), node)))
     finally:
         if emulator:
             emulator.stop()
@@ -347,6 +365,27 @@ def verify_reader(plan, raw: bool, fill_missing: bool = False):
         affinities=ic.AFFINITIES, in_place=plan.segmentation["in_place"], fill_missing=fill_missing))
 
 
+def _cache_check(table_id, graph_id, target, plan):
+    """The verify.CacheCheck of the L2 cache table, or the MISMATCH line saying why there is none."""
+    import pickle
+
+    from .l2cache.chunks import WatershedVoxels
+    from .store import bigtable
+    from .verify import CacheCheck
+    table = bigtable.open_table(target, table_id, admin=True)
+    if not bigtable.table_exists(table):
+        return f"MISMATCH: L2 cache table {table_id!r} does not exist"
+    found = bigtable.read_cell(table, b"meta", "0", b"meta")
+    try:
+        meta = pickle.loads(found[0]) if found else {}
+    except Exception:  # any unpickling failure: not a cache meta
+        meta = {}
+    if meta.get("graph_id") != graph_id:
+        return f"MISMATCH: L2 cache table {table_id!r} is not the cache of {graph_id!r} (its meta: {meta or 'none'})"
+    ds = plan.settings.data_source
+    return CacheCheck(table, WatershedVoxels(ds.WATERSHED, ds.CV_MIP, plan.layout), tuple(plan.resolution))
+
+
 def cmd_verify(args):
     from .inputs.precomputed import PrecomputedReader
     from .launcher import meta_mismatch, plan_ingest
@@ -383,7 +422,14 @@ def cmd_verify(args):
     if args.raw or args.from_segmentation:  # the table and the files the run wrote, against the run's inputs
         reader = verify_reader(plan, args.raw, args.fill_missing)
         files = {"edges": ds.EDGES, "components": ds.COMPONENTS}
-    report = verify(table, plan.layout, reader, args.sample, args.seed, pcg_version=pcg_version, files=files)
+    cache = None
+    if args.l2cache_table:
+        cache = _cache_check(args.l2cache_table, args.graph_id, target, plan)
+        if isinstance(cache, str):
+            print(cache)
+            return 1
+    report = verify(table, plan.layout, reader, args.sample, args.seed, pcg_version=pcg_version, files=files,
+                    cache=cache)
     print(report.format())
     return 0 if report.ok and ": complete" in completion else 1
 
@@ -476,7 +522,8 @@ def main(argv=None) -> int:
     p.add_argument("--svs_per_chunk", type=int_in(1), default=200)
     p.add_argument("--segmentation", action="store_true",
                    help="start from segmentation volumes instead (pipeline.py --from_segmentation): supervoxels, "
-                        "objects and affinities are relabelled, their contacts become the edges, then the ingest")
+                        "objects and affinities are relabelled, their contacts become the edges, then the ingest; "
+                        "also writes the L2 cache (table <graph_id>-l2cache) and prints the chain's cache row")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("status", help="per-layer progress of an ingest (completed / total chunks), from Redis")
@@ -500,6 +547,8 @@ def main(argv=None) -> int:
                    "check the sampled chunks against the volumes, and their EDGES/COMPONENTS files too")
     p.add_argument("--fill_missing", action="store_true", help="with --from_segmentation: as the ingest's "
                    "--fill_missing (a missing storage file of the volumes reads as background)")
+    p.add_argument("--l2cache_table", help="also check the L2 cache rows of the sampled chunks in this table "
+                   "against a recomputation from WATERSHED (docs/l2cache.md)")
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("estimate", help="estimate workers, Bigtable nodes, wall time and cost of an ingest")

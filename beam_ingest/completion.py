@@ -13,6 +13,7 @@ import dataclasses
 import numpy as np
 
 ROOTS = "roots"
+L2CACHE = "l2cache"  # the L2 cache's rows, one proof per layer-2 chunk (a table of their own)
 # columns of Acks.counts
 ROWS, PARENTS, CHILDREN, SVS = range(4)
 SHOWN = 5  # missing chunks named in a message
@@ -43,11 +44,15 @@ class Acks:
 
 
 def layer_label(layer) -> str:
-    return "root buckets" if layer == ROOTS else f"layer {layer}"
+    return {ROOTS: "root buckets", L2CACHE: "L2 cache"}.get(layer, f"layer {layer}")
 
 
 def describe(layer, coord) -> str:
-    return f"root bucket {int(coord[0])}" if layer == ROOTS else f"layer-{layer} chunk {tuple(int(c) for c in coord)}"
+    if layer == ROOTS:
+        return f"root bucket {int(coord[0])}"
+    if layer == L2CACHE:
+        return f"the L2 cache of layer-2 chunk {tuple(int(c) for c in coord)}"
+    return f"layer-{layer} chunk {tuple(int(c) for c in coord)}"
 
 
 def expected_chunks(layout, layer, coords=None) -> np.ndarray:
@@ -100,7 +105,10 @@ def check_totals(proofs: list[dict], layers: list, roots: bool) -> dict:
     absent = [layer for layer in layers if layer not in by_layer]
     if absent:
         raise IncompleteError(f"no proof for {', '.join(layer_label(a) for a in absent)}")
+    cache = by_layer.pop(L2CACHE, None)  # another table's rows: not in the graph's totals
     total = {k: sum(p[k] for p in by_layer.values()) for k in ("chunks", "rows", "parents", "children", "svs")}
+    if cache is not None:
+        total["l2cache_rows"] = cache["rows"]
     if roots:
         n_roots = by_layer[ROOTS]["children"]
         if total["parents"] != total["svs"] + total["children"] - n_roots:

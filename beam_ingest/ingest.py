@@ -25,7 +25,7 @@ from beam_ingest.config import ConfigError
 from beam_ingest.inputs.precomputed import InputError, PrecomputedReader
 from beam_ingest.inputs.raw import RawReader
 from beam_ingest.launcher import plan_ingest, prepare_table, probe_outputs
-from beam_ingest.options import IngestOptions, check_graph_id, parse_argv
+from beam_ingest.options import IngestOptions, check_graph_id, check_l2cache_options, parse_argv
 from beam_ingest.progress import ProgressCache, ProgressMonitor, RedisSettings, layer_totals
 from beam_ingest.report import format_summary, ingest_counters
 from beam_ingest.runners import (check_runner, close_runner_client, drops_finish_bundle_outputs, final_outputs,
@@ -84,7 +84,8 @@ def make_reader(plan, raw: bool):
         return SegmentationReader(plan.layout, ds.CV_MIP, ic.SUPERVOXELS, ds.WATERSHED, ds.EDGES, ds.COMPONENTS,
                                   objects=ic.OBJECTS, affinities=ic.AFFINITIES, sv_map=ic.SV_MAP,
                                   in_place=plan.segmentation["in_place"],
-                                  fill_missing=plan.segmentation.get("fill_missing", False))
+                                  fill_missing=plan.segmentation.get("fill_missing", False),
+                                  with_voxels=plan.l2cache is not None)
     if raw:
         return RawReader(plan.settings.ingest.AGGLOMERATION, plan.layout, ds.DATA_VERSION, plan.resolution,
                          ds.EDGES, ds.COMPONENTS)
@@ -98,11 +99,22 @@ def starting_point(plan, opts, coords, identity: str, resuming: bool):
     if opts.start_layer > 2:
         return FromCheckpoint(opts.start_layer, restart.restart_at(opts.checkpoint_dir, identity, opts.start_layer))
     saved = restart.NOTHING
-    if resuming and opts.checkpoint_dir:
+    if resuming and opts.checkpoint_dir and plan.l2cache is None:  # the cache is written by layer 2: all of it again
         saved = restart.resume_layer2(opts.checkpoint_dir, identity, plan.layout)
     reader = make_reader(plan, opts.raw)
     layer2 = VolumeChunks(reader) if plan.segmentation is not None else FileChunks(reader)
     return FromInputs(layer2, coords, saved)
+
+
+def cache_spec(plan):
+    """The L2 cache's CacheSpec for the workers (None without --l2cache_table): the voxels come
+    with each chunk from segmentation volumes, else from WATERSHED."""
+    if plan.l2cache is None:
+        return None
+    from beam_ingest.l2cache.chunks import CacheSpec
+    ds = plan.settings.data_source
+    return CacheSpec(plan.l2cache["table"], tuple(float(r) for r in plan.resolution),
+                     None if plan.segmentation is not None else ds.WATERSHED, int(ds.CV_MIP))
 
 
 def print_test_chunks(plan, coords, raw=False):
@@ -154,6 +166,7 @@ def run(argv=None):
     if not opts.graph_id:
         raise ConfigError("--graph_id: required (the table id of the graph)")
     check_graph_id(opts.graph_id, opts.test)
+    check_l2cache_options(opts)
     if opts.checkpoint_dir:
         from beam_ingest.locations import check_output
         check_output("--checkpoint_dir", opts.checkpoint_dir)
@@ -176,6 +189,12 @@ def run(argv=None):
     plan = plan_ingest(opts.config, graph_id, raw=opts.raw, segmentation=opts.from_segmentation)
     if plan.segmentation is not None:
         plan.segmentation["fill_missing"] = bool(opts.fill_missing)
+    if opts.l2cache_table:
+        if opts.start_layer > 2:
+            raise ConfigError("--start_layer: a restart above layer 2 cannot write the L2 cache (it is written by the "
+                              "layer-2 stage); continue with --if_exists=continue instead, which rebuilds layer 2")
+        plan.l2cache = {"table": opts.l2cache_table + ("-test" if opts.test else ""),
+                        "cv_path": opts.l2cache_cv_path or ""}
     layout = plan.layout
     check_restart_options(opts, layout)
     coords = top_layer = None
@@ -197,12 +216,24 @@ def run(argv=None):
             plan.target = resolve_target(plan.project, plan.instance)
         from beam_ingest.store.table_state import RunRecord, run_inputs
         identity = RunRecord(plan.graph_id, ingest_ms, "none", run_inputs(
-            plan.settings, opts.raw, opts.pcg_version, plan.segmentation)).identity
+            plan.settings, opts.raw, opts.pcg_version, plan.segmentation, plan.l2cache)).identity
     else:
+        if plan.l2cache:  # refused before the graph's table is created, as the graph's own is
+            from beam_ingest.l2cache import table as l2cache_table
+            from beam_ingest.store.bigtable import resolve_target
+            l2cache_table.check_absent(resolve_target(plan.project, plan.instance), plan.l2cache["table"],
+                                       opts.if_exists)
         state = prepare_table(plan, opts.if_exists, opts.ingest_timestamp, opts.table_splits, opts.raw,
                               restart_layer=opts.start_layer if opts.start_layer > 2 else None,
                               pcg_version=opts.pcg_version)
         ingest_ms, identity = plan.ingest_ms, state.record.identity
+        if plan.l2cache and state.complete is None:
+            try:
+                l2cache_table.prepare(plan.target, plan.l2cache["table"], plan.graph_id, plan.l2cache["cv_path"],
+                                      ingest_ms, opts.if_exists)
+            except BaseException:
+                state.claim.release()
+                raise
     if plan.segmentation is not None and plan.segmentation["watershed_info"] is not None and not dry_run:
         from beam_ingest.inputs.volumes import create_watershed
         create_watershed(plan.settings.data_source.WATERSHED, plan.segmentation["watershed_info"])
@@ -236,7 +267,8 @@ def _run_pipeline(options, opts, plan, layout, coords, top_layer, redis, ingest_
     pipeline = beam.Pipeline(options=options)
     _ = (pipeline
          | "BuildGraph" >> BuildGraph(layout, start, sink, top_layer=top_layer, fail_at_layer=opts.fail_at_layer,
-                                      checkpoint_url=opts.checkpoint_dir, pcg_version=opts.pcg_version))
+                                      checkpoint_url=opts.checkpoint_dir, pcg_version=opts.pcg_version,
+                                      cache=cache_spec(plan)))
     partial = (f"Table {plan.graph_id!r} is partially written. Fix the cause, then rerun with "
                "--if_exists=continue (same cells as a clean run) or --if_exists=recreate.")
     if dry_run and not dataflow:

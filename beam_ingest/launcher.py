@@ -29,6 +29,7 @@ class IngestPlan:
     pcg_version: int = 2  # the PyChunkedGraph table version written (2 or 3)
     segmentation: dict | None = None  # --from_segmentation: volumes.check_segmentation_volumes' plan
     target: object = None  # the bigtable.Target, resolved once by the launcher
+    l2cache: dict | None = None  # --l2cache_table: {"table": its id, "cv_path": the meta's cv_path}
 
 
 def plan_ingest(config_path: str, graph_id: str, raw: bool = False, segmentation: bool = False) -> IngestPlan:
@@ -182,7 +183,7 @@ def prepare_table(plan: IngestPlan, if_exists: str, ingest_ms: int | None, table
     if restart_layer and not exists:
         raise TableError(f"--start_layer={restart_layer}: table {meta.table_id!r} does not exist; a restart at a "
                          "layer continues the earlier run's table (its lower layers are already in it)")
-    inputs = table_state.run_inputs(plan.settings, raw, pcg_version, plan.segmentation)
+    inputs = table_state.run_inputs(plan.settings, raw, pcg_version, plan.segmentation, plan.l2cache)
     plan.pcg_version = pcg_version
     claim = None
     try:

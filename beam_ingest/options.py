@@ -73,6 +73,18 @@ def check_graph_id(graph_id: str, test: bool = False, option: str = "--graph_id"
                                                              if test else ""))
 
 
+def check_l2cache_options(opts) -> None:
+    """`--l2cache_table`: a valid table id of its own; `--l2cache_cv_path` only with it."""
+    if opts.l2cache_table is None:
+        if opts.l2cache_cv_path:
+            raise ConfigError("--l2cache_cv_path: only with --l2cache_table (the cache whose meta names it)")
+        return
+    check_graph_id(opts.l2cache_table, opts.test, option="--l2cache_table")
+    if opts.l2cache_table == opts.graph_id:
+        raise ConfigError(f"--l2cache_table: {opts.l2cache_table!r} is the graph's own table; the cache needs a "
+                          "table of its own (e.g. l2cache_<graph id>_v1)")
+
+
 def add_flag(parser, name: str, default, help: str) -> None:
     """A true/false option: `--name`, `--name=true` or `--name=false`."""
     parser.add_argument(name, type=flag, nargs="?", const=True, default=default, help=help)
@@ -136,6 +148,15 @@ class IngestOptions(PipelineOptions):
             help="PyChunkedGraph table version to write: 2 (default) or 3 (adds family 4 with every non-root "
                  "node's lifted cross edges, layer-1 chunk counters and version 3.1.7, for PyChunkedGraph 3.x "
                  "servers; docs/table-format.md, version 3).")
+        parser.add_argument(
+            "--l2cache_table", default=None,
+            help="Also write CAVE's L2 cache (per-layer-2-node volume, area, representative point, thickness, "
+                 "principal axes) into this Bigtable table, in the same run, from the voxels of each layer-2 "
+                 "chunk (docs/l2cache.md). --if_exists covers it too. Default: no cache.")
+        parser.add_argument(
+            "--l2cache_cv_path", default="",
+            help="With --l2cache_table: the segmentation path the cache's meta names (cv_path), e.g. "
+                 "graphene://https://<server>/segmentation/table/<graph_id> (default: empty).")
         add_flag(
             parser, "--test", False,
             help="A trial run: only the 8 layer-2 chunks at the centre of the dataset (the children of "

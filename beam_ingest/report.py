@@ -53,6 +53,9 @@ def format_summary(counters: dict[str, int], layer_count: int, seconds: float) -
         dangling = sum(v for k, v in counters.items() if k.endswith("_dangling_cross_edges"))
         lines.append(f"table version 3: {lifted} lifted cross-edge rows (family 4); {dangling} one-sided cross-edge "
                      "copies got none (they join nothing)")
+    if "l2cache_rows" in counters:
+        lines.append(f"L2 cache: {counters['l2cache_rows']} layer-2 node rows, computed in "
+                     f"{counters.get('l2cache_us', 0) / 1e6:.2f} s")
     if counters.get("layer2_far_edges"):
         lines.append(f"warning: {counters['layer2_far_edges']} edges join chunks that are not neighbours (distance > 1 "
                      "on an axis; kept as given, as PyChunkedGraph does)")

@@ -8,6 +8,7 @@ import time
 import typing
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
@@ -164,6 +165,59 @@ class WriteRowsFn(beam.DoFn):
     def teardown(self):
         if getattr(self, "progress", None) is not None:
             self.progress.flush_pending()
+        if getattr(self, "writer", None) is not None:
+            self.writer.close()
+
+
+@_untyped_output
+class WriteCacheRowsFn(beam.DoFn):
+    """Writes each layer-2 chunk's L2 cache rows into the cache table (or only counts them with
+    `skip_writes`) and reports the chunks whose rows Bigtable acknowledged, as `Acks` of
+    `completion.L2CACHE` (column ROWS: the chunk's cache rows). The writer raises on any row
+    it could not write, so a bundle that drains is a bundle whose every row was acknowledged."""
+
+    def __init__(self, sink: SinkSpec, table_id: str):
+        self.sink, self.table_id = sink, table_id
+
+    def setup(self):
+        self.writer = None
+        if not self.sink.skip_writes:
+            from .store.bigtable import RowWriter
+            self.writer = RowWriter(self.sink.target, self.table_id, self.sink.ingest_ms,
+                                    batch_rows=self.sink.batch_rows, max_inflight=self.sink.max_inflight)
+
+    def start_bundle(self):
+        self._coords, self._rows = [], []
+
+    def process(self, element):
+        coord, rows = element
+        self._coords.append(coord)
+        self._rows.append(len(rows))
+        if self.writer is not None and rows:
+            self.writer.write(rows)
+        if self.sink.ack_each_element:
+            yield from self._flush()
+
+    def finish_bundle(self):
+        for acks in self._flush():
+            yield WindowedValue(acks, 0, [GlobalWindow()])
+
+    def _flush(self):
+        if not self._coords:
+            return
+        if self.writer is not None:
+            before = self.writer.rows_written
+            self.writer.drain()
+            if self.writer.rows_written - before != sum(self._rows):
+                raise RuntimeError(f"L2 cache: {self.writer.rows_written - before} rows acknowledged, "
+                                   f"{sum(self._rows)} sent")
+        _count("l2cache_rows_written", sum(self._rows))
+        counts = np.zeros((len(self._rows), 4), np.int64)
+        counts[:, completion.ROWS] = self._rows
+        yield completion.Acks(completion.L2CACHE, np.asarray(self._coords, np.int64).reshape(-1, 3), counts)
+        self._coords, self._rows = [], []
+
+    def teardown(self):
         if getattr(self, "writer", None) is not None:
             self.writer.close()
 

@@ -30,6 +30,7 @@ ROWS = "rows"          # Rows for the sink
 SAVED = "saved"        # ("summaries" | "roots", 1): a checkpoint file saved
 ROOTS = "roots"        # (bucket, RootBound) for the root assignment
 SUMMARY = "summary"    # (parent chunk, Summary) for the layer above
+L2CACHE = "l2cache"    # (chunk, its L2 cache rows) for the cache's sink
 CHECKPOINTED = "checkpointed"  # the key of a layer's "checkpoint complete" element (never a chunk)
 log = logging.getLogger(__name__)
 
@@ -80,12 +81,29 @@ class _BuildFn(beam.DoFn):
 
 
 class BuildLayer2Fn(_BuildFn):
-    def __init__(self, layout, reader, fail_at_layer=None, checkpoint_url=None, identity="", lifted=False):
+    def __init__(self, layout, reader, fail_at_layer=None, checkpoint_url=None, identity="", lifted=False,
+                 cache=None):
+        """`cache`: an l2cache.chunks.CacheSpec: also each chunk's L2 cache rows."""
         super().__init__(layout, 2, fail_at_layer, checkpoint_url, identity, lifted)
         self.reader = reader
+        self.cache = cache
 
     def setup(self):
         self.reader.connect()
+        self.voxels = None
+        if self.cache is not None and self.cache.watershed:
+            from .l2cache.chunks import WatershedVoxels
+            self.voxels = WatershedVoxels(self.cache.watershed, self.cache.mip, self.layout)
+            self.voxels.connect()
+
+    def _cache_rows(self, inputs, rows, coord):
+        from .l2cache.chunks import cache_rows
+        start = time.perf_counter()
+        watershed = inputs.watershed if inputs.watershed is not None else self.voxels.read(coord)
+        found = cache_rows(watershed, self.layout.chunk_size, rows, self.cache.resolution)
+        _count("l2cache_us", (time.perf_counter() - start) * 1e6)
+        _count("l2cache_rows", len(found))
+        return found
 
     def process(self, element):
         # an element is a chunk coordinate, or (coordinate, what the reader needs besides)
@@ -108,6 +126,8 @@ class BuildLayer2Fn(_BuildFn):
             _count("layer2_far_edges", stats.far_edges)
             log.warning("layer-2 chunk %s: %d edges to a chunk that is not a neighbour (kept as given)",
                         tuple(coord), stats.far_edges)
+        if self.cache is not None:  # before the rows: the build's outputs may be consumed in place
+            yield L2CACHE, (tuple(int(c) for c in coord), self._cache_rows(inputs, rows, coord))
         yield from self._emit(rows, summary, root_bound, coord)
 
 

@@ -35,6 +35,7 @@ class Report:
     mismatches: list = dataclasses.field(default_factory=list)
     lifted_checked: int = 0  # family-4 cells compared (version 3)
     files_checked: int = 0  # chunks whose EDGES/COMPONENTS files were compared with their inputs
+    l2cache_checked: int = 0  # L2 cache rows compared with a recomputation
 
     @property
     def ok(self) -> bool:
@@ -45,7 +46,8 @@ class Report:
                  f"{sum(c[1] for c in self.chunks)} SVs, {sum(c[2] for c in self.chunks)} layer-2 nodes, "
                  f"{self.edges_checked} active cross-chunk edges ({self.one_sided} one-sided, tolerated)"
                  + (f", {self.lifted_checked} lifted cross-edge cells (version 3)" if self.lifted_checked else "")
-                 + (f", the EDGES/COMPONENTS files of {self.files_checked} chunk(s)" if self.files_checked else "")]
+                 + (f", the EDGES/COMPONENTS files of {self.files_checked} chunk(s)" if self.files_checked else "")
+                 + (f", {self.l2cache_checked} L2 cache rows" if self.l2cache_checked else "")]
         for coord, svs, nodes in self.chunks:
             lines.append(f"  chunk {coord}: {svs} SVs, {nodes} nodes")
         if self.mismatches:
@@ -112,11 +114,21 @@ def _sample_coords(layout, n: int, seed: int):
     return [(i // (ny * nz), (i // nz) % ny, i % nz) for i in order]
 
 
+@dataclasses.dataclass
+class CacheCheck:
+    """The L2 cache to check: its table, a reader of WATERSHED blocks (l2cache.chunks.
+    WatershedVoxels) and the resolution."""
+    table: object
+    voxels: object
+    resolution: tuple
+
+
 def verify(table, layout, reader, sample: int = 10, seed: int = 0, coords=None, pcg_version: int = 2,
-           files: dict | None = None) -> Report:
+           files: dict | None = None, cache: CacheCheck | None = None) -> Report:
     """`files`: `{"edges": url, "components": url}` the run wrote (with --raw or
     --from_segmentation, where `reader` computes the inputs from the raw data): each sampled
-    chunk's files must hold exactly what the inputs give (none for a chunk without any)."""
+    chunk's files must hold exactly what the inputs give (none for a chunk without any).
+    `cache`: each sampled chunk's L2 cache rows must equal a recomputation from WATERSHED."""
     report = Report()
     view = TableView(table)
     inputs_cache = {}
@@ -140,8 +152,31 @@ def verify(table, layout, reader, sample: int = 10, seed: int = 0, coords=None, 
         _check_roots(coord, rows, root_bound, layout, view, report, inputs_of)
         if pcg_version >= 3:
             _check_lifted(coord, rows, layout, view, report)
+        if cache is not None:
+            _check_cache(coord, rows, layout, cache, report)
     report.mismatches += view.foreign
     return report
+
+
+def _check_cache(coord, rows, layout, cache: CacheCheck, report):
+    """The chunk's cache rows equal those recomputed from its WATERSHED block and its layer-2
+    parents; its other layer-2 nodes (no voxel in the chunk) have none."""
+    from .l2cache.chunks import cache_rows
+    expected = {key: {q: v for _, q, v in found}
+                for key, found in cache_rows(cache.voxels.read(coord), layout.chunk_size, rows, cache.resolution)}
+    keys = sorted(set(expected) | {cells.row_key(int(n)) for n in np.unique(rows.parent_ids)})
+    row_set = RowSet()
+    for key in keys:
+        row_set.add_row_key(key)
+    stored = {row.row_key: {q: columns[q][0].value for columns in row.cells.values() for q in columns}
+              for row in cache.table.read_rows(row_set=row_set, filter_=row_filters.CellsColumnLimitFilter(1))}
+    for key in keys:
+        want, got = expected.get(key), stored.get(key)
+        if want != got:
+            what = "missing" if got is None else "unexpected" if want is None else \
+                "differs in " + ", ".join(sorted(q.decode() for q in set(want) | set(got) if want.get(q) != got.get(q)))
+            report.mismatches.append(f"layer-2 chunk {coord}: L2 cache row {key.decode()} {what}")
+        report.l2cache_checked += 1
 
 
 def _check_files(coord, inputs, files, report):

@@ -7,6 +7,7 @@
     .venv/bin/python benchmarks/bench_segmentation.py --voxels_per_sv 512   # half as many supervoxels
     .venv/bin/python benchmarks/bench_segmentation.py --sharded         # inputs in shard files
     .venv/bin/python benchmarks/bench_segmentation.py --without_affinities   # supervoxels and objects only
+    .venv/bin/python benchmarks/bench_segmentation.py --l2cache --repeat 3   # what --l2cache_table adds
 
 Generates synthetic volumes (supervoxels, objects, affinities; cached under --data) with
 `generate --segmentation`, then runs the whole ingest from them in a fresh process with
@@ -55,7 +56,7 @@ def machine_check_ms() -> tuple[float, float]:
     return sort * 1e3, copy * 1e3
 
 
-def child(config: str) -> dict:
+def child(config: str, extra: list) -> dict:
     import logging
     import warnings
     warnings.filterwarnings("ignore")
@@ -64,7 +65,7 @@ def child(config: str) -> dict:
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     wall, cpu = time.perf_counter(), time.process_time()
     _, counters, plan = pipeline.run(["--config", config, "--graph_id", "bench-seg", "--from_segmentation",
-                                      "--skip_writes"])
+                                      "--skip_writes"] + extra)
     return {"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu, "counters": counters,
             "voxels": int(plan.layout.voxel_counts[0]) * int(plan.layout.voxel_counts[1])
             * int(plan.layout.voxel_counts[2]),
@@ -128,7 +129,7 @@ def sharded_copy(url: str, dest: str) -> str:
     return copy_volume(url, dest, sharded=True, data_encoding="gzip" if gzipped else "raw", minishard_bits=6)
 
 
-def ingest(config: str, cpus) -> dict:
+def ingest(config: str, cpus, extra=()) -> dict:
     """One ingest in a fresh process pinned to `cpus`, outputs of an earlier run removed first;
     the machine check is taken just before, here (on the same CPU), not in the measured process."""
     folder = os.path.dirname(config)
@@ -136,7 +137,7 @@ def ingest(config: str, cpus) -> dict:
     check_ms = machine_check_ms()
     for out in ("watershed", "edges", "components"):
         subprocess.run(["rm", "-rf", os.path.join(folder, out)], check=True)
-    run = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", config], capture_output=True,
+    run = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", config, *extra], capture_output=True,
                          text=True, cwd=ROOT, preexec_fn=lambda: os.sched_setaffinity(0, cpus))
     if run.returncode:
         sys.stderr.write(run.stderr[-4000:])
@@ -147,7 +148,7 @@ def ingest(config: str, cpus) -> dict:
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--child":
-        print(json.dumps(child(argv[1])))
+        print(json.dumps(child(argv[1], argv[2:])))
         return 0
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, nargs=3, default=[512, 512, 256], metavar=("X", "Y", "Z"))
@@ -166,6 +167,9 @@ def main(argv=None):
                         help="read the volumes from sharded copies (one shard file each; written once, then cached)")
     parser.add_argument("--without_affinities", action="store_true",
                         help="leave AFFINITIES out of the config (supervoxels and objects only)")
+    parser.add_argument("--l2cache", action="store_true",
+                        help="also run every ingest with --l2cache_table (computed, then dropped with the rows) and "
+                        "report what the L2 cache adds (target: at most 30%%)")
     parser.add_argument("--data", default=os.path.join(ROOT, "bench_data"))
     args = parser.parse_args(argv)
     chunks = tuple(s // c for s, c in zip(args.size, args.chunk_size))
@@ -175,11 +179,13 @@ def main(argv=None):
     few = (2, 2, 2) if chunks[0] * chunks[1] * chunks[2] > 8 else (1, 1, 1)
     small = dataset(args, few, storage) if few != chunks else None
     cpus = sorted(os.sched_getaffinity(0))[:1]
-    runs, small_runs = [], []
+    runs, small_runs, cache_runs = [], [], []
     for _ in range(max(args.repeat, 1)):
         runs.append(ingest(config, cpus))
         if small:
             small_runs.append(ingest(small, cpus))
+        if args.l2cache:
+            cache_runs.append(ingest(config, cpus, ["--l2cache_table=bench-l2"]))
     r = min(runs, key=lambda x: x["cpu_s"])
     if len(runs) > 1:
         cpu = ", ".join(f"{x['cpu_s']:.1f}" for x in runs)
@@ -219,6 +225,14 @@ def main(argv=None):
     print(f"peak RSS {r['peak_rss_mb']:.0f} MB (start-up {r['base_rss_mb']:.0f} MB); one chunk is "
           f"{r['chunk_voxels']:,} voxels ({chunk_mb:.0f} MB as {inputs}); the in-process runner also holds every "
           "chunk's part between the two steps (its boundary planes and contacts; Dataflow shuffles them)")
+    if cache_runs:
+        w = min(cache_runs, key=lambda x: x["cpu_s"])
+        wc = w["counters"]
+        print(f"with --l2cache_table: {w['wall_s']:.1f} s wall, {w['cpu_s']:.1f} CPU s, "
+              f"{wc.get('l2cache_rows', 0):,} cache rows; the cache's own step {wc.get('l2cache_us', 0) / 1e6:.1f} s "
+              f"({voxels / max(wc.get('l2cache_us', 1) / 1e6, 1e-9) / 1e6:.2f} M voxels/s); "
+              f"**{w['cpu_s'] / r['cpu_s']:.2f}x the CPU of the run without** (target <= 1.30x), "
+              f"peak RSS {w['peak_rss_mb']:.0f} MB")
     return 0
 
 

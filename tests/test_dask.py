@@ -195,3 +195,15 @@ def test_without_dask_a_dask_option_says_what_to_install():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=os.path.dirname(
         os.path.dirname(os.path.abspath(__file__))))
     assert "--dask_client_address: a DaskRunner option, and dask is not installed here" in out.stdout, out.stderr
+
+
+def test_l2cache_on_the_dask_cluster(tmp_path, graph_id, dask_cluster):
+    """--l2cache_table on the cluster: the cache rows go through their own sink and proof."""
+    from beam_ingest.synthetic_segmentation import SegmentationSpec, generate_segmentation
+    from test_l2cache import cache_cells
+    info = generate_segmentation(str(tmp_path / "data"), SegmentationSpec(seed=23))
+    run_ingest(info["config"], graph_id + "-inproc", "--from_segmentation", f"--l2cache_table={graph_id[:36]}-l2in")
+    _, counters, _ = run_ingest(info["config"], graph_id, "--from_segmentation", f"--l2cache_table={graph_id[:36]}-l2",
+                                "--if_exists=recreate", *dask_args(dask_cluster))
+    assert counters["mark"]["l2cache_rows"] > 0
+    assert cache_cells(f"{graph_id[:36]}-l2")[0] == cache_cells(f"{graph_id[:36]}-l2in")[0]

@@ -130,7 +130,7 @@ def test_the_readme_is_a_start_page():
     text = "\n".join(lines)
     assert "bash tools/install.sh && .venv/bin/python -m beam_ingest demo" in text and "bash .ci/run" in text
     for page in ("operating.md", "scale.md", "performance.md", "table-format.md", "hierarchy.md",
-                 "input-formats.md", "segmentation-input.md", "pychunkedgraph.md"):
+                 "input-formats.md", "segmentation-input.md", "pychunkedgraph.md", "l2cache.md"):
         assert f"docs/{page}" in text, page
 
 

@@ -49,6 +49,8 @@ class ChunkPart:
     planes: dict
     affinities: dict
     in_chunk: Edges | None = None
+    voxels: np.ndarray | None = None     # with the L2 cache, the chunk's own part: its label volume
+    voxel_ids: np.ndarray | None = None  # and the new supervoxel id of each label
 
     @property
     def coord(self):
@@ -56,7 +58,8 @@ class ChunkPart:
 
     @property
     def nbytes(self) -> int:
-        arrays = [self.ids.ids, self.ids.objects, *self.planes.values(), *self.affinities.values()]
+        arrays = [self.ids.ids, self.ids.objects, *self.planes.values(), *self.affinities.values(), self.voxels,
+                  self.voxel_ids]
         if self.in_chunk is not None:
             arrays += [getattr(self.in_chunk, f.name) for f in dataclasses.fields(Edges)]
         return sum(a.nbytes for a in arrays if a is not None)

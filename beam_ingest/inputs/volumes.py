@@ -61,10 +61,12 @@ class SegmentationReader(ChunkReader):
 
     def __init__(self, layout, mip: int, supervoxels: str, watershed: str, edges_out: str, components_out: str,
                  objects: str | None = None, affinities: str | None = None, sv_map: str | None = None,
-                 in_place: bool = False, fill_missing: bool = False):
+                 in_place: bool = False, fill_missing: bool = False, with_voxels: bool = False):
         self._args = dict(layout=layout, mip=mip, supervoxels=supervoxels, watershed=watershed, edges_out=edges_out,
                           components_out=components_out, objects=objects, affinities=affinities, sv_map=sv_map,
-                          in_place=in_place, fill_missing=fill_missing)  # what a worker gets: no clients
+                          in_place=in_place, fill_missing=fill_missing,
+                          with_voxels=with_voxels)  # what a worker gets: no clients
+        self.with_voxels = with_voxels  # the chunk's relabelled voxels go to itself (for the L2 cache)
         self.layout, self.mip = layout, int(mip)
         self.urls = dict(supervoxels=supervoxels, watershed=watershed, edges=edges_out, components=components_out,
                          objects=objects, affinities=affinities, sv_map=sv_map)
@@ -176,12 +178,15 @@ class SegmentationReader(ChunkReader):
                                  "channel(s), expected 3 (x, y, z)")
         ids, labels, rank_of = label_chunk(coord, supervoxels, objects, (1 << self.layout.segment_bits(1)) - 1, where)
         prefix = self._prefix(coord)
+        new_id = segment_table(prefix, len(ids.ids))[rank_of]  # of each label
         if write:
-            new_id = segment_table(prefix, len(ids.ids))[rank_of]  # of each label
             self._write_watershed(coord, labels, new_id, supervoxels, start)
             self._write_sv_map(coord, ids.ids)
         planes, lower = boundary(labels, rank_of, affinities)
-        yield coord, ChunkPart(ids, planes, lower, in_chunk_contacts(labels, len(ids.ids), affinities, rank_of))
+        own = ChunkPart(ids, planes, lower, in_chunk_contacts(labels, len(ids.ids), affinities, rank_of))
+        if self.with_voxels and write:
+            own.voxels, own.voxel_ids = labels, new_id
+        yield coord, own
         for n in self.neighbours(coord):
             axis = next(k for k in range(3) if n[k] != coord[k])
             side = 1 if n[axis] > coord[axis] else -1
@@ -240,6 +245,8 @@ class SegmentationReader(ChunkReader):
             self._folder("components").sync(components_filename(coord), encode_components(
                 graph.component_svs, graph.component_labels) if len(graph.component_svs) else None)
         inputs = ChunkInputs(coord, graph.edges, graph.component_svs, graph.component_labels)
+        if own.voxels is not None:
+            inputs.watershed = own.voxel_ids[own.voxels]
         inputs.edges_file = f"{self.urls['edges'].rstrip('/')}/{edges_filename(coord)}"
         inputs.components_file = f"{self.urls['components'].rstrip('/')}/{components_filename(coord)}"
         return inputs

@@ -306,3 +306,22 @@ def chunk_volume(watershed: np.ndarray, chunk_size, svs: np.ndarray, l2ids: np.n
     out = np.zeros(chunk_size, np.uint64)
     out[tuple(slice(0, w) for w in watershed.shape)] = parent_of_number[numbers]
     return out
+
+
+CELL_SHAPES = {b"rep_coord_nm": (3,), b"chunk_intersect_count": (2, 3), b"pca": (-1, 3)}
+
+
+def decode_cells(cells: dict) -> dict:
+    """`{qualifier: bytes}` of a cache row as arrays of the cells' dtypes and shapes (a scalar
+    as a 0-d array's item)."""
+    out = {}
+    for qualifier, value in cells.items():
+        array = np.frombuffer(value, CELL_DTYPES[qualifier])
+        if qualifier in CELL_SHAPES:
+            out[qualifier] = array.reshape(CELL_SHAPES[qualifier])
+        elif qualifier == b"pca_val":
+            out[qualifier] = array
+        else:
+            out[qualifier] = array[0].item()
+    return out
+

@@ -72,9 +72,11 @@ class RunRecord:
         return cls(graph_id, int(ingest_ms), secrets.token_hex(8), inputs)
 
 
-def run_inputs(settings, raw: bool, pcg_version: int = 2, segmentation: dict | None = None) -> dict:
-    """What defines the graph's content, for the run identity. `segmentation`: the plan's
-    `--from_segmentation` settings (None without)."""
+def run_inputs(settings, raw: bool, pcg_version: int = 2, segmentation: dict | None = None,
+               l2cache: dict | None = None) -> dict:
+    """What defines the graph's content and outputs, for the run identity. `segmentation`: the
+    plan's `--from_segmentation` settings (None without); `l2cache`: the L2 cache's table and
+    cv_path (None without)."""
     gc, ds = settings.graph_config, settings.data_source
     out = {"graph_config": {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(gc).items()},
            "data_source": dataclasses.asdict(ds), "raw": bool(raw)}
@@ -89,6 +91,8 @@ def run_inputs(settings, raw: bool, pcg_version: int = 2, segmentation: dict | N
         out["pcg_version"] = int(pcg_version)
     if raw:
         out["agglomeration"] = settings.ingest.AGGLOMERATION
+    if l2cache is not None:  # absent without: earlier runs' identities stay as they were
+        out["l2cache"] = dict(l2cache)
     return out
 
 

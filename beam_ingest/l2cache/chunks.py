@@ -1,0 +1,91 @@
+"""A layer-2 chunk's L2 cache rows, from its watershed block and its layer-2 build.
+
+The voxels come with the chunk (`--from_segmentation`: the relabelled block step 1 already
+holds) or are read from WATERSHED here (precomputed and raw inputs), once per chunk, with the
+same file-by-file reads as the segmentation reader.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from .features import FAMILY, chunk_features, chunk_volume, row_cells
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheSpec:
+    """The cache a run writes; handed to the workers with the job."""
+    table_id: str
+    resolution: tuple          # nm per voxel of the watershed at the graph's mip (x, y, z)
+    watershed: str | None = None  # where the layer-2 stage reads a chunk's voxels; None: they come with it
+    mip: int = 0
+
+
+def parents_of_supervoxels(rows) -> tuple[np.ndarray, np.ndarray]:
+    """From a layer-2 build's rows: its supervoxels, ascending, and the layer-2 parent of each
+    (the build writes a parent cell for every supervoxel it read, and only for those)."""
+    order = np.argsort(rows.node_ids, kind="stable")
+    return rows.node_ids[order], rows.parent_ids[order]
+
+
+def cache_rows(watershed: np.ndarray, chunk_size, rows, resolution) -> list:
+    """The chunk's cache rows `(row key, [(family, qualifier, value), ...])`, one per layer-2
+    node with a voxel in the chunk, in id order. `watershed`: the chunk's block of supervoxel
+    ids, (x, y, z), cut at the dataset's far edge."""
+    svs, parents = parents_of_supervoxels(rows)
+    labels = chunk_volume(watershed, chunk_size, svs, parents)
+    return [(key, [(FAMILY, qualifier, value) for qualifier, value in cells])
+            for key, cells in row_cells(chunk_features(labels, resolution))]
+
+
+def chunk_box(layout, coord) -> tuple[np.ndarray, np.ndarray]:
+    """Absolute voxel `(start, stop)` of a layer-2 chunk, cut at the dataset's far edge."""
+    offset, size, chunk = (np.asarray(v, np.int64) for v in (layout.voxel_offset, layout.voxel_counts,
+                                                            layout.chunk_size))
+    start = offset + np.asarray(coord, np.int64) * chunk
+    return start, np.minimum(start + chunk, offset + size)
+
+
+class WatershedVoxels:
+    """Reads layer-2 chunks' blocks of WATERSHED (picklable; `connect()` on the worker)."""
+
+    def __init__(self, url: str, mip: int, layout):
+        self.url, self.mip, self.layout = url, int(mip), layout
+        self._blocks = None
+        self.requests = 0
+
+    def __getstate__(self):
+        return {"url": self.url, "mip": self.mip, "layout": self.layout}
+
+    def __setstate__(self, state):
+        self.__init__(state["url"], state["mip"], state["layout"])
+
+    def connect(self):
+        if self._blocks is None:
+            from cloudvolume import CloudVolume
+
+            from ..deadline import within
+            from ..inputs.storage_blocks import StorageBlocks
+            where = f"data_source.WATERSHED: {self.url}"
+            volume = within(where, CloudVolume, self.url, mip=self.mip, progress=False, fill_missing=False,
+                            bounded=False, cache=False, lru_bytes=0, provenance={})
+            self._blocks = StorageBlocks(volume)
+
+    def read(self, coord) -> np.ndarray:
+        from ..chunk_inputs import InputError
+        from ..deadline import within
+        self.connect()
+        start, stop = chunk_box(self.layout, coord)
+        before = self._blocks.files_read
+        try:
+            block = within(f"voxels {start.tolist()}..{stop.tolist()}", self._blocks.read, start, stop)
+        except InputError:
+            raise
+        except Exception as exc:  # storage and format errors vary
+            raise InputError(f"data_source.WATERSHED: {self.url} cannot be read for the L2 cache of layer-2 chunk "
+                             f"{tuple(coord)} (voxels {start.tolist()}..{stop.tolist()}): {type(exc).__name__}: "
+                             f"{' '.join(str(exc).split())[:300]}") from None
+        finally:
+            self.requests += max(self._blocks.files_read - before, 1)
+        return np.asarray(block)[..., 0]

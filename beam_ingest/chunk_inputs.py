@@ -42,7 +42,8 @@ class ChunkInputs:
     component_labels: np.ndarray  # int64, component index of each
     edges_file: str = ""          # where the edges / components came from, for error messages
     components_file: str = ""     # ("" when they did not come from one file)
-    watershed: np.ndarray | None = None  # the chunk's block of supervoxel ids, when the reader has it
+    # the chunk's voxels, when the reader has them: (label numbers (x, y, z), supervoxel id of each)
+    voxels: tuple | None = None
 
     @classmethod
     def empty(cls, coord) -> "ChunkInputs":

@@ -99,8 +99,8 @@ class BuildLayer2Fn(_BuildFn):
     def _cache_rows(self, inputs, rows, coord):
         from .l2cache.chunks import cache_rows
         start = time.perf_counter()
-        watershed = inputs.watershed if inputs.watershed is not None else self.voxels.read(coord)
-        found = cache_rows(watershed, self.layout.chunk_size, rows, self.cache.resolution)
+        voxels = inputs.voxels if inputs.voxels is not None else self.voxels.read(coord)
+        found = cache_rows(voxels, self.layout.chunk_size, rows, self.cache.resolution)
         _count("l2cache_us", (time.perf_counter() - start) * 1e6)
         _count("l2cache_rows", len(found))
         return found

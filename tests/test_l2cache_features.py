@@ -364,3 +364,18 @@ def test_meta_and_version_rows():
                                    "timestamp": "2023-11-14 22:13:20"}
     assert rows[b"version"] == [(b"version", __version__.encode())]
     assert pickle.loads(dict(meta_cells("g", None, 0))[b"meta"][0][1])["cv_path"] == ""
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_chunk_ranks_equal_the_volume_then_its_ranks(seed):
+    """The pipeline's path (label numbers + their supervoxel ids -> ranks) gives exactly the
+    ids and ranks of chunk_volume followed by the ranking, padding and orphans included."""
+    from beam_ingest.l2cache.chunks import numbered
+    from beam_ingest.l2cache.features import _ranked_labels, chunk_ranks
+    rng = np.random.default_rng(seed)
+    block = rng.integers(0, 40, (9, 7, 5)).astype(np.uint64) * np.uint64(1 << 40)
+    svs = np.unique(block)[1:][rng.random(len(np.unique(block)) - 1) < 0.8]  # some without a parent
+    l2 = (np.uint64(1 << 57) + rng.integers(1, 9, len(svs)).astype(np.uint64))
+    ids, ranks = chunk_ranks(*numbered(block), (10, 8, 6), svs, l2)
+    want_ids, want_ranks = _ranked_labels(chunk_volume(block, (10, 8, 6), svs, l2))
+    assert np.array_equal(ids, want_ids) and np.array_equal(ranks, want_ranks)

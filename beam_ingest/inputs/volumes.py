@@ -246,7 +246,7 @@ class SegmentationReader(ChunkReader):
                 graph.component_svs, graph.component_labels) if len(graph.component_svs) else None)
         inputs = ChunkInputs(coord, graph.edges, graph.component_svs, graph.component_labels)
         if own.voxels is not None:
-            inputs.watershed = own.voxel_ids[own.voxels]
+            inputs.voxels = (own.voxels, own.voxel_ids)
         inputs.edges_file = f"{self.urls['edges'].rstrip('/')}/{edges_filename(coord)}"
         inputs.components_file = f"{self.urls['components'].rstrip('/')}/{components_filename(coord)}"
         return inputs

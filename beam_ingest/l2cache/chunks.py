@@ -10,7 +10,7 @@ import dataclasses
 
 import numpy as np
 
-from .features import FAMILY, chunk_features, chunk_volume, row_cells
+from .features import FAMILY, chunk_ranks, ranked_features, row_cells
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,14 +29,25 @@ def parents_of_supervoxels(rows) -> tuple[np.ndarray, np.ndarray]:
     return rows.node_ids[order], rows.parent_ids[order]
 
 
-def cache_rows(watershed: np.ndarray, chunk_size, rows, resolution) -> list:
+def cache_rows(voxels, chunk_size, rows, resolution) -> list:
     """The chunk's cache rows `(row key, [(family, qualifier, value), ...])`, one per layer-2
-    node with a voxel in the chunk, in id order. `watershed`: the chunk's block of supervoxel
-    ids, (x, y, z), cut at the dataset's far edge."""
+    node with a voxel in the chunk, in id order. `voxels`: the chunk's block, (x, y, z), cut
+    at the dataset's far edge, as `(label numbers, supervoxel id of each number)`
+    (`numbered`)."""
     svs, parents = parents_of_supervoxels(rows)
-    labels = chunk_volume(watershed, chunk_size, svs, parents)
+    ids, ranks = chunk_ranks(voxels[0], voxels[1], chunk_size, svs, parents)
     return [(key, [(FAMILY, qualifier, value) for qualifier, value in cells])
-            for key, cells in row_cells(chunk_features(labels, resolution))]
+            for key, cells in row_cells(ranked_features(ids, ranks, resolution))]
+
+
+def numbered(watershed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A block of supervoxel ids as `(label numbers, supervoxel id of each number)`."""
+    import fastremap
+    numbers, mapping = fastremap.renumber(np.asarray(watershed), preserve_zero=True, in_place=False)
+    id_of_label = np.zeros(max(mapping.values(), default=0) + 1, np.uint64)
+    id_of_label[np.fromiter(mapping.values(), np.int64, len(mapping))] = np.fromiter(mapping.keys(), np.uint64,
+                                                                                      len(mapping))
+    return numbers, id_of_label
 
 
 def chunk_box(layout, coord) -> tuple[np.ndarray, np.ndarray]:
@@ -72,7 +83,8 @@ class WatershedVoxels:
                             bounded=False, cache=False, lru_bytes=0, provenance={})
             self._blocks = StorageBlocks(volume)
 
-    def read(self, coord) -> np.ndarray:
+    def read(self, coord) -> tuple[np.ndarray, np.ndarray]:
+        """The chunk's block, `numbered`."""
         from ..chunk_inputs import InputError
         from ..deadline import within
         self.connect()
@@ -88,4 +100,4 @@ class WatershedVoxels:
                              f"{' '.join(str(exc).split())[:300]}") from None
         finally:
             self.requests += max(self._blocks.files_read - before, 1)
-        return np.asarray(block)[..., 0]
+        return numbered(np.asarray(block)[..., 0])

@@ -74,8 +74,14 @@ def chunk_features(labels: np.ndarray, resolution) -> Features:
     labels = np.asarray(labels)
     if labels.ndim != 3 or labels.dtype.kind != "u":
         raise ValueError(f"labels must be a 3-D unsigned integer array, not {labels.dtype} {labels.shape}")
-    resolution = np.asarray(resolution, np.float64).reshape(3)
     ids, ranks = _ranked_labels(labels)
+    return ranked_features(ids, ranks, resolution)
+
+
+def ranked_features(ids: np.ndarray, ranks: np.ndarray, resolution) -> Features:
+    """`chunk_features` of a box given as the sorted ids and each voxel's 1-based rank among
+    them (0 = background), as `_ranked_labels` or `chunk_ranks` give them."""
+    resolution = np.asarray(resolution, np.float64).reshape(3)
     n = len(ids)
     voxels = _labelled_voxels(ranks)
     size = np.bincount(voxels.node, minlength=n)
@@ -83,14 +89,16 @@ def chunk_features(labels: np.ndarray, resolution) -> Features:
     max_dt = np.zeros(n, np.int64)
     np.maximum.at(max_dt, voxels.node, dt)
     has_pca = ~(size * np.prod(resolution) / 1e9 < PCA_MIN_UM3)
-    pca, pca_val = principal_axes(voxels, size, has_pca, resolution)
+    moments = _integer_moments(voxels, n, ranks.shape)
+    pca, pca_val = principal_axes(voxels, size, has_pca, resolution, moments)
     return Features(
         ids=ids,
         size=size,
         area=surface_areas(ranks, n, resolution),
         max_dt=max_dt,
         mean_dt=np.bincount(voxels.node, dt, minlength=n) / size,
-        rep_coord=representative_voxels(voxels, dt, size, resolution, ranks.shape),
+        rep_coord=representative_voxels(voxels, dt, size, resolution, ranks.shape,
+                                        None if moments is None else moments[0]),
         intersect=face_counts(ranks, n),
         has_pca=has_pca,
         pca=pca,
@@ -135,13 +143,14 @@ def truncated_distance_transform(labels: np.ndarray, resolution) -> np.ndarray:
 
 
 def representative_voxels(voxels: _Voxels, dt: np.ndarray, size: np.ndarray, resolution: np.ndarray,
-                          shape) -> np.ndarray:
+                          shape, sums=None) -> np.ndarray:
     """Per node, the voxel maximising `dt * (1 - d / max d)` (d = nm from the node's mean
     voxel), the smallest C-order flat index among equal scores; (n, 3) x, y, z."""
     n, node = len(size), voxels.node
     squared = None
-    for axis_coords, r in zip(voxels.coords, resolution):
-        mean = np.bincount(node, axis_coords, minlength=n) / size
+    for axis, (axis_coords, r) in enumerate(zip(voxels.coords, resolution)):
+        total = np.bincount(node, axis_coords, minlength=n) if sums is None else sums[:, axis]
+        mean = total / size  # `sums`: the same exact integer totals, from the moments
         offset = (axis_coords - mean[node]) * r
         squared = offset * offset if squared is None else squared + offset * offset
     distance = np.sqrt(squared)  # the same operations, in the same order, as np.linalg.norm(axis=1)
@@ -183,17 +192,106 @@ def surface_areas(ranks: np.ndarray, n: int, resolution: np.ndarray) -> np.ndarr
     return area
 
 
-def principal_axes(voxels: _Voxels, size: np.ndarray, has_pca: np.ndarray,
-                   resolution: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(n, 3, 3) axes and (n, 3) singular values of each node's centred voxel positions in nm
-    (zeros where not `has_pca`).
+# Projections are summed per voxel only for nodes with a direction this thin (a singular
+# value below this share of the largest), where the quadratic form loses digits.
+THIN = 1e-3
 
-    One batched `eigh` of the nodes' scatter matrices gives the axes. The singular values are
-    then the norms of the centred points projected on each axis, not the square roots of the
-    eigenvalues: those lose half the digits for a thin node (the error of an eigenvalue is
-    ~eps * the largest one), the projections are as accurate as an SVD of the points.
-    Rows of exactly equal singular values (a symmetric node) keep eigh's order (for an
-    axis-aligned node: x, then y, then z)."""
+
+def principal_axes(voxels: _Voxels, size: np.ndarray, has_pca: np.ndarray,
+                   resolution: np.ndarray, moments) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 3, 3) axes and (n, 3) singular values of each node's centred voxel positions in nm
+    (zeros where not `has_pca`). `moments`: `_integer_moments`' (None: too large for them).
+
+    The scatter matrices come from exact integer moments: per node, N * sum(x_i x_j) -
+    sum(x_i) sum(x_j) in int64 (voxel coordinates are integers), so no centring pass over the
+    voxels; one batched `eigh` gives the axes. A singular value is sqrt(a' S a) for its axis a,
+    except along thin directions (below THIN of the largest), where that quadratic form loses
+    digits to cancellation: there the centred points are projected on the axis and their
+    squares summed, as accurate as an SVD of the points. Rows of exactly equal singular values
+    (a symmetric node) keep eigh's order (for an axis-aligned node: x, then y, then z)."""
+    n = len(size)
+    pca, pca_val = np.zeros((n, 3, 3)), np.zeros((n, 3))
+    if not has_pca.any():
+        return pca, pca_val
+    if moments is None:  # too large for exact int64 moments: centre in floating point
+        return _principal_axes_centred(voxels, size, has_pca, resolution)
+    first, second = moments
+    count = size.astype(np.int64)
+    scaled = np.empty((n, 3, 3))
+    for i in range(3):
+        for j in range(3):
+            exact = count * second[:, i, j] - first[:, i] * first[:, j]  # N^2 * covariance, exact
+            scaled[:, i, j] = exact * (resolution[i] * resolution[j])
+    # N < 3: the points are taken three times over, which triples every sum of squares
+    repeats = np.where(size < 3, 3.0, 1.0)
+    scatter = scaled / np.maximum(count, 1)[:, None, None]
+    _, vectors = np.linalg.eigh(scatter[has_pca])
+    axes = np.zeros((n, 3, 3))
+    axes[has_pca] = np.swapaxes(vectors, 1, 2)  # rows, ascending eigenvalue
+    squares = np.maximum(np.einsum("nki,nij,nkj->nk", axes, scatter, axes), 0.0)
+    thin = has_pca & (squares.min(axis=1) < THIN * THIN * squares.max(axis=1))
+    if thin.any():
+        squares[thin] = _projected_squares(voxels, size, thin, axes, resolution)[thin]
+    values = np.sqrt(squares * repeats[:, None])
+    many = size > PCA_SAMPLE_POINTS
+    values[many] *= np.sqrt(PCA_SAMPLE_POINTS / size[many])[:, None]
+    order = np.argsort(-values, axis=1, kind="stable")  # equal values keep eigh's order
+    values = np.take_along_axis(values, order, axis=1)
+    axes = np.take_along_axis(axes, order[:, :, None], axis=1)
+    pca[has_pca], pca_val[has_pca] = _signed(axes[has_pca]), values[has_pca]
+    return pca, pca_val
+
+
+def _integer_moments(voxels: _Voxels, n: int, shape):
+    """Per node, sum(x_i) (n, 3) and sum(x_i x_j) (n, 3, 3) in int64, exact; None when a
+    product N * sum(x_i x_j) could overflow int64. From per-(node, slab) counts and sums (a
+    bincount over node * X + x, weighted by y and by z, and likewise for y and z): a few
+    passes over the voxels instead of one per moment."""
+    coords = voxels.coords
+    largest = max(int(s) for s in shape)
+    voxel_count = len(voxels.node)
+    if voxel_count * voxel_count * largest * largest >= 1 << 62 or voxel_count * largest * largest >= 1 << 53:
+        return None
+    node = voxels.node
+    first = np.zeros((n, 3), np.int64)
+    second = np.zeros((n, 3, 3), np.int64)
+    for i in range(3):
+        extent = int(shape[i])
+        slab = node * extent + coords[i]  # (node, coordinate along axis i)
+        position = np.arange(extent, dtype=np.int64)
+        counts = np.bincount(slab, minlength=n * extent).reshape(n, extent)
+        first[:, i] = counts @ position
+        second[:, i, i] = counts @ (position * position)
+        for j in range(i + 1, 3):  # sums of coordinate j per slab of axis i: exact below 2**53
+            sums = np.bincount(slab, coords[j], minlength=n * extent).reshape(n, extent).astype(np.int64)
+            second[:, i, j] = second[:, j, i] = sums @ position
+    return first, second
+
+
+def _projected_squares(voxels: _Voxels, size: np.ndarray, nodes: np.ndarray, axes: np.ndarray,
+                       resolution: np.ndarray) -> np.ndarray:
+    """(n, 3): per node in `nodes`, the sum of squared projections of its centred points (nm) on
+    each of its axes (rows of `axes`); 0 elsewhere."""
+    n = len(size)
+    selected = nodes[voxels.node]
+    node = voxels.node[selected]
+    centred = []
+    for axis_coords, r in zip(voxels.coords, resolution):
+        points = axis_coords[selected] * r
+        centred.append(points - (np.bincount(node, points, minlength=n) / size)[node])
+    squares = np.zeros((n, 3))
+    for k in range(3):
+        along = centred[0] * axes[:, k, 0][node]
+        along += centred[1] * axes[:, k, 1][node]
+        along += centred[2] * axes[:, k, 2][node]
+        squares[:, k] = np.bincount(node, along * along, minlength=n)
+    return squares
+
+
+def _principal_axes_centred(voxels: _Voxels, size: np.ndarray, has_pca: np.ndarray,
+                            resolution: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`principal_axes` for chunks too large for exact int64 moments: the scatter matrices of
+    points centred in floating point, singular values from projections."""
     n = len(size)
     pca, pca_val = np.zeros((n, 3, 3)), np.zeros((n, 3))
     selected = has_pca[voxels.node]
@@ -306,6 +404,32 @@ def chunk_volume(watershed: np.ndarray, chunk_size, svs: np.ndarray, l2ids: np.n
     out = np.zeros(chunk_size, np.uint64)
     out[tuple(slice(0, w) for w in watershed.shape)] = parent_of_number[numbers]
     return out
+
+
+def chunk_ranks(labels: np.ndarray, id_of_label: np.ndarray, chunk_size, svs: np.ndarray,
+                l2ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """What `chunk_volume` then `_ranked_labels` give, without a uint64 voxel volume: the
+    sorted layer-2 ids present and the full `chunk_size` box of their 1-based ranks (uint32).
+
+    `labels` is the chunk's block of small label numbers (cut at the dataset's far edge) and
+    `id_of_label` the supervoxel id of each number (0: background), as fastremap's
+    renumbering or the segmentation reader give them; every number must occur in `labels`.
+    `svs` (ascending) and `l2ids` say each supervoxel's layer-2 parent."""
+    labels = np.asarray(labels)
+    chunk_size = tuple(int(c) for c in chunk_size)
+    if labels.ndim != 3 or any(w > c for w, c in zip(labels.shape, chunk_size)):
+        raise ValueError(f"label block {labels.shape} does not fit a chunk of {chunk_size}")
+    svs, l2ids = np.asarray(svs, np.uint64), np.asarray(l2ids, np.uint64)
+    id_of_label = np.asarray(id_of_label, np.uint64)
+    slot = np.minimum(np.searchsorted(svs, id_of_label), max(len(svs) - 1, 0))
+    found = (id_of_label != 0) & (svs[slot] == id_of_label) if len(svs) else np.zeros(len(id_of_label), bool)
+    parent = np.where(found, l2ids[slot] if len(svs) else 0, np.uint64(0)).astype(np.uint64)
+    ids = np.unique(parent[parent != 0])
+    rank_of_label = np.zeros(len(parent), np.uint32)
+    rank_of_label[parent != 0] = np.searchsorted(ids, parent[parent != 0]) + 1
+    ranks = np.zeros(chunk_size, np.uint32)
+    ranks[tuple(slice(0, w) for w in labels.shape)] = rank_of_label[labels]
+    return ids, ranks
 
 
 CELL_SHAPES = {b"rep_coord_nm": (3,), b"chunk_intersect_count": (2, 3), b"pca": (-1, 3)}

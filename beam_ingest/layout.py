@@ -67,6 +67,13 @@ class GraphLayout:
     def n_chunks(self) -> tuple[int, int, int]:
         return tuple(int(-(-v // c)) for v, c in zip(self.voxel_counts, self.chunk_size))
 
+    def voxel_box(self, coord) -> tuple[np.ndarray, np.ndarray]:
+        """Absolute voxel `(start, stop)` of layer-2 chunk `coord`, cut at the dataset's far edge."""
+        offset, size, chunk = (np.asarray(v, np.int64) for v in (self.voxel_offset, self.voxel_counts,
+                                                                self.chunk_size))
+        start = offset + np.asarray(coord, np.int64) * chunk
+        return start, np.minimum(start + chunk, offset + size)
+
     @functools.cached_property
     def layer_count(self) -> int:
         return layer_count_for(self.n_chunks)

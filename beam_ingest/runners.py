@@ -17,7 +17,7 @@ TRIAL_TIMEOUT_S = 300.0
 # Runners Beam ships outside its list of known names (StandardOptions.KNOWN_RUNNER_NAMES):
 # their short name here, the class Beam gets.
 EXTRA_RUNNERS = {"daskrunner": "apache_beam.runners.dask.dask_runner.DaskRunner"}
-DASK_EXTRA = "pip install 'beam-ingest[dask]' (dask and distributed)"
+DASK_EXTRA = "pip install 'beam-chunkedgraph-ingest[dask]' (dask and distributed; from a checkout: pip install '.[dask]')"
 
 
 def runner_name(options) -> str:

@@ -130,11 +130,7 @@ class SegmentationReader(ChunkReader):
     # geometry -----------------------------------------------------------------------------
     def box(self, coord):
         """Absolute voxel `(start, stop)` of a chunk, clipped to the volume."""
-        layout = self.layout
-        offset, size, chunk = (np.asarray(v, np.int64) for v in (layout.voxel_offset, layout.voxel_counts,
-                                                                    layout.chunk_size))
-        start = offset + np.asarray(coord, np.int64) * chunk
-        return start, np.minimum(start + chunk, offset + size)
+        return self.layout.voxel_box(coord)
 
     def _read(self, key, start, stop, coord):
         blocks = self._storage(key)

@@ -50,14 +50,6 @@ def numbered(watershed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return numbers, id_of_label
 
 
-def chunk_box(layout, coord) -> tuple[np.ndarray, np.ndarray]:
-    """Absolute voxel `(start, stop)` of a layer-2 chunk, cut at the dataset's far edge."""
-    offset, size, chunk = (np.asarray(v, np.int64) for v in (layout.voxel_offset, layout.voxel_counts,
-                                                            layout.chunk_size))
-    start = offset + np.asarray(coord, np.int64) * chunk
-    return start, np.minimum(start + chunk, offset + size)
-
-
 class WatershedVoxels:
     """Reads layer-2 chunks' blocks of WATERSHED (picklable; `connect()` on the worker)."""
 
@@ -88,7 +80,7 @@ class WatershedVoxels:
         from ..chunk_inputs import InputError
         from ..deadline import within
         self.connect()
-        start, stop = chunk_box(self.layout, coord)
+        start, stop = self.layout.voxel_box(coord)
         before = self._blocks.files_read
         try:
             block = within(f"voxels {start.tolist()}..{stop.tolist()}", self._blocks.read, start, stop)

@@ -204,35 +204,33 @@ def principal_axes(voxels: _Voxels, size: np.ndarray, has_pca: np.ndarray,
 
     The scatter matrices come from exact integer moments: per node, N * sum(x_i x_j) -
     sum(x_i) sum(x_j) in int64 (voxel coordinates are integers), so no centring pass over the
-    voxels; one batched `eigh` gives the axes. A singular value is sqrt(a' S a) for its axis a,
-    except along thin directions (below THIN of the largest), where that quadratic form loses
-    digits to cancellation: there the centred points are projected on the axis and their
-    squares summed, as accurate as an SVD of the points. Rows of exactly equal singular values
+    voxels (without moments: from points centred in floating point); one batched `eigh` gives
+    the axes. A singular value is sqrt(a' S a) for its axis a, except along thin directions
+    (below THIN of the largest), where that quadratic form loses digits to cancellation: there
+    the centred points are projected on the axis and their squares summed, as accurate as an
+    SVD of the points (without moments: for every node). Rows of exactly equal singular values
     (a symmetric node) keep eigh's order (for an axis-aligned node: x, then y, then z)."""
     n = len(size)
     pca, pca_val = np.zeros((n, 3, 3)), np.zeros((n, 3))
     if not has_pca.any():
         return pca, pca_val
-    if moments is None:  # too large for exact int64 moments: centre in floating point
-        return _principal_axes_centred(voxels, size, has_pca, resolution)
-    first, second = moments
-    count = size.astype(np.int64)
-    scaled = np.empty((n, 3, 3))
-    for i in range(3):
-        for j in range(3):
-            exact = count * second[:, i, j] - first[:, i] * first[:, j]  # N^2 * covariance, exact
-            scaled[:, i, j] = exact * (resolution[i] * resolution[j])
-    # N < 3: the points are taken three times over, which triples every sum of squares
-    repeats = np.where(size < 3, 3.0, 1.0)
-    scatter = scaled / np.maximum(count, 1)[:, None, None]
+    if moments is None:  # too large for exact int64 moments
+        scatter = _centred_scatter(voxels, size, has_pca, resolution)
+    else:
+        scatter = _exact_scatter(moments, size, resolution)
     _, vectors = np.linalg.eigh(scatter[has_pca])
     axes = np.zeros((n, 3, 3))
     axes[has_pca] = np.swapaxes(vectors, 1, 2)  # rows, ascending eigenvalue
-    squares = np.maximum(np.einsum("nki,nij,nkj->nk", axes, scatter, axes), 0.0)
-    thin = has_pca & (squares.min(axis=1) < THIN * THIN * squares.max(axis=1))
-    if thin.any():
-        squares[thin] = _projected_squares(voxels, size, thin, axes, resolution)[thin]
-    values = np.sqrt(squares * repeats[:, None])
+    if moments is None:
+        projected = has_pca
+        squares = np.zeros((n, 3))
+    else:
+        squares = np.maximum(np.einsum("nki,nij,nkj->nk", axes, scatter, axes), 0.0)
+        projected = has_pca & (squares.min(axis=1) < THIN * THIN * squares.max(axis=1))
+    if projected.any():
+        squares[projected] = _projected_squares(voxels, size, projected, axes, resolution)[projected]
+    # N < 3: the points are taken three times over, which triples every sum of squares
+    values = np.sqrt(squares * np.where(size < 3, 3.0, 1.0)[:, None])
     many = size > PCA_SAMPLE_POINTS
     values[many] *= np.sqrt(PCA_SAMPLE_POINTS / size[many])[:, None]
     order = np.argsort(-values, axis=1, kind="stable")  # equal values keep eigh's order
@@ -240,6 +238,40 @@ def principal_axes(voxels: _Voxels, size: np.ndarray, has_pca: np.ndarray,
     axes = np.take_along_axis(axes, order[:, :, None], axis=1)
     pca[has_pca], pca_val[has_pca] = _signed(axes[has_pca]), values[has_pca]
     return pca, pca_val
+
+
+def _exact_scatter(moments, size: np.ndarray, resolution: np.ndarray) -> np.ndarray:
+    """(n, 3, 3) scatter matrices in nm² from exact integer moments."""
+    first, second = moments
+    count = size.astype(np.int64)
+    scaled = np.empty((len(size), 3, 3))
+    for i in range(3):
+        for j in range(3):
+            exact = count * second[:, i, j] - first[:, i] * first[:, j]  # N^2 * covariance, exact
+            scaled[:, i, j] = exact * (resolution[i] * resolution[j])
+    return scaled / np.maximum(count, 1)[:, None, None]
+
+
+def _centred_points(voxels: _Voxels, size: np.ndarray, nodes: np.ndarray, resolution: np.ndarray):
+    """The voxels of the nodes in `nodes`: their node index and their positions in nm (x, y,
+    z), centred on their node's mean in floating point."""
+    selected = nodes[voxels.node]
+    node = voxels.node[selected]
+    centred = []
+    for axis_coords, r in zip(voxels.coords, resolution):
+        points = axis_coords[selected] * r
+        centred.append(points - (np.bincount(node, points, minlength=len(size)) / size)[node])
+    return node, centred
+
+
+def _centred_scatter(voxels: _Voxels, size: np.ndarray, nodes: np.ndarray, resolution: np.ndarray) -> np.ndarray:
+    """(n, 3, 3) scatter matrices in nm² of points centred in floating point (0 outside `nodes`)."""
+    node, centred = _centred_points(voxels, size, nodes, resolution)
+    scatter = np.empty((len(size), 3, 3))
+    for i in range(3):
+        for j in range(i, 3):
+            scatter[:, i, j] = scatter[:, j, i] = np.bincount(node, centred[i] * centred[j], minlength=len(size))
+    return scatter
 
 
 def _integer_moments(voxels: _Voxels, n: int, shape):
@@ -272,59 +304,14 @@ def _projected_squares(voxels: _Voxels, size: np.ndarray, nodes: np.ndarray, axe
                        resolution: np.ndarray) -> np.ndarray:
     """(n, 3): per node in `nodes`, the sum of squared projections of its centred points (nm) on
     each of its axes (rows of `axes`); 0 elsewhere."""
-    n = len(size)
-    selected = nodes[voxels.node]
-    node = voxels.node[selected]
-    centred = []
-    for axis_coords, r in zip(voxels.coords, resolution):
-        points = axis_coords[selected] * r
-        centred.append(points - (np.bincount(node, points, minlength=n) / size)[node])
-    squares = np.zeros((n, 3))
+    node, centred = _centred_points(voxels, size, nodes, resolution)
+    squares = np.zeros((len(size), 3))
     for k in range(3):
         along = centred[0] * axes[:, k, 0][node]
         along += centred[1] * axes[:, k, 1][node]
         along += centred[2] * axes[:, k, 2][node]
-        squares[:, k] = np.bincount(node, along * along, minlength=n)
+        squares[:, k] = np.bincount(node, along * along, minlength=len(size))
     return squares
-
-
-def _principal_axes_centred(voxels: _Voxels, size: np.ndarray, has_pca: np.ndarray,
-                            resolution: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """`principal_axes` for chunks too large for exact int64 moments: the scatter matrices of
-    points centred in floating point, singular values from projections."""
-    n = len(size)
-    pca, pca_val = np.zeros((n, 3, 3)), np.zeros((n, 3))
-    selected = has_pca[voxels.node]
-    if not selected.any():
-        return pca, pca_val
-    node = voxels.node[selected]
-    centred = []
-    for axis_coords, r in zip(voxels.coords, resolution):
-        points = axis_coords[selected] * r
-        centred.append(points - (np.bincount(node, points, minlength=n) / size)[node])
-    # N < 3: the points are taken three times over, which triples every sum of squares
-    repeats = np.where(size < 3, 3.0, 1.0)
-    scatter = np.empty((n, 3, 3))
-    for i in range(3):
-        for j in range(i, 3):
-            scatter[:, i, j] = scatter[:, j, i] = np.bincount(node, centred[i] * centred[j], minlength=n)
-    _, vectors = np.linalg.eigh(scatter[has_pca])
-    axes = np.zeros((n, 3, 3))
-    axes[has_pca] = np.swapaxes(vectors, 1, 2)  # rows, ascending eigenvalue
-    squares = np.zeros((n, 3))
-    for k in range(3):
-        along = centred[0] * axes[:, k, 0][node]
-        along += centred[1] * axes[:, k, 1][node]
-        along += centred[2] * axes[:, k, 2][node]
-        squares[:, k] = np.bincount(node, along * along, minlength=n)
-    values = np.sqrt(squares * repeats[:, None])
-    many = size > PCA_SAMPLE_POINTS
-    values[many] *= np.sqrt(PCA_SAMPLE_POINTS / size[many])[:, None]
-    order = np.argsort(-values, axis=1, kind="stable")  # equal values keep eigh's order
-    values = np.take_along_axis(values, order, axis=1)
-    axes = np.take_along_axis(axes, order[:, :, None], axis=1)
-    pca[has_pca], pca_val[has_pca] = _signed(axes[has_pca]), values[has_pca]
-    return pca, pca_val
 
 
 def _signed(axes: np.ndarray) -> np.ndarray:
@@ -376,10 +363,15 @@ def meta_cells(graph_id: str, cv_path: str, ingest_ms: int) -> list[tuple[bytes,
     timestamp being the ingest's time, `ingest_ms` ms since the epoch, in UTC as
     "%Y-%m-%d %H:%M:%S"; `version:version` is this package's version (`beam_ingest.__version__`),
     the program that wrote the table."""
-    when = datetime.datetime.fromtimestamp(int(ingest_ms) // 1000, tz=datetime.timezone.utc)
-    meta = {"graph_id": graph_id, "cv_path": cv_path or "", "timestamp": when.strftime("%Y-%m-%d %H:%M:%S")}
+    meta = cache_meta(graph_id, cv_path, ingest_ms)
     return [(META_ROW, [(b"meta", pickle.dumps(meta, protocol=PICKLE_PROTOCOL))]),
             (VERSION_ROW, [(b"version", __version__.encode())])]
+
+
+def cache_meta(graph_id: str, cv_path: str, ingest_ms: int) -> dict:
+    """The dict the `meta` cell pickles."""
+    when = datetime.datetime.fromtimestamp(int(ingest_ms) // 1000, tz=datetime.timezone.utc)
+    return {"graph_id": graph_id, "cv_path": cv_path or "", "timestamp": when.strftime("%Y-%m-%d %H:%M:%S")}
 
 
 def chunk_volume(watershed: np.ndarray, chunk_size, svs: np.ndarray, l2ids: np.ndarray) -> np.ndarray:

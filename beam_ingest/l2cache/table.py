@@ -10,7 +10,7 @@ import logging
 import pickle
 
 from ..store.bigtable import TableError
-from .features import FAMILIES, META_ROW, meta_cells
+from .features import FAMILIES, META_ROW, cache_meta, meta_cells
 
 log = logging.getLogger(__name__)
 META = b"meta"
@@ -64,7 +64,7 @@ def _not_ours(rows, graph_id: str, cv_path: str, ingest_ms: int) -> str | None:
         theirs_graph, theirs_path, theirs_time = theirs["graph_id"], theirs["cv_path"], theirs["timestamp"]
     except Exception as exc:  # any unpickling failure means "not a cache of this tool"
         return f"holds a meta row this tool cannot read ({type(exc).__name__})"
-    ours = pickle.loads(dict(meta_cells(graph_id, cv_path, ingest_ms))[META_ROW][0][1])
+    ours = cache_meta(graph_id, cv_path, ingest_ms)
     if theirs_graph != graph_id:
         return f"is the L2 cache of graph {theirs_graph!r}, not {graph_id!r}"
     if theirs_path != ours["cv_path"]:

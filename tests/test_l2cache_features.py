@@ -29,6 +29,7 @@ import pytest
 from scipy import ndimage
 
 from beam_ingest import __version__
+from beam_ingest.l2cache import features
 from beam_ingest.l2cache.features import chunk_features, chunk_volume, meta_cells, row_cells
 from l2cache_reference import QUALIFIERS, reference_chunk_volume, reference_rows
 
@@ -366,16 +367,49 @@ def test_meta_and_version_rows():
     assert pickle.loads(dict(meta_cells("g", None, 0))[b"meta"][0][1])["cv_path"] == ""
 
 
+@pytest.mark.parametrize("block_shape", [(9, 7, 5), (10, 8, 6)])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_chunk_ranks_equal_the_volume_then_its_ranks(seed):
+def test_chunk_ranks_equal_the_volume_then_its_ranks(seed, block_shape):
     """The pipeline's path (label numbers + their supervoxel ids -> ranks) gives exactly the
     ids and ranks of chunk_volume followed by the ranking, padding and orphans included."""
     from beam_ingest.l2cache.chunks import numbered
     from beam_ingest.l2cache.features import _ranked_labels, chunk_ranks
     rng = np.random.default_rng(seed)
-    block = rng.integers(0, 40, (9, 7, 5)).astype(np.uint64) * np.uint64(1 << 40)
+    block = rng.integers(0, 40, block_shape).astype(np.uint64) * np.uint64(1 << 40)
     svs = np.unique(block)[1:][rng.random(len(np.unique(block)) - 1) < 0.8]  # some without a parent
     l2 = (np.uint64(1 << 57) + rng.integers(1, 9, len(svs)).astype(np.uint64))
     ids, ranks = chunk_ranks(*numbered(block), (10, 8, 6), svs, l2)
     want_ids, want_ranks = _ranked_labels(chunk_volume(block, (10, 8, 6), svs, l2))
     assert np.array_equal(ids, want_ids) and np.array_equal(ranks, want_ranks)
+    assert ranks.shape == (10, 8, 6) and ranks.dtype == want_ranks.dtype == np.uint16
+
+
+def test_more_nodes_than_16_bit_ranks():
+    """Beyond 65,535 nodes in a chunk the ranks are uint32, and every node still gets its
+    row: here each voxel is a node of its own."""
+    from beam_ingest.l2cache.chunks import numbered
+    from beam_ingest.l2cache.features import chunk_ranks
+    shape = (40, 40, 42)  # 67,200 voxels
+    block = np.arange(1, np.prod(shape) + 1, dtype=np.uint64).reshape(shape) * np.uint64(3)
+    svs = block.ravel().copy()
+    l2 = svs + np.uint64(1 << 57)
+    ids, ranks = chunk_ranks(*numbered(block), shape, svs, l2)
+    assert ranks.dtype == np.uint32 and ranks.max() == len(ids) == np.prod(shape)
+    found = chunk_features(block + np.uint64(1 << 57), (8, 8, 40))
+    assert np.array_equal(found.ids, ids) and np.all(found.size == 1)
+    assert np.array_equal(found.rep_coord, np.argwhere(np.ones(shape, bool)))
+    assert np.all(found.max_dt == 8)  # the nearest other label: a neighbour along x or y
+
+
+@pytest.mark.parametrize("exact_limit", [features.EXACT_LIMIT, 0])
+@pytest.mark.parametrize("resolution", [(100, 100, 100), (200, 250, 300), (33.3, 45.5, 450)])
+def test_voronoi_nodes_with_pca_match_reference(monkeypatch, resolution, exact_limit):
+    """Large voxels, so that most nodes get PCA. With the limit at 0, as for a chunk where N *
+    sum(x_i x_j) could overflow int64 (~2**27 voxels), the scatter matrices come from points
+    centred in floating point and every node's singular values from its projected points:
+    the same cells."""
+    monkeypatch.setattr(features, "EXACT_LIMIT", exact_limit)
+    for seed in (4, 5):
+        rows = assert_matches_reference(voronoi_labels((20, 24, 12), 60, seed), resolution)
+        assert sum(len(cells[b"pca"]) > 0 for cells in rows.values()) > 40
+    assert_matches_reference(np.pad(np.full((12, 10, 6), 9, np.uint64), 1), resolution)

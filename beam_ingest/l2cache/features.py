@@ -1,8 +1,9 @@
 """Features of every layer-2 node of one chunk, for CAVE's L2 cache (docs/l2cache.md).
 
 `chunk_features` computes all nodes of a chunk at once: one distance transform of the chunk,
-then a fixed number of numpy passes over its voxels whatever the number of nodes (bincounts
-and `ufunc.at` reductions keyed by each voxel's node index, shifted comparisons for the area)
+then a fixed number of numpy passes whatever the number of nodes: comparisons of the flat box
+with itself shifted along each axis (the areas, and the ends of every node's runs along x,
+from which come exact integer moments), `ufunc.at` reductions keyed by each voxel's node,
 and one batched `eigh` over every node's 3x3 scatter matrix. `row_cells` and `meta_cells`
 give the table's cells as bytes; `chunk_volume` builds the label volume from a chunk's
 watershed block and the supervoxels' layer-2 parents.
@@ -60,14 +61,6 @@ class Features:
         return len(self.ids)
 
 
-@dataclasses.dataclass(frozen=True)
-class _Voxels:
-    """The chunk's labelled voxels in C order of the (x, y, z) array."""
-    flat_index: np.ndarray  # int64, ascending
-    node: np.ndarray        # intp: index into the node columns
-    coords: tuple           # x, y, z: int64 each
-
-
 def chunk_features(labels: np.ndarray, resolution) -> Features:
     """Features of every non-zero label of `labels`, a chunk's full (X, Y, Z) box of layer-2
     ids (0 = background or outside the dataset), with voxels of `resolution` nm (x, y, z)."""
@@ -83,22 +76,25 @@ def ranked_features(ids: np.ndarray, ranks: np.ndarray, resolution) -> Features:
     them (0 = background), as `_ranked_labels` or `chunk_ranks` give them."""
     resolution = np.asarray(resolution, np.float64).reshape(3)
     n = len(ids)
-    voxels = _labelled_voxels(ranks)
-    size = np.bincount(voxels.node, minlength=n)
-    dt = truncated_distance_transform(ranks, resolution).ravel()[voxels.flat_index]
-    max_dt = np.zeros(n, np.int64)
-    np.maximum.at(max_dt, voxels.node, dt)
+    ranks = np.ascontiguousarray(ranks)
+    box = _Box(ranks.ravel(), ranks.shape)
+    dt = truncated_distance_transform(ranks, resolution).ravel()
+    pairs = [box.differing_pairs(axis) for axis in range(3)]
+    ends = _run_ends(box, pairs[0])
+    size, sums, second = _integer_moments(ends, n)
+    max_dt = np.zeros(n + 1, np.int64)
+    np.maximum.at(max_dt, box.flat, dt)
+    total_dt = np.zeros(n + 1, np.int64)
+    np.add.at(total_dt, box.flat, dt)
     has_pca = ~(size * np.prod(resolution) / 1e9 < PCA_MIN_UM3)
-    moments = _integer_moments(voxels, n, ranks.shape)
-    pca, pca_val = principal_axes(voxels, size, has_pca, resolution, moments)
+    pca, pca_val = principal_axes(box, size, has_pca, resolution, sums, second)
     return Features(
         ids=ids,
         size=size,
-        area=surface_areas(ranks, n, resolution),
-        max_dt=max_dt,
-        mean_dt=np.bincount(voxels.node, dt, minlength=n) / size,
-        rep_coord=representative_voxels(voxels, dt, size, resolution, ranks.shape,
-                                        None if moments is None else moments[0]),
+        area=surface_areas(box, pairs, n, resolution),
+        max_dt=max_dt[1:],
+        mean_dt=total_dt[1:] / size,  # an exact integer total: the float mean of the values
+        rep_coord=representative_voxels(box, dt, ends, size, sums, resolution),
         intersect=face_counts(ranks, n),
         has_pca=has_pca,
         pca=pca,
@@ -117,17 +113,9 @@ def _ranked_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     originals, numbers = originals[order], numbers[order]
     nonzero = originals != 0
     ids = originals[nonzero]
-    rank_of_number = np.zeros(int(numbers.max(initial=0)) + 1, np.uint32)
-    rank_of_number[numbers[nonzero]] = np.arange(1, len(ids) + 1, dtype=np.uint32)
+    rank_of_number = np.zeros(int(numbers.max(initial=0)) + 1, _rank_dtype(len(ids)))
+    rank_of_number[numbers[nonzero]] = np.arange(1, len(ids) + 1)
     return ids, rank_of_number[renumbered]
-
-
-def _labelled_voxels(ranks: np.ndarray) -> _Voxels:
-    flat_index = np.flatnonzero(ranks)
-    _, y_size, z_size = ranks.shape
-    x, rest = np.divmod(flat_index, y_size * z_size)
-    y, z = np.divmod(rest, z_size)
-    return _Voxels(flat_index, ranks.ravel()[flat_index].astype(np.intp) - 1, (x, y, z))
 
 
 def truncated_distance_transform(labels: np.ndarray, resolution) -> np.ndarray:
@@ -138,33 +126,158 @@ def truncated_distance_transform(labels: np.ndarray, resolution) -> np.ndarray:
     infinity); its distances count as 0, which is what PCGL2Cache's integer cast of infinity
     yields."""
     distance = edt.edt(labels, anisotropy=tuple(float(r) for r in resolution), black_border=False, parallel=1)
-    distance[~np.isfinite(distance)] = 0
+    if distance.size and np.isinf(distance.max()):
+        distance[np.isinf(distance)] = 0
     return distance.astype(np.int64)
 
 
-def representative_voxels(voxels: _Voxels, dt: np.ndarray, size: np.ndarray, resolution: np.ndarray,
-                          shape, sums=None) -> np.ndarray:
+@dataclasses.dataclass(frozen=True)
+class _Box:
+    """A chunk's box of ranks (1-based node numbers, 0 = background), flat in C order of the
+    (x, y, z) array."""
+    flat: np.ndarray  # unsigned integers, contiguous
+    shape: tuple      # X, Y, Z
+
+    def coords(self, index: np.ndarray) -> tuple:
+        """x, y, z (int64 each) of the voxels at flat `index`."""
+        _, y_size, z_size = self.shape
+        x, rest = np.divmod(index, y_size * z_size)
+        y, z = np.divmod(rest, z_size)
+        return x, y, z
+
+    def voxels(self, nodes: np.ndarray) -> tuple[np.ndarray, tuple]:
+        """Every voxel of the nodes where the bool (n,) `nodes` is set, in C order: its node
+        index (0-based) and its x, y, z."""
+        wanted = np.concatenate([[False], nodes])[self.flat]
+        index = np.flatnonzero(wanted)
+        return self.flat[index].astype(np.intp) - 1, self.coords(index)
+
+    def differing_pairs(self, axis: int) -> np.ndarray:
+        """Flat index of the lower voxel of every pair of neighbours along `axis` whose ranks
+        differ, ascending (pairs across the box's border excluded)."""
+        x_size, y_size, z_size = self.shape
+        stride = self.stride(axis)
+        low = np.flatnonzero(self.flat[stride:] != self.flat[:-stride])
+        if axis == 1:  # flat neighbours at y == Y-1 are the next x's y == 0
+            low = low[(low // z_size) % y_size != y_size - 1]
+        elif axis == 2:
+            low = low[low % z_size != z_size - 1]
+        return low
+
+    def stride(self, axis: int) -> int:
+        _, y_size, z_size = self.shape
+        return (y_size * z_size, z_size, 1)[axis]
+
+
+@dataclasses.dataclass(frozen=True)
+class _RunEnds:
+    """Both ends of every run of one node's voxels along x (a line of fixed y, z), background
+    runs left out. A run [a, b] is told by its end b (`last` True) and the voxel before its
+    start, a - 1 (`last` False), so that a sum of f(x) over the run is F(b) - F(a - 1) for the
+    prefix sums F: per node, sums over its voxels are sums over these ends."""
+    index: np.ndarray  # flat index of the run's last or first voxel
+    node: np.ndarray   # intp: 0-based node index
+    coords: tuple      # x, y, z of that voxel
+    upto: np.ndarray   # int64: b for a last voxel, a - 1 for a first one
+    sign: np.ndarray   # int64: +1 for a last voxel, -1 for a first one
+
+
+def _run_ends(box: _Box, x_pairs: np.ndarray) -> _RunEnds:
+    size = len(box.flat)
+    stride = box.stride(0)
+    last = np.concatenate([x_pairs, np.arange(size - stride, size)])
+    first = np.concatenate([np.arange(stride), x_pairs + stride])
+    index = np.concatenate([last, first])
+    node = box.flat[index].astype(np.intp) - 1
+    labelled = node >= 0
+    index, node = index[labelled], node[labelled]
+    coords = box.coords(index)
+    is_last = np.arange(len(labelled))[labelled] < len(last)
+    upto = np.where(is_last, coords[0], coords[0] - 1)
+    return _RunEnds(index, node, coords, upto, np.where(is_last, 1, -1))
+
+
+def _integer_moments(ends: _RunEnds, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per node: voxel count (n,), sum(x_i) (n, 3) and sum(x_i x_j) (n, 3, 3), exact in int64,
+    from the run ends: along a run, sum(1), sum(x), sum(x²) are the prefix sums k + 1,
+    k(k+1)/2 and k(k+1)(2k+1)/6 at its ends, and y, z are constant."""
+    k, sign = ends.upto, ends.sign
+    count = sign * (k + 1)
+    sum_x = sign * (k * (k + 1) // 2)
+    sum_xx = sign * (k * (k + 1) * (2 * k + 1) // 6)
+    _, y, z = ends.coords
+
+    def per_node(values):
+        out = np.zeros(n, np.int64)
+        np.add.at(out, ends.node, values)
+        return out
+
+    size = per_node(count)
+    first = np.stack([per_node(sum_x), per_node(count * y), per_node(count * z)], axis=1)
+    second = np.empty((n, 3, 3), np.int64)
+    second[:, 0, 0] = per_node(sum_xx)
+    second[:, 1, 1] = per_node(count * y * y)
+    second[:, 2, 2] = per_node(count * z * z)
+    second[:, 0, 1] = second[:, 1, 0] = per_node(sum_x * y)
+    second[:, 0, 2] = second[:, 2, 0] = per_node(sum_x * z)
+    second[:, 1, 2] = second[:, 2, 1] = per_node(count * y * z)
+    return size, first, second
+
+
+def representative_voxels(box: _Box, dt: np.ndarray, ends: _RunEnds, size: np.ndarray, sums: np.ndarray,
+                          resolution: np.ndarray) -> np.ndarray:
     """Per node, the voxel maximising `dt * (1 - d / max d)` (d = nm from the node's mean
-    voxel), the smallest C-order flat index among equal scores; (n, 3) x, y, z."""
-    n, node = len(size), voxels.node
-    squared = None
-    for axis, (axis_coords, r) in enumerate(zip(voxels.coords, resolution)):
-        total = np.bincount(node, axis_coords, minlength=n) if sums is None else sums[:, axis]
-        mean = total / size  # `sums`: the same exact integer totals, from the moments
-        offset = (axis_coords - mean[node]) * r
-        squared = offset * offset if squared is None else squared + offset * offset
-    distance = np.sqrt(squared)  # the same operations, in the same order, as np.linalg.norm(axis=1)
+    voxel), the smallest C-order flat index among equal scores; (n, 3) x, y, z.
+
+    Only the voxels that can win are scored. The farthest voxel from the mean along any line
+    in x is one of the node's run ends on it, so max d is taken over the run ends. A score is
+    at most the voxel's dt, so once a node's best score is known to be at least B, voxels of
+    dt below B can neither win nor tie: B is the best score in a sample of the box (every
+    `_sample_stride`-th voxel), and only voxels of dt >= B are scored then (all of a node's
+    voxels if the sample missed it). Scores are computed with the same float operations in
+    the same order as one per voxel would be: the winners are the same."""
+    n = len(size)
+    mean = sums / np.maximum(size, 1)[:, None]  # exact integer sums: the float mean of the voxels
     farthest = np.zeros(n)
-    np.maximum.at(farthest, node, distance)
-    single = size[node] == 1  # w is 0/0 there: the node's only voxel wins whatever its score
-    with np.errstate(invalid="ignore", divide="ignore"):
-        score = np.where(single, 0.0, dt * (1 - distance / farthest[node]))
+    np.maximum.at(farthest, ends.node, _distances(ends.coords, mean[ends.node], resolution))
+    single = size == 1  # w is 0/0 there: the node's only voxel wins whatever its score
+
+    def scores(index):
+        node = box.flat[index].astype(np.intp) - 1
+        distance = _distances(box.coords(index), mean[node], resolution)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return node, np.where(single[node], 0.0, dt[index] * (1 - distance / farthest[node]))
+
+    sample = np.arange(0, len(box.flat), _sample_stride(box.shape))
+    sample = sample[box.flat[sample] != 0]
+    node, score = scores(sample)
+    at_least = np.full(n + 1, -np.inf)
+    at_least[0] = np.inf  # background: never a candidate
+    np.maximum.at(at_least, node + 1, score)
+    candidates = np.flatnonzero(dt >= at_least[box.flat])
+    node, score = scores(candidates)
     best = np.full(n, -np.inf)
     np.maximum.at(best, node, score)
     winner = score == best[node]
     first = np.full(n, np.iinfo(np.int64).max)
-    np.minimum.at(first, node[winner], voxels.flat_index[winner])
-    return np.stack(np.unravel_index(first, shape), axis=1).astype(np.int64)
+    np.minimum.at(first, node[winner], candidates[winner])
+    return np.stack(np.unravel_index(first, box.shape), axis=1).astype(np.int64)
+
+
+def _sample_stride(shape) -> int:
+    """A prime step through the flat box that divides neither Y nor Z, so that the sample
+    it takes is spread over every plane, not stuck on a few."""
+    return next((p for p in (17, 19, 23, 29, 31, 37) if shape[1] % p and shape[2] % p), 17)
+
+
+def _distances(coords: tuple, mean: np.ndarray, resolution: np.ndarray) -> np.ndarray:
+    """nm from each voxel to `mean` (its node's mean voxel, one row per voxel): the same
+    operations, in the same order, as `np.linalg.norm((v - mean) * r, axis=1)`."""
+    squared = None
+    for axis, (axis_coords, r) in enumerate(zip(coords, resolution)):
+        offset = (axis_coords - mean[:, axis]) * r
+        squared = offset * offset if squared is None else squared + offset * offset
+    return np.sqrt(squared)
 
 
 def face_counts(ranks: np.ndarray, n: int) -> np.ndarray:
@@ -177,17 +290,16 @@ def face_counts(ranks: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def surface_areas(ranks: np.ndarray, n: int, resolution: np.ndarray) -> np.ndarray:
-    """nm² per node: every face between two voxels of different labels inside the chunk counts
-    for each non-background side. Summed as x, then y, then z faces, as PCGL2Cache does."""
+def surface_areas(box: _Box, pairs: list, n: int, resolution: np.ndarray) -> np.ndarray:
+    """nm² per node: every face between two voxels of different labels inside the chunk (the
+    differing pairs along x, y, z) counts for each non-background side. Summed as x, then y,
+    then z faces, as PCGL2Cache does."""
     rx, ry, rz = resolution
     face_area = (ry * rz, rx * rz, rx * ry)
     area = np.zeros(n)
-    for axis in range(3):
-        high = ranks[(slice(None),) * axis + (slice(1, None),)]
-        low = ranks[(slice(None),) * axis + (slice(None, -1),)]
-        differ = high != low
-        faces = np.bincount(high[differ], minlength=n + 1) + np.bincount(low[differ], minlength=n + 1)
+    for axis, low in enumerate(pairs):
+        faces = (np.bincount(box.flat[low], minlength=n + 1)
+                 + np.bincount(box.flat[low + box.stride(axis)], minlength=n + 1))
         area = area + faces[1:] * face_area[axis]
     return area
 
@@ -195,40 +307,45 @@ def surface_areas(ranks: np.ndarray, n: int, resolution: np.ndarray) -> np.ndarr
 # Projections are summed per voxel only for nodes with a direction this thin (a singular
 # value below this share of the largest), where the quadratic form loses digits.
 THIN = 1e-3
+# Scatter matrices come from integer moments while N * sum(x_i x_j) stays below this.
+EXACT_LIMIT = 1 << 62
 
 
-def principal_axes(voxels: _Voxels, size: np.ndarray, has_pca: np.ndarray,
-                   resolution: np.ndarray, moments) -> tuple[np.ndarray, np.ndarray]:
+def principal_axes(box: _Box, size: np.ndarray, has_pca: np.ndarray, resolution: np.ndarray,
+                   sums: np.ndarray, second: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(n, 3, 3) axes and (n, 3) singular values of each node's centred voxel positions in nm
-    (zeros where not `has_pca`). `moments`: `_integer_moments`' (None: too large for them).
+    (zeros where not `has_pca`), from the nodes' exact integer moments `sums` and `second`.
 
-    The scatter matrices come from exact integer moments: per node, N * sum(x_i x_j) -
-    sum(x_i) sum(x_j) in int64 (voxel coordinates are integers), so no centring pass over the
-    voxels (without moments: from points centred in floating point); one batched `eigh` gives
-    the axes. A singular value is sqrt(a' S a) for its axis a, except along thin directions
-    (below THIN of the largest), where that quadratic form loses digits to cancellation: there
-    the centred points are projected on the axis and their squares summed, as accurate as an
-    SVD of the points (without moments: for every node). Rows of exactly equal singular values
-    (a symmetric node) keep eigh's order (for an axis-aligned node: x, then y, then z)."""
+    The scatter matrices are, per node, N * sum(x_i x_j) - sum(x_i) sum(x_j) in int64 (voxel
+    coordinates are integers), so no centring pass over the voxels (for a chunk so large that
+    this could overflow int64: from the points centred in floating point); one batched `eigh`
+    gives the axes. A singular value is sqrt(a' S a) for its axis a, except along thin
+    directions (below THIN of the largest), where that quadratic form loses digits to
+    cancellation: there the centred points are projected on the axis and their squares
+    summed, as accurate as an SVD of the points (for every node when the moments were not
+    used). Rows of exactly equal singular values (a symmetric node) keep eigh's order (for an
+    axis-aligned node: x, then y, then z)."""
     n = len(size)
     pca, pca_val = np.zeros((n, 3, 3)), np.zeros((n, 3))
     if not has_pca.any():
         return pca, pca_val
-    if moments is None:  # too large for exact int64 moments
-        scatter = _centred_scatter(voxels, size, has_pca, resolution)
+    largest = max(int(s) for s in box.shape)
+    exact = int(size.max()) ** 2 * largest * largest < EXACT_LIMIT
+    if exact:
+        scatter = _exact_scatter(sums, second, size, resolution)
     else:
-        scatter = _exact_scatter(moments, size, resolution)
+        scatter = _centred_scatter(box, size, has_pca, resolution)
     _, vectors = np.linalg.eigh(scatter[has_pca])
     axes = np.zeros((n, 3, 3))
     axes[has_pca] = np.swapaxes(vectors, 1, 2)  # rows, ascending eigenvalue
-    if moments is None:
-        projected = has_pca
-        squares = np.zeros((n, 3))
-    else:
+    if exact:
         squares = np.maximum(np.einsum("nki,nij,nkj->nk", axes, scatter, axes), 0.0)
         projected = has_pca & (squares.min(axis=1) < THIN * THIN * squares.max(axis=1))
+    else:
+        projected = has_pca
+        squares = np.zeros((n, 3))
     if projected.any():
-        squares[projected] = _projected_squares(voxels, size, projected, axes, resolution)[projected]
+        squares[projected] = _projected_squares(box, size, projected, axes, resolution)[projected]
     # N < 3: the points are taken three times over, which triples every sum of squares
     values = np.sqrt(squares * np.where(size < 3, 3.0, 1.0)[:, None])
     many = size > PCA_SAMPLE_POINTS
@@ -240,33 +357,31 @@ def principal_axes(voxels: _Voxels, size: np.ndarray, has_pca: np.ndarray,
     return pca, pca_val
 
 
-def _exact_scatter(moments, size: np.ndarray, resolution: np.ndarray) -> np.ndarray:
+def _exact_scatter(sums: np.ndarray, second: np.ndarray, size: np.ndarray, resolution: np.ndarray) -> np.ndarray:
     """(n, 3, 3) scatter matrices in nm² from exact integer moments."""
-    first, second = moments
     count = size.astype(np.int64)
     scaled = np.empty((len(size), 3, 3))
     for i in range(3):
         for j in range(3):
-            exact = count * second[:, i, j] - first[:, i] * first[:, j]  # N^2 * covariance, exact
+            exact = count * second[:, i, j] - sums[:, i] * sums[:, j]  # N^2 * covariance, exact
             scaled[:, i, j] = exact * (resolution[i] * resolution[j])
     return scaled / np.maximum(count, 1)[:, None, None]
 
 
-def _centred_points(voxels: _Voxels, size: np.ndarray, nodes: np.ndarray, resolution: np.ndarray):
+def _centred_points(box: _Box, size: np.ndarray, nodes: np.ndarray, resolution: np.ndarray):
     """The voxels of the nodes in `nodes`: their node index and their positions in nm (x, y,
     z), centred on their node's mean in floating point."""
-    selected = nodes[voxels.node]
-    node = voxels.node[selected]
+    node, coords = box.voxels(nodes)
     centred = []
-    for axis_coords, r in zip(voxels.coords, resolution):
-        points = axis_coords[selected] * r
+    for axis_coords, r in zip(coords, resolution):
+        points = axis_coords * r
         centred.append(points - (np.bincount(node, points, minlength=len(size)) / size)[node])
     return node, centred
 
 
-def _centred_scatter(voxels: _Voxels, size: np.ndarray, nodes: np.ndarray, resolution: np.ndarray) -> np.ndarray:
+def _centred_scatter(box: _Box, size: np.ndarray, nodes: np.ndarray, resolution: np.ndarray) -> np.ndarray:
     """(n, 3, 3) scatter matrices in nm² of points centred in floating point (0 outside `nodes`)."""
-    node, centred = _centred_points(voxels, size, nodes, resolution)
+    node, centred = _centred_points(box, size, nodes, resolution)
     scatter = np.empty((len(size), 3, 3))
     for i in range(3):
         for j in range(i, 3):
@@ -274,37 +389,11 @@ def _centred_scatter(voxels: _Voxels, size: np.ndarray, nodes: np.ndarray, resol
     return scatter
 
 
-def _integer_moments(voxels: _Voxels, n: int, shape):
-    """Per node, sum(x_i) (n, 3) and sum(x_i x_j) (n, 3, 3) in int64, exact; None when a
-    product N * sum(x_i x_j) could overflow int64. From per-(node, slab) counts and sums (a
-    bincount over node * X + x, weighted by y and by z, and likewise for y and z): a few
-    passes over the voxels instead of one per moment."""
-    coords = voxels.coords
-    largest = max(int(s) for s in shape)
-    voxel_count = len(voxels.node)
-    if voxel_count * voxel_count * largest * largest >= 1 << 62 or voxel_count * largest * largest >= 1 << 53:
-        return None
-    node = voxels.node
-    first = np.zeros((n, 3), np.int64)
-    second = np.zeros((n, 3, 3), np.int64)
-    for i in range(3):
-        extent = int(shape[i])
-        slab = node * extent + coords[i]  # (node, coordinate along axis i)
-        position = np.arange(extent, dtype=np.int64)
-        counts = np.bincount(slab, minlength=n * extent).reshape(n, extent)
-        first[:, i] = counts @ position
-        second[:, i, i] = counts @ (position * position)
-        for j in range(i + 1, 3):  # sums of coordinate j per slab of axis i: exact below 2**53
-            sums = np.bincount(slab, coords[j], minlength=n * extent).reshape(n, extent).astype(np.int64)
-            second[:, i, j] = second[:, j, i] = sums @ position
-    return first, second
-
-
-def _projected_squares(voxels: _Voxels, size: np.ndarray, nodes: np.ndarray, axes: np.ndarray,
+def _projected_squares(box: _Box, size: np.ndarray, nodes: np.ndarray, axes: np.ndarray,
                        resolution: np.ndarray) -> np.ndarray:
     """(n, 3): per node in `nodes`, the sum of squared projections of its centred points (nm) on
     each of its axes (rows of `axes`); 0 elsewhere."""
-    node, centred = _centred_points(voxels, size, nodes, resolution)
+    node, centred = _centred_points(box, size, nodes, resolution)
     squares = np.zeros((len(size), 3))
     for k in range(3):
         along = centred[0] * axes[:, k, 0][node]
@@ -401,7 +490,8 @@ def chunk_volume(watershed: np.ndarray, chunk_size, svs: np.ndarray, l2ids: np.n
 def chunk_ranks(labels: np.ndarray, id_of_label: np.ndarray, chunk_size, svs: np.ndarray,
                 l2ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """What `chunk_volume` then `_ranked_labels` give, without a uint64 voxel volume: the
-    sorted layer-2 ids present and the full `chunk_size` box of their 1-based ranks (uint32).
+    sorted layer-2 ids present and the full `chunk_size` box of their 1-based ranks (uint16;
+    uint32 beyond 65,535 nodes).
 
     `labels` is the chunk's block of small label numbers (cut at the dataset's far edge) and
     `id_of_label` the supervoxel id of each number (0: background), as fastremap's
@@ -417,11 +507,18 @@ def chunk_ranks(labels: np.ndarray, id_of_label: np.ndarray, chunk_size, svs: np
     found = (id_of_label != 0) & (svs[slot] == id_of_label) if len(svs) else np.zeros(len(id_of_label), bool)
     parent = np.where(found, l2ids[slot] if len(svs) else 0, np.uint64(0)).astype(np.uint64)
     ids = np.unique(parent[parent != 0])
-    rank_of_label = np.zeros(len(parent), np.uint32)
+    rank_of_label = np.zeros(len(parent), _rank_dtype(len(ids)))
     rank_of_label[parent != 0] = np.searchsorted(ids, parent[parent != 0]) + 1
-    ranks = np.zeros(chunk_size, np.uint32)
+    if labels.shape == chunk_size:
+        return ids, rank_of_label[labels]
+    ranks = np.zeros(chunk_size, rank_of_label.dtype)
     ranks[tuple(slice(0, w) for w in labels.shape)] = rank_of_label[labels]
     return ids, ranks
+
+
+def _rank_dtype(n: int):
+    """The smallest unsigned dtype for ranks 0..n: half the bytes for the usual chunk."""
+    return np.uint16 if n < 1 << 16 else np.uint32
 
 
 CELL_SHAPES = {b"rep_coord_nm": (3,), b"chunk_intersect_count": (2, 3), b"pca": (-1, 3)}

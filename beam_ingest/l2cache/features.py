@@ -155,7 +155,7 @@ class _Box:
     def differing_pairs(self, axis: int) -> np.ndarray:
         """Flat index of the lower voxel of every pair of neighbours along `axis` whose ranks
         differ, ascending (pairs across the box's border excluded)."""
-        x_size, y_size, z_size = self.shape
+        _, y_size, z_size = self.shape
         stride = self.stride(axis)
         low = np.flatnonzero(self.flat[stride:] != self.flat[:-stride])
         if axis == 1:  # flat neighbours at y == Y-1 are the next x's y == 0
@@ -172,10 +172,10 @@ class _Box:
 @dataclasses.dataclass(frozen=True)
 class _RunEnds:
     """Both ends of every run of one node's voxels along x (a line of fixed y, z), background
-    runs left out. A run [a, b] is told by its end b (`last` True) and the voxel before its
-    start, a - 1 (`last` False), so that a sum of f(x) over the run is F(b) - F(a - 1) for the
-    prefix sums F: per node, sums over its voxels are sums over these ends."""
-    index: np.ndarray  # flat index of the run's last or first voxel
+    runs left out. A run from x = a to x = b is given by its last voxel (`upto` b, `sign` +1)
+    and its first voxel (`upto` a - 1, `sign` -1), so that a sum of f(x) over the run is
+    F(b) - F(a - 1) for the prefix sums F: per node, sums over its voxels are sums over these
+    ends."""
     node: np.ndarray   # intp: 0-based node index
     coords: tuple      # x, y, z of that voxel
     upto: np.ndarray   # int64: b for a last voxel, a - 1 for a first one
@@ -183,6 +183,8 @@ class _RunEnds:
 
 
 def _run_ends(box: _Box, x_pairs: np.ndarray) -> _RunEnds:
+    """From the differing pairs along x: a run ends at each pair's lower voxel and at x == X-1,
+    and starts at each pair's upper voxel and at x == 0."""
     size = len(box.flat)
     stride = box.stride(0)
     last = np.concatenate([x_pairs, np.arange(size - stride, size)])
@@ -194,7 +196,7 @@ def _run_ends(box: _Box, x_pairs: np.ndarray) -> _RunEnds:
     coords = box.coords(index)
     is_last = np.arange(len(labelled))[labelled] < len(last)
     upto = np.where(is_last, coords[0], coords[0] - 1)
-    return _RunEnds(index, node, coords, upto, np.where(is_last, 1, -1))
+    return _RunEnds(node, coords, upto, np.where(is_last, 1, -1))
 
 
 def _integer_moments(ends: _RunEnds, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -26,7 +26,7 @@ from beam_ingest.inputs.precomputed import InputError, PrecomputedReader
 from beam_ingest.inputs.raw import RawReader
 from beam_ingest.launcher import plan_ingest, prepare_table, probe_outputs
 from beam_ingest.options import IngestOptions, check_graph_id, check_l2cache_options, parse_argv
-from beam_ingest.progress import ProgressCache, ProgressMonitor, RedisSettings, layer_totals
+from beam_ingest.progress import L2CACHE, ProgressCache, ProgressMonitor, RedisSettings, layer_totals
 from beam_ingest.report import format_summary, ingest_counters
 from beam_ingest.runners import (check_runner, close_runner_client, drops_finish_bundle_outputs, final_outputs,
                                  needs_trial, trial_run)
@@ -253,6 +253,8 @@ def _run_pipeline(options, opts, plan, layout, coords, top_layer, redis, ingest_
                   dry_run):
     totals = layer_totals(layout) if not opts.test else {2: len(coords), top_layer: 1}
     totals = {k: v for k, v in totals.items() if k == "roots" or k >= opts.start_layer}
+    if plan.l2cache is not None:  # the cache's chunks: every layer-2 chunk the run builds
+        totals[L2CACHE] = totals[2]
     cache = ProgressCache(redis, plan.graph_id, identity) if redis else None
     resuming = state is not None and not state.fresh and opts.start_layer == 2 and not opts.test
     if cache is not None and not dry_run and cache.start(totals, reset=not resuming):

@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 PREFIX = "beam_ingest"
 ROOTS = "roots"  # the root-id buckets, shown after the layers
+L2CACHE = "l2cache"  # the L2 cache's layer-2 chunks (--l2cache_table), shown after layer 2
 
 # (graph id, layer) -> chunks done, for bars of an in-process run
 LOCAL_DONE: collections.Counter = collections.Counter()
@@ -163,7 +164,7 @@ class ProgressCache:
             if not totals:
                 return None
             pipe = self._redis().pipeline()
-            layers = sorted((k.decode() for k in totals), key=lambda k: (k == ROOTS, int(k) if k.isdigit() else 0))
+            layers = sorted((k.decode() for k in totals), key=display_order)
             pipe.get(self._key("complete"))
             pipe.get(self._key("identity"))
             for layer in layers:
@@ -179,6 +180,18 @@ class ProgressCache:
             keys = list(self._redis().scan_iter(match=self._key("*")))
             return self._redis().delete(*keys) if keys else 0
         return int(self._safely("flushing", go, 0) or 0)
+
+
+def display_order(layer) -> tuple:
+    """Layers ascending, the L2 cache right after layer 2, the root buckets last."""
+    layer = str(layer)
+    if layer == ROOTS:
+        return (float("inf"), 0)
+    return (2, 1) if layer == L2CACHE else (int(layer), 0)
+
+
+def _label(layer) -> str:
+    return {ROOTS: "roots", L2CACHE: "L2 cache"}.get(str(layer), f"layer {layer}")
 
 
 def format_status(status: dict) -> str:
@@ -202,6 +215,7 @@ class ProgressMonitor:
 
     def __init__(self, graph_id: str, totals: dict, cache: ProgressCache | None = None, interval: float = 0.5,
                  bars: bool | None = None):
+        totals = {str(layer): totals[layer] for layer in sorted(totals, key=display_order)}
         self.graph_id, self.totals, self.cache, self.interval = graph_id, totals, cache, interval
         self.bars_enabled = sys.stderr.isatty() if bars is None else bars
         self._stop = threading.Event()
@@ -220,13 +234,13 @@ class ProgressMonitor:
     def _update(self, bars):
         now = time.time()
         for layer, done in self._done().items():
-            total = self.totals.get(layer if layer == ROOTS else int(layer), 0)
+            total = self.totals.get(layer, 0)
             if done and layer not in self.started:
                 self.started[layer] = now
-                log.info("layer %s: started", layer)
+                log.info("%s: started", _label(layer))
             if total and done >= total and layer not in self.finished:
                 self.finished[layer] = now
-                log.info("layer %s: %d / %d chunks done in %.1f s", layer, done, total,
+                log.info("%s: %d / %d chunks done in %.1f s", _label(layer), done, total,
                          now - self.started.get(layer, now))
             bar = bars.get(layer)
             if bar is not None and done > bar.n:
@@ -236,8 +250,8 @@ class ProgressMonitor:
         bars = {}
         if self.bars_enabled:
             from tqdm import tqdm
-            bars = {str(layer): tqdm(total=total, desc=f"layer {layer}" if layer != ROOTS else "roots  ",
-                                     position=i, leave=True, unit="chunk", dynamic_ncols=True)
+            bars = {layer: tqdm(total=total, desc=_label(layer), position=i, leave=True, unit="chunk",
+                                dynamic_ncols=True)
                     for i, (layer, total) in enumerate(self.totals.items())}
         while True:
             stopping = self._stop.wait(self.interval)

@@ -180,7 +180,10 @@ class WriteCacheRowsFn(beam.DoFn):
         self.sink, self.table_id = sink, table_id
 
     def setup(self):
+        from .progress import ProgressCache
         self.writer = None
+        self.progress_id = self.sink.progress_id or self.sink.table_id  # the graph's progress, not the cache table's
+        self.progress = ProgressCache(self.sink.redis, self.progress_id, self.sink.identity) if self.sink.redis else None
         if not self.sink.skip_writes:
             from .store.bigtable import RowWriter
             self.writer = RowWriter(self.sink.target, self.table_id, self.sink.ingest_ms,
@@ -212,12 +215,18 @@ class WriteCacheRowsFn(beam.DoFn):
                 raise RuntimeError(f"L2 cache: {self.writer.rows_written - before} rows acknowledged, "
                                    f"{sum(self._rows)} sent")
         _count("l2cache_rows_written", sum(self._rows))
+        from .progress import record_local
+        record_local(self.progress_id, completion.L2CACHE, len(self._coords))
+        if self.progress is not None:
+            self.progress.mark_done(completion.L2CACHE, self._coords)
         counts = np.zeros((len(self._rows), 4), np.int64)
         counts[:, completion.ROWS] = self._rows
         yield completion.Acks(completion.L2CACHE, np.asarray(self._coords, np.int64).reshape(-1, 3), counts)
         self._coords, self._rows = [], []
 
     def teardown(self):
+        if getattr(self, "progress", None) is not None:
+            self.progress.flush_pending()
         if getattr(self, "writer", None) is not None:
             self.writer.close()
 

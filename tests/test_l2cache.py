@@ -245,3 +245,22 @@ def test_raw_input_reads_watershed_for_the_cache(tmp_path, graph_id):
     _, counters, plan = run_ingest(info["config"], graph_id, "--raw", f"--l2cache_table={cache}")
     cells, _ = cache_cells(cache)
     assert cells == expected_cache(watershed, graph_id, plan) and counters["l2cache_rows"] == len(cells) > 50
+
+
+def test_progress_and_status_show_the_cache_chunks(seg, graph_id, with_redis, capsys):
+    """The status table (Redis) has a row for the cache's chunks, right after layer 2, counted
+    as their rows are acknowledged: here by a run that failed above layer 2."""
+    from beam_ingest.cli import main as cli
+    from beam_ingest.progress import LOCAL_DONE
+    args = ["--from_segmentation", f"--l2cache_table={graph_id}-l2"]
+    with pytest.raises(Exception, match="injected failure at layer 3"):
+        run_ingest(seg["config"], graph_id, *args, "--fail_at_layer=3")
+    _, _, plan = run_ingest(seg["config"], graph_id + "-b", *args, "--skip_writes")
+    chunks = plan.layout.chunk_count(2)
+    assert LOCAL_DONE[(graph_id + "-b", "l2cache")] == chunks  # the monitor's count
+    capsys.readouterr()
+    assert cli(["status", "--graph_id", graph_id]) == 0
+    *lines, table_line = capsys.readouterr().out.strip().splitlines()
+    assert lines[:3] == [f"2       : {chunks} / {chunks}", f"l2cache : {chunks} / {chunks}",
+                         f"3       : 0 / {plan.layout.chunk_count(3)}"]
+    assert table_line.startswith("table   : NOT complete")

@@ -43,6 +43,7 @@ EXAMPLES = """examples:
   python -m beam_ingest demo
   python -m beam_ingest estimate --svs 1e9 --l2_chunks 1e5
   python -m beam_ingest estimate --svs 1e9 --config seg.yml --from_segmentation
+  python -m beam_ingest estimate --svs 1e9 --config seg.yml --from_segmentation --l2cache
   python -m beam_ingest verify --config config.yml --graph_id my_graph --sample 20
   REDIS_HOST=localhost REDIS_PASSWORD=dev python -m beam_ingest status --graph_id my_graph --watch
   REDIS_HOST=localhost REDIS_PASSWORD=dev python -m beam_ingest flush-redis --graph_id my_graph
@@ -448,16 +449,18 @@ def cmd_estimate(args):
                                                   settings.graph_config.CHUNK_SIZE)["geometry"]
         layout = layout_for(settings.graph_config, settings.data_source, geometry)[0]
         l2_chunks = layout.chunk_count(2)
-        if geometry is not None and not voxels:
+        if not voxels and (geometry is not None or args.l2cache):
             voxels = float(np.prod(np.asarray(layout.voxel_counts, np.float64)))
         print(f"{args.config}: {layout.layer_count} layers, {'x'.join(map(str, layout.n_chunks))} layer-2 chunks")
     if not l2_chunks:
         raise CommandError("estimate needs --l2_chunks N or --config config.yml")
-    if args.from_segmentation and not voxels:
-        raise CommandError("estimate --from_segmentation needs --voxels N or --config config.yml")
-    if voxels and not args.from_segmentation:
-        raise CommandError("estimate --voxels: the voxels count only with --from_segmentation")
-    print(format_estimates(args.svs, l2_chunks, tuple(args.nodes), voxels))
+    for flag, wanted in (("--from_segmentation", args.from_segmentation), ("--l2cache", args.l2cache)):
+        if wanted and not voxels:
+            raise CommandError(f"estimate {flag} needs --voxels N or --config config.yml")
+    if voxels and not (args.from_segmentation or args.l2cache):
+        raise CommandError("estimate --voxels: the voxels count only with --from_segmentation or --l2cache")
+    print(format_estimates(args.svs, l2_chunks, tuple(args.nodes), voxels if args.from_segmentation else 0,
+                           voxels if args.l2cache else 0))
     return 0
 
 
@@ -558,8 +561,10 @@ def main(argv=None) -> int:
                    "(with --from_segmentation: SUPERVOXELS' info, and the voxels from it)")
     p.add_argument("--from_segmentation", action="store_true",
                    help="the ingest reads segmentation volumes: their voxels' work, shuffle and WATERSHED are added")
-    p.add_argument("--voxels", type=positive_float, help="with --from_segmentation and no --config: voxels of the "
-                   "volumes, e.g. 1e12")
+    p.add_argument("--voxels", type=positive_float, help="with --from_segmentation or --l2cache and no --config: "
+                   "voxels of the volumes, e.g. 1e12")
+    p.add_argument("--l2cache", action="store_true",
+                   help="the ingest also writes the L2 cache (--l2cache_table): its CPU, rows and storage are added")
     p.add_argument("--nodes", type=int_in(1), nargs="+", default=[10, 20, 40], help="Bigtable node counts to compare")
     p.set_defaults(func=cmd_estimate)
 

@@ -44,3 +44,38 @@ def test_estimate_command_reads_a_segmentation_config(tmp_path, capsys):
     assert "needs --voxels N or --config" in capsys.readouterr().err
     assert main(["estimate", "--svs", "1e4", "--l2_chunks", "12", "--voxels", "1e6"]) == 2
     assert "only with --from_segmentation" in capsys.readouterr().err
+
+
+def test_the_l2_cache_adds_its_voxels_rows_and_storage():
+    rates = Rates()
+    seg, seg_cache = estimate(1e9, 1e5, 10, voxels=1e12), estimate(1e9, 1e5, 10, voxels=1e12, l2cache_voxels=1e12)
+    cache_rows = 1e9 * rates.l2_nodes_per_sv
+    extra_hours = (1e12 / rates.l2cache_voxels_per_cpu_s + cache_rows / rates.write_rows_per_cpu_s) \
+        * rates.dataflow_overhead / 3600
+    assert abs(seg_cache.details["l2cache_cpu_hours"] - extra_hours) < 1e-6
+    assert abs(seg_cache.details["cpu_hours"] - seg.details["cpu_hours"] - extra_hours) < 1e-6
+    assert seg_cache.details["l2cache_rows"] == cache_rows and seg_cache.rows == seg.rows  # the graph's rows
+    assert seg_cache.details["l2cache_gb"] == cache_rows * rates.l2cache_bytes_per_row / 1e9
+    assert seg_cache.hours > seg.hours and seg_cache.cost_usd > seg.cost_usd  # more rows through Bigtable
+    # from precomputed files the cache reads WATERSHED too
+    files_cache = estimate(1e9, 1e5, 10, l2cache_voxels=1e12)
+    read_hours = 1e12 / rates.watershed_read_voxels_per_cpu_s * rates.dataflow_overhead / 3600
+    assert abs(files_cache.details["l2cache_cpu_hours"] - extra_hours - read_hours) < 1e-6
+    assert estimate(1e9, 1e5, 10).details["l2cache_cpu_hours"] == 0
+
+
+def test_estimate_command_with_the_l2_cache(tmp_path, capsys):
+    from beam_ingest.synthetic import SyntheticSpec, generate
+    from beam_ingest.synthetic_segmentation import SegmentationSpec, generate_segmentation
+    files = generate(str(tmp_path / "files"), SyntheticSpec(chunks=(2, 2, 2), svs_per_chunk=10))
+    assert main(["estimate", "--svs", "1e4", "--config", files["config"], "--l2cache"]) == 0
+    out = capsys.readouterr().out
+    assert "with the L2 cache of" in out and "of which the L2 cache" in out and "of which the voxels" not in out
+    seg = generate_segmentation(str(tmp_path / "seg"), SegmentationSpec(seed=3, chunks=(2, 2, 1)))
+    assert main(["estimate", "--svs", "1e4", "--config", seg["config"], "--from_segmentation", "--l2cache"]) == 0
+    out = capsys.readouterr().out
+    assert "of which the voxels" in out and "of which the L2 cache" in out
+    assert main(["estimate", "--svs", "1e4", "--l2_chunks", "12", "--l2cache"]) == 2
+    assert "estimate --l2cache needs --voxels N or --config" in capsys.readouterr().err
+    assert main(["estimate", "--svs", "1e4", "--l2_chunks", "12", "--l2cache", "--voxels", "1e6"]) == 0
+    assert "with the L2 cache of 1e+06 voxels" in capsys.readouterr().out

@@ -413,3 +413,15 @@ def test_voronoi_nodes_with_pca_match_reference(monkeypatch, resolution, exact_l
         rows = assert_matches_reference(voronoi_labels((20, 24, 12), 60, seed), resolution)
         assert sum(len(cells[b"pca"]) > 0 for cells in rows.values()) > 40
     assert_matches_reference(np.pad(np.full((12, 10, 6), 9, np.uint64), 1), resolution)
+
+
+@pytest.mark.parametrize("shape", [(1, 5, 7), (5, 1, 7), (5, 7, 1), (1, 1, 9), (2, 3, 1), (1, 1, 1), (9, 1, 1),
+                                   (3, 17, 19)])
+def test_flat_and_thin_boxes_match_reference(shape):
+    """Boxes one voxel thin along some axes: no neighbours along them, runs of one voxel,
+    flat neighbours that wrap across rows (which are not neighbours)."""
+    rng = np.random.default_rng(sum(shape))
+    for resolution in [(8, 8, 40), (100, 100, 100)]:
+        for labels_count in (1, 2, 5):
+            labels = rng.integers(0, labels_count + 1, shape).astype(np.uint64) * np.uint64(1 << 50)
+            assert_matches_reference(labels, resolution)

@@ -191,13 +191,17 @@ class WriteCacheRowsFn(beam.DoFn):
 
     def start_bundle(self):
         self._coords, self._rows = [], []
+        if self.writer is not None:
+            self.writer.take_acked()
 
     def process(self, element):
         coord, rows = element
         self._coords.append(coord)
         self._rows.append(len(rows))
         if self.writer is not None and rows:
-            self.writer.write(rows)
+            # labelled by the chunk's place since the last flush: its acknowledgements are
+            # counted per chunk, whenever its batches are sent (here, or in the drain)
+            self.writer.write(rows, label=len(self._coords) - 1)
         if self.sink.ack_each_element:
             yield from self._flush()
 
@@ -209,11 +213,14 @@ class WriteCacheRowsFn(beam.DoFn):
         if not self._coords:
             return
         if self.writer is not None:
-            before = self.writer.rows_written
             self.writer.drain()
-            if self.writer.rows_written - before != sum(self._rows):
-                raise RuntimeError(f"L2 cache: {self.writer.rows_written - before} rows acknowledged, "
-                                   f"{sum(self._rows)} sent")
+            acked = self.writer.take_acked()
+            short = [(coord, acked.get(i, 0), n) for i, (coord, n) in enumerate(zip(self._coords, self._rows))
+                     if acked.get(i, 0) != n]
+            if short:
+                coord, got, sent = short[0]
+                raise RuntimeError(f"L2 cache: {len(short)} layer-2 chunk(s) not fully acknowledged by Bigtable, "
+                                   f"first {tuple(coord)}: {got} of {sent} rows")
         _count("l2cache_rows_written", sum(self._rows))
         from .progress import record_local
         record_local(self.progress_id, completion.L2CACHE, len(self._coords))

@@ -101,6 +101,19 @@ def test_segmentation_run_writes_the_cache_of_every_layer2_node(seg, graph_id):
             assert cells[key][q] == ref[q], (key, q)
 
 
+@pytest.mark.parametrize("inflight", [1, 4])
+def test_cache_bundles_spanning_many_batches_are_counted_as_acknowledged(seg, graph_id, inflight):
+    """Every bundle of cache rows is sent in many MutateRows batches (some acknowledged while
+    the bundle is still being processed): each chunk is proven by its own acknowledgements."""
+    cache = graph_id[:40] + "-l2"
+    _, counters, plan = run_ingest(seg["config"], graph_id, "--from_segmentation", f"--l2cache_table={cache}",
+                                   "--write_batch_rows=7", f"--max_inflight_writes={inflight}")
+    cells, _ = cache_cells(cache)
+    assert len(cells) > 10 * 7  # many batches
+    assert cells == expected_cache(plan.settings.data_source.WATERSHED, graph_id, plan)
+    assert counters["l2cache_rows"] == len(cells) == state_rows(graph_id).completion_mark()["l2cache_rows"]
+
+
 def test_precomputed_input_reads_watershed_for_the_same_cache(seg, graph_id):
     """The precomputed path reads each chunk's WATERSHED block in the layer-2 stage: over the
     volume and files a segmentation run wrote, its cache equals that run's."""

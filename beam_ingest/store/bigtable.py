@@ -420,9 +420,13 @@ class RowWriter:
             acked, self.acked = self.acked, collections.Counter()
         return acked
 
-    def write(self, row_cells):
-        """Queue `(row key, [(family, qualifier, value), ...])` rows."""
-        self._add(self._wire.encode_cells(row_cells, self.timestamp_micros))
+    def write(self, row_cells, label: int | None = None):
+        """Queue `(row key, [(family, qualifier, value), ...])` rows; with `label`, their
+        acknowledgements are counted under it (`take_acked`)."""
+        entries = self._wire.encode_cells(row_cells, self.timestamp_micros)
+        if label is not None:
+            entries.labels = np.full(len(entries), label, np.int32)
+        self._add(entries)
 
     def _add(self, entries):
         if len(entries):

@@ -15,6 +15,7 @@ checkpoint before the job is built):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing
 
 import apache_beam as beam
@@ -183,7 +184,8 @@ class BuildGraph(beam.PTransform):
                 | "AllProofs" >> beam.Flatten()
                 | "KeyProofs" >> beam.Map(lambda proof: (None, proof))
                 | "GatherProofs" >> beam.GroupByKey()  # not ToList: its default-value stages, for nothing
-                | "ProveComplete" >> beam.ParDo(ProveCompleteFn(self.sink, layers, with_roots, scope)))
+                | "ProveComplete" >> beam.ParDo(ProveCompleteFn(
+                    self.sink, layers, with_roots, scope, self.cache.table_id if self.cache is not None else None)))
 
     def _from_layer2(self, pbegin) -> _Built:
         start, saved = self.start, self.start.saved
@@ -206,7 +208,9 @@ class BuildGraph(beam.PTransform):
             proofs.append(_select(chunks, "Layer2", L2CACHE)
                           | "WriteL2Cache" >> beam.ParDo(WriteCacheRowsFn(self.sink, self.cache.table_id))
                           | "ProveL2Cache" >> ProveLayer(completion.L2CACHE,
-                                                         completion.expected_chunks(self.layout, 2, start.coords)))
+                                                         completion.expected_chunks(self.layout, 2, start.coords),
+                                                         functools.partial(completion.check_cache,
+                                                                           accept_mismatch=self.cache.accept_mismatch)))
         return _Built(summaries, roots, proofs, marked)
 
     def _from_checkpoint(self, pbegin) -> _Built:

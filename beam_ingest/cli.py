@@ -57,7 +57,18 @@ def _table(args):
     table = bigtable.open_table(target, args.graph_id, admin=True)
     if not bigtable.table_exists(table):
         raise CommandError(f"table {args.graph_id!r} does not exist in {target.describe()}")
+    check_graph_table(target, args.graph_id)
     return table
+
+
+def check_graph_table(target, table_id: str, option: str = "--graph_id"):
+    """An existing table that is not a graph's (an L2 cache, a user's table) -> CommandError."""
+    from .store import kinds
+    found = kinds.classify(target, table_id)
+    if found is not None and found.kind not in (kinds.GRAPH, kinds.EMPTY):
+        hint = " (verify --l2cache_table checks an L2 cache against its graph)" if found.kind == kinds.L2CACHE else ""
+        raise CommandError(f"{option}: table {table_id!r} is {found.detail}, not a graph table{hint}")
+    return found
 
 
 def _layout_of(table):
@@ -212,7 +223,9 @@ def cmd_demo(args):
             from .store.reader import read_node
             node = read_node(table, sv)["parent"]
             print(f"\nthe L2 cache row of its layer-2 node {node} (table {cache}; docs/l2cache.md):")
-            print("\n".join(describe_cache_row(_table(argparse.Namespace(**{**vars(args), "graph_id": cache})), node)))
+            from .store import bigtable
+            cache_table = bigtable.open_table(bigtable.resolve_target(None, None), cache, admin=True)
+            print("\n".join(describe_cache_row(cache_table, node)))
     finally:
         if emulator:
             emulator.stop()
@@ -253,17 +266,26 @@ def table_completion(graph_id: str, project=None, instance=None):
     table = bigtable.open_table(target, graph_id, admin=True)
     if not bigtable.table_exists(table):
         return f"table   : {graph_id!r} does not exist in {target.describe()}", None
+    check_graph_table(target, graph_id)
     rows = table_state.StateRows(target, graph_id)
     state = rows.read()
     legacy = rows.legacy_cells()
     for qualifier in (table_state.RUN, table_state.COMPLETE):  # a table of an earlier version
         if qualifier in legacy and qualifier not in state:
             state[qualifier] = legacy[qualifier]
-    identity = json.loads(state[table_state.RUN][0])["identity"] if table_state.RUN in state else None
+    record = json.loads(state[table_state.RUN][0]) if table_state.RUN in state else {}
+    identity = record.get("identity")
     mark = json.loads(state[table_state.COMPLETE][0]) if table_state.COMPLETE in state else None
     if mark is None or mark.get("identity") != identity:
         return ("table   : NOT complete (no completion mark: the ingest is running, failed, or was stopped; "
                 "rerun with --if_exists=continue)"), identity
+    cache = (record.get("inputs") or {}).get("l2cache")
+    if cache:  # the run wrote an L2 cache: complete only with the cache's own mark of this run
+        from .l2cache.table import completion_mark
+        cache_mark = completion_mark(target, cache["table"])
+        if (cache_mark or {}).get("identity") != identity:
+            return (f"table   : NOT complete: its L2 cache table {cache['table']!r} is missing or holds no completion "
+                    "mark of this run (rerun with --if_exists=continue, which writes the cache again)"), identity
     when = datetime.datetime.fromtimestamp(mark["finished_ms"] / 1000, tz=datetime.timezone.utc)
     scope = " (--test scope)" if mark.get("scope") == "test" else ""
     return (f"table   : complete{scope}: every chunk proven written ({mark['chunks']} chunks, {mark['rows']} rows, "
@@ -313,6 +335,8 @@ def cmd_flush_redis(args):
     settings = RedisSettings.from_env()
     if settings is None:
         raise CommandError("flush-redis needs REDIS_HOST (and REDIS_PORT, REDIS_DB, REDIS_PASSWORD)")
+    if args.graph_id:
+        table_completion(args.graph_id)  # a table of that name that is not a graph's: refused
     try:
         settings.client().ping()
         if args.graph_id:
@@ -366,25 +390,22 @@ def verify_reader(plan, raw: bool, fill_missing: bool = False):
         affinities=ic.AFFINITIES, in_place=plan.segmentation["in_place"], fill_missing=fill_missing))
 
 
-def _cache_check(table_id, graph_id, target, plan):
+def _cache_check(table_id, graph_id, target, plan, graph_identity=None):
     """The verify.CacheCheck of the L2 cache table, or the MISMATCH line saying why there is none."""
-    import pickle
-
     from .l2cache.chunks import WatershedVoxels
-    from .store import bigtable
+    from .store import bigtable, kinds
     from .verify import CacheCheck
-    table = bigtable.open_table(target, table_id, admin=True)
-    if not bigtable.table_exists(table):
+    found = kinds.classify(target, table_id)
+    if found is None:
         return f"MISMATCH: L2 cache table {table_id!r} does not exist"
-    found = bigtable.read_cell(table, b"meta", "0", b"meta")
-    try:
-        meta = pickle.loads(found[0]) if found else {}
-    except Exception:  # any unpickling failure: not a cache meta
-        meta = {}
-    if meta.get("graph_id") != graph_id:
-        return f"MISMATCH: L2 cache table {table_id!r} is not the cache of {graph_id!r} (its meta: {meta or 'none'})"
+    if found.kind != kinds.L2CACHE or found.graph_id != graph_id:
+        return f"MISMATCH: L2 cache table {table_id!r} is not the cache of {graph_id!r}: it is {found.detail}"
+    if graph_identity is not None and found.identity != graph_identity:
+        return (f"MISMATCH: L2 cache table {table_id!r} was written by another run of graph {graph_id!r} (its run "
+                f"{found.identity}, the graph table's {graph_identity}): rerun the ingest with --if_exists=continue")
     ds = plan.settings.data_source
-    return CacheCheck(table, WatershedVoxels(ds.WATERSHED, ds.CV_MIP, plan.layout), tuple(plan.resolution))
+    return CacheCheck(bigtable.open_table(target, table_id, admin=True),
+                      WatershedVoxels(ds.WATERSHED, ds.CV_MIP, plan.layout), tuple(plan.resolution), found.complete)
 
 
 def cmd_verify(args):
@@ -402,6 +423,7 @@ def cmd_verify(args):
     table = bigtable.open_table(target, args.graph_id, admin=True)
     if not bigtable.table_exists(table):
         raise CommandError(f"table {args.graph_id!r} does not exist in {target.describe()}")
+    graph = check_graph_table(target, args.graph_id)
     found = read_cell(table, cells.META_ROW, cells.FAMILY_HIERARCHY, cells.META)
     problem = "it has no meta row" if found is None else meta_mismatch(plan)(found[0])
     if problem:
@@ -425,7 +447,7 @@ def cmd_verify(args):
         files = {"edges": ds.EDGES, "components": ds.COMPONENTS}
     cache = None
     if args.l2cache_table:
-        cache = _cache_check(args.l2cache_table, args.graph_id, target, plan)
+        cache = _cache_check(args.l2cache_table, args.graph_id, target, plan, graph.identity if graph else None)
         if isinstance(cache, str):
             print(cache)
             return 1

@@ -16,6 +16,9 @@ ROOTS = "roots"
 L2CACHE = "l2cache"  # the L2 cache's rows, one proof per layer-2 chunk (a table of their own)
 # columns of Acks.counts
 ROWS, PARENTS, CHILDREN, SVS = range(4)
+# and of the L2 cache's: its rows, the chunk's layer-2 nodes without a voxel in WATERSHED, and
+# the supervoxels of its WATERSHED block that the graph does not know
+NO_VOXELS, UNKNOWN_SVS = PARENTS, CHILDREN
 SHOWN = 5  # missing chunks named in a message
 
 
@@ -98,6 +101,37 @@ def check_layer(acks: Acks, expected: np.ndarray) -> dict:
             "parents": int(total[PARENTS]), "children": int(total[CHILDREN]), "svs": int(total[SVS])}
 
 
+def check_cache(acks: Acks, expected: np.ndarray, accept_mismatch: bool = False) -> dict:
+    """The L2 cache's proof (`check_layer`), `{"layer", "chunks", "rows", "nodes_without_voxels",
+    "unknown_svs"}`. Unless `accept_mismatch`, a chunk whose WATERSHED block and layer-2 build
+    disagree fails it (InputError naming the first such chunks and their counts)."""
+    proof = check_layer(acks, expected)
+    proof = {"layer": proof["layer"], "chunks": proof["chunks"], "rows": proof["rows"],
+             "nodes_without_voxels": proof["parents"], "unknown_svs": proof["children"]}
+    if accept_mismatch or not (proof["nodes_without_voxels"] or proof["unknown_svs"]):
+        return proof
+    from .chunk_inputs import InputError
+    keys, first = np.unique(_keys(acks.coords), return_index=True)
+    coords, counts = acks.coords[first], acks.counts[first]
+    bad = np.flatnonzero(counts[:, NO_VOXELS] + counts[:, UNKNOWN_SVS])
+    named = "; ".join(f"{tuple(int(c) for c in coords[i])}: {counts[i, NO_VOXELS]} node(s) without voxels, "
+                      f"{counts[i, UNKNOWN_SVS]} unknown supervoxel(s)" for i in bad[:SHOWN])
+    more = f"; and {len(bad) - SHOWN} more chunks" if len(bad) > SHOWN else ""
+    raise InputError(
+        f"data_source.WATERSHED disagrees with the graph's inputs in {len(bad)} of {len(keys)} layer-2 chunks "
+        f"({proof['nodes_without_voxels']} layer-2 nodes without a voxel, {proof['unknown_svs']} supervoxels the "
+        f"graph does not know): {named}{more}. The L2 cache would be computed from other voxels than the graph's; "
+        "check WATERSHED (or pass --l2cache_accept_mismatch to write it anyway)")
+
+
+def cache_totals(mark: dict) -> dict:
+    """What the L2 cache's own completion mark holds, from the graph's."""
+    return {"rows": mark.get("l2cache_rows", 0),
+            "nodes_without_voxels": mark.get("l2cache_nodes_without_voxels", 0),
+            "unknown_svs": mark.get("l2cache_unknown_svs", 0), "finished_ms": mark.get("finished_ms"),
+            "scope": mark.get("scope")}
+
+
 def check_totals(proofs: list[dict], layers: list, roots: bool) -> dict:
     """All layers proven, and (with roots) every supervoxel and non-root node has its parent cell:
     parents = supervoxels + nodes with children - roots. Returns the totals."""
@@ -109,6 +143,8 @@ def check_totals(proofs: list[dict], layers: list, roots: bool) -> dict:
     total = {k: sum(p[k] for p in by_layer.values()) for k in ("chunks", "rows", "parents", "children", "svs")}
     if cache is not None:
         total["l2cache_rows"] = cache["rows"]
+        total["l2cache_nodes_without_voxels"] = cache.get("nodes_without_voxels", 0)
+        total["l2cache_unknown_svs"] = cache.get("unknown_svs", 0)
     if roots:
         n_roots = by_layer[ROOTS]["children"]
         if total["parents"] != total["svs"] + total["children"] - n_roots:

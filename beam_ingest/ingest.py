@@ -114,7 +114,19 @@ def cache_spec(plan):
     from beam_ingest.l2cache.chunks import CacheSpec
     ds = plan.settings.data_source
     return CacheSpec(plan.l2cache["table"], tuple(float(r) for r in plan.resolution),
-                     None if plan.segmentation is not None else ds.WATERSHED, int(ds.CV_MIP))
+                     None if plan.segmentation is not None else ds.WATERSHED, int(ds.CV_MIP),
+                     accept_mismatch=plan.l2cache_accept_mismatch)
+
+
+def check_cache_voxels(plan, coords) -> None:
+    """Precomputed and raw input: WATERSHED readable at the first chunk the run builds, before
+    anything is created (the cache reads every chunk of it)."""
+    if plan.l2cache is None or plan.segmentation is not None:
+        return
+    from beam_ingest.l2cache.chunks import WatershedVoxels
+    ds = plan.settings.data_source
+    first = tuple(coords[0]) if coords is not None else (0, 0, 0)
+    WatershedVoxels(ds.WATERSHED, ds.CV_MIP, plan.layout).read(first)
 
 
 def print_test_chunks(plan, coords, raw=False):
@@ -195,6 +207,7 @@ def run(argv=None):
                               "layer-2 stage); continue with --if_exists=continue instead, which rebuilds layer 2")
         plan.l2cache = {"table": opts.l2cache_table + ("-test" if opts.test else ""),
                         "cv_path": opts.l2cache_cv_path or ""}
+        plan.l2cache_accept_mismatch = bool(opts.l2cache_accept_mismatch)
     layout = plan.layout
     check_restart_options(opts, layout)
     coords = top_layer = None
@@ -208,6 +221,7 @@ def run(argv=None):
         probe_outputs(plan, opts.raw, opts.checkpoint_dir)
         if needs_trial(options):
             trial_run(options)
+    check_cache_voxels(plan, coords)
     state = None
     if opts.skip_writes or dry_run:
         ingest_ms = opts.ingest_timestamp if opts.ingest_timestamp is not None else int(time.time() * 1000)
@@ -218,19 +232,24 @@ def run(argv=None):
         identity = RunRecord(plan.graph_id, ingest_ms, "none", run_inputs(
             plan.settings, opts.raw, opts.pcg_version, plan.segmentation, plan.l2cache)).identity
     else:
-        if plan.l2cache:  # refused before the graph's table is created, as the graph's own is
+        cache_action = None
+        if plan.l2cache:  # checked before the graph's table is created (l2cache/table.py)
             from beam_ingest.l2cache import table as l2cache_table
             from beam_ingest.store.bigtable import resolve_target
-            l2cache_table.check_absent(resolve_target(plan.project, plan.instance), plan.l2cache["table"],
-                                       opts.if_exists)
+            cache_action = l2cache_table.check(resolve_target(plan.project, plan.instance), plan.l2cache["table"],
+                                               plan.graph_id, opts.if_exists)
         state = prepare_table(plan, opts.if_exists, opts.ingest_timestamp, opts.table_splits, opts.raw,
                               restart_layer=opts.start_layer if opts.start_layer > 2 else None,
                               pcg_version=opts.pcg_version)
         ingest_ms, identity = plan.ingest_ms, state.record.identity
+        if plan.l2cache and state.complete is not None and cache_action != l2cache_table.COMPLETE:
+            log.info("table %s is complete but its L2 cache %s is not: building again (the graph's cells are "
+                     "identical) to write the cache", plan.graph_id, plan.l2cache["table"])
+            state.complete = None
         if plan.l2cache and state.complete is None:
             try:
                 l2cache_table.prepare(plan.target, plan.l2cache["table"], plan.graph_id, plan.l2cache["cv_path"],
-                                      ingest_ms, opts.if_exists)
+                                      ingest_ms, opts.if_exists, identity)
             except BaseException:
                 state.claim.release()
                 raise
@@ -333,6 +352,11 @@ def check_completion(plan, counters, identity, state):
     mark = StateRows(plan.target, plan.graph_id).completion_mark()
     if mark is None or mark.get("identity") != identity:
         raise IncompleteError(f"table {plan.graph_id!r} holds no completion mark of this run")
+    if plan.l2cache is not None:
+        from beam_ingest.l2cache.table import completion_mark
+        cache = completion_mark(plan.target, plan.l2cache["table"])
+        if cache is None or cache.get("identity") != identity or cache.get("rows") != mark.get("l2cache_rows"):
+            raise IncompleteError(f"L2 cache table {plan.l2cache['table']!r} holds no completion mark of this run")
     # the whole graph's totals, chunks carried from an earlier run's checkpoint included
     counters["proven_svs"], counters["proven_rows"] = int(mark.get("svs", 0)), int(mark.get("rows", 0))
     if no_metrics:

@@ -30,6 +30,7 @@ class IngestPlan:
     segmentation: dict | None = None  # --from_segmentation: volumes.check_segmentation_volumes' plan
     target: object = None  # the bigtable.Target, resolved once by the launcher
     l2cache: dict | None = None  # --l2cache_table: {"table": its id, "cv_path": the meta's cv_path}
+    l2cache_accept_mismatch: bool = False  # --l2cache_accept_mismatch (not in the run identity)
 
 
 def plan_ingest(config_path: str, graph_id: str, raw: bool = False, segmentation: bool = False) -> IngestPlan:
@@ -176,6 +177,12 @@ def prepare_table(plan: IngestPlan, if_exists: str, ingest_ms: int | None, table
     table = bigtable.open_table(plan.target, plan.graph_id, admin=True)
     meta = table_state.StateRows(plan.target, plan.graph_id)
     exists = bigtable.table_exists(table)
+    if exists:
+        from .store import kinds
+        found = kinds.classify(plan.target, plan.graph_id)
+        if found is not None and found.kind in (kinds.L2CACHE, kinds.FOREIGN):
+            raise TableError(f"--graph_id: table {meta.table_id!r} is {found.detail}, not a graph table; refusing to "
+                             "write into it or delete it, whatever --if_exists says (choose another graph id)")
     if exists and if_exists == "fail":
         raise TableError(
             f"table {meta.table_id!r} already exists; pass --if_exists=continue to resume an "

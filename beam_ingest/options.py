@@ -78,6 +78,8 @@ def check_l2cache_options(opts) -> None:
     if opts.l2cache_table is None:
         if opts.l2cache_cv_path:
             raise ConfigError("--l2cache_cv_path: only with --l2cache_table (the cache whose meta names it)")
+        if opts.l2cache_accept_mismatch:
+            raise ConfigError("--l2cache_accept_mismatch: only with --l2cache_table")
         return
     check_graph_id(opts.l2cache_table, opts.test, option="--l2cache_table")
     if opts.l2cache_table == opts.graph_id:
@@ -157,6 +159,12 @@ class IngestOptions(PipelineOptions):
             "--l2cache_cv_path", default="",
             help="With --l2cache_table: the segmentation path the cache's meta names (cv_path), e.g. "
                  "graphene://https://<server>/segmentation/table/<graph_id> (default: empty).")
+        add_flag(
+            parser, "--l2cache_accept_mismatch", False,
+            help="With --l2cache_table and precomputed or --raw input: finish even where WATERSHED and the graph "
+                 "disagree (layer-2 nodes without a voxel in their chunk get no cache row; supervoxels the graph "
+                 "does not know are left out); the summary and the completion mark count both. Default: any "
+                 "disagreement fails the run, naming the first chunks.")
         add_flag(
             parser, "--test", False,
             help="A trial run: only the 8 layer-2 chunks at the centre of the dataset (the children of "

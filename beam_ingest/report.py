@@ -54,8 +54,15 @@ def format_summary(counters: dict[str, int], layer_count: int, seconds: float) -
         lines.append(f"table version 3: {lifted} lifted cross-edge rows (family 4); {dangling} one-sided cross-edge "
                      "copies got none (they join nothing)")
     if "l2cache_rows" in counters:
-        lines.append(f"L2 cache: {counters['l2cache_rows']} layer-2 node rows, computed in "
+        nodes = counters.get("layer2_nodes")
+        of = f" (of {nodes} layer-2 nodes)" if nodes is not None else ""
+        lines.append(f"L2 cache: {counters['l2cache_rows']} layer-2 node rows{of}, computed in "
                      f"{counters.get('l2cache_us', 0) / 1e6:.2f} s")
+        without, unknown = counters.get("l2cache_nodes_without_voxels", 0), counters.get("l2cache_unknown_svs", 0)
+        if without or unknown:
+            lines.append(f"warning: WATERSHED disagrees with the graph (accepted by --l2cache_accept_mismatch): "
+                         f"{without} layer-2 nodes have no voxel and no cache row, {unknown} supervoxels in "
+                         "WATERSHED are not in the graph")
     if counters.get("layer2_far_edges"):
         lines.append(f"warning: {counters['layer2_far_edges']} edges join chunks that are not neighbours (distance > 1 "
                      "on an axis; kept as given, as PyChunkedGraph does)")

@@ -173,8 +173,9 @@ class WriteRowsFn(beam.DoFn):
 class WriteCacheRowsFn(beam.DoFn):
     """Writes each layer-2 chunk's L2 cache rows into the cache table (or only counts them with
     `skip_writes`) and reports the chunks whose rows Bigtable acknowledged, as `Acks` of
-    `completion.L2CACHE` (column ROWS: the chunk's cache rows). The writer raises on any row
-    it could not write, so a bundle that drains is a bundle whose every row was acknowledged."""
+    `completion.L2CACHE` (columns: the chunk's cache rows, and its nodes without voxels and
+    unknown supervoxels). Each chunk's entries carry its own label, so its acknowledgements are
+    counted whichever batch sent them; a chunk not fully acknowledged fails the bundle."""
 
     def __init__(self, sink: SinkSpec, table_id: str):
         self.sink, self.table_id = sink, table_id
@@ -190,14 +191,15 @@ class WriteCacheRowsFn(beam.DoFn):
                                     batch_rows=self.sink.batch_rows, max_inflight=self.sink.max_inflight)
 
     def start_bundle(self):
-        self._coords, self._rows = [], []
+        self._coords, self._rows, self._disagree = [], [], []
         if self.writer is not None:
             self.writer.take_acked()
 
     def process(self, element):
-        coord, rows = element
+        coord, rows, disagreement = element
         self._coords.append(coord)
         self._rows.append(len(rows))
+        self._disagree.append(disagreement)
         if self.writer is not None and rows:
             # labelled by the chunk's place since the last flush: its acknowledgements are
             # counted per chunk, whenever its batches are sent (here, or in the drain)
@@ -228,8 +230,9 @@ class WriteCacheRowsFn(beam.DoFn):
             self.progress.mark_done(completion.L2CACHE, self._coords)
         counts = np.zeros((len(self._rows), 4), np.int64)
         counts[:, completion.ROWS] = self._rows
+        counts[:, [completion.NO_VOXELS, completion.UNKNOWN_SVS]] = np.asarray(self._disagree, np.int64).reshape(-1, 2)
         yield completion.Acks(completion.L2CACHE, np.asarray(self._coords, np.int64).reshape(-1, 3), counts)
-        self._coords, self._rows = [], []
+        self._coords, self._rows, self._disagree = [], [], []
 
     def teardown(self):
         if getattr(self, "progress", None) is not None:
@@ -245,17 +248,19 @@ class ProveLayer(beam.PTransform):
     (its default-value and combiner-lifting stages), and a layer whose acks never come has
     no proof, which the completion proof refuses."""
 
-    def __init__(self, layer, expected):
+    def __init__(self, layer, expected, check=completion.check_layer):
+        """`check(acks, expected)`: the proof from the layer's acks (`completion.check_cache`
+        for the L2 cache's)."""
         super().__init__()
-        self.layer, self.expected = layer, expected
+        self.layer, self.expected, self.check = layer, expected, check
 
     def expand(self, acks):
-        layer, expected = self.layer, self.expected
+        layer, expected, check = self.layer, self.expected, self.check
         return (acks
                 | "Key" >> beam.Map(lambda part: (layer, part))
                 | "Gather" >> beam.GroupByKey()
                 | "Check" >> beam.MapTuple(
-                    lambda _, parts: completion.check_layer(completion.Acks.concat(layer, list(parts)), expected)
+                    lambda _, parts: check(completion.Acks.concat(layer, list(parts)), expected)
                 ).with_output_types(typing.Any))
 
 
@@ -263,8 +268,10 @@ class ProveLayer(beam.PTransform):
 class ProveCompleteFn(beam.DoFn):
     """Every layer proven and the totals agree: count it, and write the completion mark."""
 
-    def __init__(self, sink: SinkSpec, layers, roots: bool, scope: str):
+    def __init__(self, sink: SinkSpec, layers, roots: bool, scope: str, cache_table: str | None = None):
+        """`cache_table`: the L2 cache's table, which gets its own completion mark first."""
         self.sink, self.layers, self.roots, self.scope = sink, list(layers), roots, scope
+        self.cache_table = cache_table
 
     def process(self, keyed_proofs):
         proofs = [p for p in keyed_proofs[1] if isinstance(p, dict)]  # not the top layer's checkpoint element
@@ -275,14 +282,19 @@ class ProveCompleteFn(beam.DoFn):
             import json
 
             from .store import cells, table_state
-            from .store.bigtable import RowWriter
-            writer = RowWriter(self.sink.target, self.sink.table_id, self.sink.ingest_ms,
-                               max_inflight=1)
-            try:
-                writer.write([(cells.BOOKKEEPING_ROW, [(cells.FAMILY_HIERARCHY, table_state.COMPLETE,
-                                                 json.dumps(mark, sort_keys=True).encode())])])
-                writer.drain()
-            finally:
-                writer.close()
+            if self.cache_table is not None:  # the cache's first: the graph's mark says the cache is done too
+                from .l2cache.table import mark_cells
+                self._write(self.cache_table, mark_cells(self.sink.identity, completion.cache_totals(mark)))
+            self._write(self.sink.table_id, (cells.BOOKKEEPING_ROW, [(cells.FAMILY_HIERARCHY, table_state.COMPLETE,
+                                                                      json.dumps(mark, sort_keys=True).encode())]))
         _count("completion_proven")
         yield mark
+
+    def _write(self, table_id: str, row):
+        from .store.bigtable import RowWriter
+        writer = RowWriter(self.sink.target, table_id, self.sink.ingest_ms, max_inflight=1)
+        try:
+            writer.write([row])
+            writer.drain()
+        finally:
+            writer.close()

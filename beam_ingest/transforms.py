@@ -100,10 +100,15 @@ class BuildLayer2Fn(_BuildFn):
         from .l2cache.chunks import cache_rows
         start = time.perf_counter()
         voxels = inputs.voxels if inputs.voxels is not None else self.voxels.read(coord)
-        found = cache_rows(voxels, self.layout.chunk_size, rows, self.cache.resolution)
+        found, (without, unknown) = cache_rows(voxels, self.layout.chunk_size, rows, self.cache.resolution)
         _count("l2cache_us", (time.perf_counter() - start) * 1e6)
         _count("l2cache_rows", len(found))
-        return found
+        if without or unknown:
+            _count("l2cache_nodes_without_voxels", without)
+            _count("l2cache_unknown_svs", unknown)
+            log.warning("layer-2 chunk %s: %d layer-2 node(s) without a voxel in WATERSHED, %d supervoxel(s) in "
+                        "WATERSHED that the graph does not know", tuple(coord), without, unknown)
+        return found, (without, unknown)
 
     def process(self, element):
         # an element is a chunk coordinate, or (coordinate, what the reader needs besides)
@@ -127,7 +132,7 @@ class BuildLayer2Fn(_BuildFn):
             log.warning("layer-2 chunk %s: %d edges to a chunk that is not a neighbour (kept as given)",
                         tuple(coord), stats.far_edges)
         if self.cache is not None:  # before the rows: the build's outputs may be consumed in place
-            yield L2CACHE, (tuple(int(c) for c in coord), self._cache_rows(inputs, rows, coord))
+            yield L2CACHE, (tuple(int(c) for c in coord), *self._cache_rows(inputs, rows, coord))
         yield from self._emit(rows, summary, root_bound, coord)
 
 

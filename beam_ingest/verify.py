@@ -36,6 +36,7 @@ class Report:
     lifted_checked: int = 0  # family-4 cells compared (version 3)
     files_checked: int = 0  # chunks whose EDGES/COMPONENTS files were compared with their inputs
     l2cache_checked: int = 0  # L2 cache rows compared with a recomputation
+    l2cache_keys: str = ""  # what the scan of every L2 cache row key found
 
     @property
     def ok(self) -> bool:
@@ -50,6 +51,8 @@ class Report:
                  + (f", {self.l2cache_checked} L2 cache rows" if self.l2cache_checked else "")]
         for coord, svs, nodes in self.chunks:
             lines.append(f"  chunk {coord}: {svs} SVs, {nodes} nodes")
+        if self.l2cache_keys:
+            lines.append(self.l2cache_keys)
         if self.mismatches:
             lines.append(f"MISMATCHES ({len(self.mismatches)}):")
             lines.extend(f"  {m}" for m in self.mismatches[:50])
@@ -117,10 +120,44 @@ def _sample_coords(layout, n: int, seed: int):
 @dataclasses.dataclass
 class CacheCheck:
     """The L2 cache to check: its table, a reader of WATERSHED blocks (l2cache.chunks.
-    WatershedVoxels) and the resolution."""
+    WatershedVoxels), the resolution, and its completion mark (None: none)."""
     table: object
     voxels: object
     resolution: tuple
+    mark: dict | None = None
+
+
+SHOWN_KEYS = 5
+
+
+def _keys_in(table, start: bytes | None = None, end: bytes | None = None) -> list[bytes]:
+    """Every row key of `table` in [start, end) (keys only: one stripped cell per row)."""
+    chain = row_filters.RowFilterChain([row_filters.CellsRowLimitFilter(1), row_filters.StripValueTransformerFilter(True)])
+    return [row.row_key for row in table.read_rows(start_key=start, end_key=end, filter_=chain)]
+
+
+def check_cache_keys(graph_table, layout, cache: CacheCheck, report: Report) -> None:
+    """Every row of the cache is a layer-2 node of the graph (its meta, version and own rows
+    aside), and every layer-2 node has one, but for the nodes the cache's completion mark says
+    had no voxel. Reads row keys only: both tables' layer-2 keys, once."""
+    own = {cells.META_ROW, cells.VERSION_ROW, cells.BOOKKEEPING_ROW}
+    start, end = cells.row_key(layout.chunk_id(2, 0, 0, 0)), cells.row_key(layout.chunk_id(3, 0, 0, 0))
+    graph_keys = np.array(_keys_in(graph_table, start, end), dtype="S20")
+    found = [k for k in _keys_in(cache.table) if k not in own]
+    cache_keys = np.array(found, dtype=f"S{max([20] + [len(k) for k in found])}")
+    strays = cache_keys[~np.isin(cache_keys, graph_keys)]
+    without = graph_keys[~np.isin(graph_keys, cache_keys)]
+    expected_without = int((cache.mark or {}).get("nodes_without_voxels", 0))
+    report.l2cache_keys = (f"L2 cache: {len(cache_keys)} rows for {len(graph_keys)} layer-2 nodes of the graph "
+                           f"(every row key read; {len(without)} nodes without a row, {len(strays)} rows of no node)")
+    if len(strays):
+        names = ", ".join(k.decode(errors="replace") for k in strays[:SHOWN_KEYS])
+        report.mismatches.append(f"L2 cache holds {len(strays)} row(s) that are not layer-2 nodes of this graph "
+                                 f"(first: {names}): rows of another graph or an earlier run")
+    if len(without) != expected_without:
+        names = ", ".join(k.decode() for k in without[:SHOWN_KEYS])
+        report.mismatches.append(f"L2 cache has no row for {len(without)} layer-2 node(s) of the graph (its "
+                                 f"completion mark accounts for {expected_without} without voxels); first: {names}")
 
 
 def verify(table, layout, reader, sample: int = 10, seed: int = 0, coords=None, pcg_version: int = 2,
@@ -154,6 +191,8 @@ def verify(table, layout, reader, sample: int = 10, seed: int = 0, coords=None, 
             _check_lifted(coord, rows, layout, view, report)
         if cache is not None:
             _check_cache(coord, rows, layout, cache, report)
+    if cache is not None:
+        check_cache_keys(table, layout, cache, report)
     report.mismatches += view.foreign
     return report
 
@@ -163,7 +202,7 @@ def _check_cache(coord, rows, layout, cache: CacheCheck, report):
     parents; its other layer-2 nodes (no voxel in the chunk) have none."""
     from .l2cache.chunks import cache_rows
     expected = {key: {q: v for _, q, v in found}
-                for key, found in cache_rows(cache.voxels.read(coord), layout.chunk_size, rows, cache.resolution)}
+                for key, found in cache_rows(cache.voxels.read(coord), layout.chunk_size, rows, cache.resolution)[0]}
     keys = sorted(set(expected) | {cells.row_key(int(n)) for n in np.unique(rows.parent_ids)})
     row_set = RowSet()
     for key in keys:

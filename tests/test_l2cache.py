@@ -29,9 +29,10 @@ def seg(tmp_path_factory):
 
 
 def cache_cells(table_id):
-    """{row key: {qualifier: value}} of the cache table's node rows, and its meta and version rows."""
+    """{row key: {qualifier: value}} of the cache table's node rows, and its meta, version and
+    own (run record, completion mark) rows."""
     rows = read_all(open_table(table_id))
-    named = {k: rows.pop(k) for k in (b"meta", b"version")}
+    named = {k: rows.pop(k) for k in (b"meta", b"version", b"beam_ingest")}
     cells = {key: {q: found[0][0] for (family, q), found in row.items()} for key, row in rows.items()}
     for row in rows.values():
         assert {family for family, _ in row} == {"0"}

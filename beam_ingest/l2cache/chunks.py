@@ -20,6 +20,7 @@ class CacheSpec:
     resolution: tuple          # nm per voxel of the watershed at the graph's mip (x, y, z)
     watershed: str | None = None  # where the layer-2 stage reads a chunk's voxels; None: they come with it
     mip: int = 0
+    accept_mismatch: bool = False  # WATERSHED and the graph may disagree (counted, not refused)
 
 
 def parents_of_supervoxels(rows) -> tuple[np.ndarray, np.ndarray]:
@@ -29,15 +30,28 @@ def parents_of_supervoxels(rows) -> tuple[np.ndarray, np.ndarray]:
     return rows.node_ids[order], rows.parent_ids[order]
 
 
-def cache_rows(voxels, chunk_size, rows, resolution) -> list:
+def cache_rows(voxels, chunk_size, rows, resolution) -> tuple[list, tuple[int, int]]:
     """The chunk's cache rows `(row key, [(family, qualifier, value), ...])`, one per layer-2
-    node with a voxel in the chunk, in id order. `voxels`: the chunk's block, (x, y, z), cut
-    at the dataset's far edge, as `(label numbers, supervoxel id of each number)`
-    (`numbered`)."""
+    node with a voxel in the chunk, in id order, and `disagreement(...)`. `voxels`: the chunk's
+    block, (x, y, z), cut at the dataset's far edge, as `(label numbers, supervoxel id of each
+    number)` (`numbered`)."""
     svs, parents = parents_of_supervoxels(rows)
     ids, ranks = chunk_ranks(voxels[0], voxels[1], chunk_size, svs, parents)
-    return [(key, [(FAMILY, qualifier, value) for qualifier, value in cells])
-            for key, cells in row_cells(ranked_features(ids, ranks, resolution))]
+    found = [(key, [(FAMILY, qualifier, value) for qualifier, value in cells])
+             for key, cells in row_cells(ranked_features(ids, ranks, resolution))]
+    return found, disagreement(voxels[1], svs, parents, ids)
+
+
+def disagreement(id_of_label: np.ndarray, svs: np.ndarray, parents: np.ndarray, ids: np.ndarray) -> tuple[int, int]:
+    """Where a chunk's voxels and its layer-2 build disagree: `(layer-2 nodes of the build with
+    no voxel in the block, supervoxel ids in the block that the build does not know)`. Both are
+    0 when WATERSHED and the graph come from the same segmentation."""
+    present = np.asarray(id_of_label, np.uint64)
+    present = present[present != 0]
+    unknown = int(np.count_nonzero(~np.isin(present, svs)))
+    nodes = np.unique(np.asarray(parents, np.uint64))
+    without = int(len(nodes) - np.count_nonzero(np.isin(nodes, ids)))
+    return without, unknown
 
 
 def numbered(watershed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -173,6 +173,15 @@ class StateRows:
         return self._call("looking for rows", lambda client: any(
             len(response.chunks) for response in client.read_rows(request=request, timeout=self.timeout_s)))
 
+    def has_any_row(self) -> bool:
+        """Any row but the ingest's own (keys only, one row)."""
+        from google.cloud.bigtable_v2.types import RowFilter
+        ranges = [{"end_key_open": cells.BOOKKEEPING_ROW}, {"start_key_open": cells.BOOKKEEPING_ROW}]
+        request = {"table_name": self.table_name, "rows_limit": 1, "rows": {"row_ranges": ranges},
+                   "filter": _chain(RowFilter(cells_per_column_limit_filter=1), RowFilter(strip_value_transformer=True))}
+        return self._call("looking for rows", lambda client: any(
+            len(response.chunks) for response in client.read_rows(request=request, timeout=self.timeout_s)))
+
     def write(self, row_cells: dict, ms: int, row_key: bytes = cells.BOOKKEEPING_ROW) -> None:
         """Cells `{qualifier: value}` of family 0 in one atomic row mutation, at time `ms`.
         A row PyChunkedGraph reads takes only its columns (`cells.check_pcg_columns`)."""

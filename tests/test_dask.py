@@ -204,6 +204,7 @@ def test_l2cache_on_the_dask_cluster(tmp_path, graph_id, dask_cluster):
     info = generate_segmentation(str(tmp_path / "data"), SegmentationSpec(seed=23))
     run_ingest(info["config"], graph_id + "-inproc", "--from_segmentation", f"--l2cache_table={graph_id[:36]}-l2in")
     _, counters, _ = run_ingest(info["config"], graph_id, "--from_segmentation", f"--l2cache_table={graph_id[:36]}-l2",
-                                "--if_exists=recreate", *dask_args(dask_cluster))
+                                "--if_exists=recreate", "--write_batch_rows=7", "--max_inflight_writes=4",
+                                *dask_args(dask_cluster))
     assert counters["mark"]["l2cache_rows"] > 0
     assert cache_cells(f"{graph_id[:36]}-l2")[0] == cache_cells(f"{graph_id[:36]}-l2in")[0]

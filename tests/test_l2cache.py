@@ -102,13 +102,17 @@ def test_segmentation_run_writes_the_cache_of_every_layer2_node(seg, graph_id):
             assert cells[key][q] == ref[q], (key, q)
 
 
-@pytest.mark.parametrize("inflight", [1, 4])
-def test_cache_bundles_spanning_many_batches_are_counted_as_acknowledged(seg, graph_id, inflight):
+@pytest.mark.parametrize("inflight, runner", [
+    (1, []), (4, []),
+    (4, ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]),
+])
+def test_cache_bundles_spanning_many_batches_are_counted_as_acknowledged(seg, graph_id, inflight, runner):
     """Every bundle of cache rows is sent in many MutateRows batches (some acknowledged while
-    the bundle is still being processed): each chunk is proven by its own acknowledgements."""
+    the bundle is still being processed): each chunk is proven by its own acknowledgements.
+    In process and in worker processes (Dask's per-element acknowledgements: test_dask.py)."""
     cache = graph_id[:40] + "-l2"
     _, counters, plan = run_ingest(seg["config"], graph_id, "--from_segmentation", f"--l2cache_table={cache}",
-                                   "--write_batch_rows=7", f"--max_inflight_writes={inflight}")
+                                   "--write_batch_rows=7", f"--max_inflight_writes={inflight}", *runner)
     cells, _ = cache_cells(cache)
     assert len(cells) > 10 * 7  # many batches
     assert cells == expected_cache(plan.settings.data_source.WATERSHED, graph_id, plan)

@@ -98,8 +98,9 @@ def test_cluster_workers_know_no_target(dask_cluster):
 def test_dask_cluster_builds_the_same_table(dataset, graph_id, dask_cluster, pcg_version):
     clean = graph_id + "-inproc"
     _, in_process, _ = run_ingest(dataset["config"], clean, f"--pcg_version={pcg_version}")
+    # the sink drains after every element there: each chunk's rows in many small requests
     _, counters, plan = run_ingest(dataset["config"], graph_id, f"--pcg_version={pcg_version}",
-                                   *dask_args(dask_cluster))
+                                   "--write_batch_rows=7", "--max_inflight_writes=4", *dask_args(dask_cluster))
     assert counters["no_metrics"] == 1  # so the completion mark in the table is the only proof
     assert counters["mark"]["layers"] == {str(k): v for k, v in in_process_layers(plan.layout).items()}
     assert counters["proven_svs"] == in_process["proven_svs"] > 0

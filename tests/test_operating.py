@@ -84,6 +84,23 @@ def test_marks_made_while_redis_was_away_are_sent_later(with_redis, monkeypatch)
     assert cache.status() == {"2": (2, 3)}
 
 
+def test_marks_kept_during_an_outage_are_sent_by_the_teardown_flush(with_redis):
+    """A worker's last marks, made while Redis was away, go out in its teardown's flush."""
+    from beam_ingest.progress import ProgressCache, RedisSettings
+    settings = RedisSettings.from_env()
+    cache = ProgressCache(settings, "teardown")
+    assert cache.start({2: 4, 3: 1})
+    good_client = cache._redis()
+    cache._client = RedisSettings("127.0.0.1", 1).client()  # a dead address
+    cache.mark_done(2, [(0, 0, 0), (1, 0, 0)])
+    cache.mark_done(3, [(0, 0, 0)])
+    cache._client = good_client  # back, but still within the back-off: only the flush sends
+    reader = ProgressCache(settings, "teardown")
+    assert reader.status() == {"2": (0, 4), "3": (0, 1)}
+    cache.flush_pending()
+    assert reader.status() == {"2": (2, 4), "3": (1, 1)}
+
+
 def test_test_run_builds_the_centre_chunks_into_its_own_table(dataset, graph_id, capsys):
     import numpy as np
     from helpers import open_table

@@ -136,6 +136,23 @@ def test_resume_rebuilds_only_chunks_not_acknowledged(dataset, graph_id, tmp_pat
     assert cells_of(graph_id) == clean_cells
 
 
+def test_acknowledgements_of_many_bundles_are_merged_and_other_runs_ignored(tmp_path):
+    """A run with many sink bundles leaves one acks file per bundle: a resume merges them all,
+    and files another run left in the same folder count for nothing."""
+    import numpy as np
+    from beam_ingest import checkpoint
+    url = f"file://{tmp_path}/ckpt"
+    bundles = [([(0, 0, 0), (1, 0, 0)], [[5, 1, 2, 3], [6, 1, 2, 3]]), ([(0, 1, 0)], [[7, 1, 2, 3]]),
+               ([(1, 1, 0), (2, 1, 0), (0, 0, 1)], [[1, 0, 0, 1], [2, 0, 0, 2], [3, 0, 0, 3]])]
+    for coords, counts in bundles:
+        checkpoint.write_acks(url, "ours", coords, counts)
+    checkpoint.write_acks(url, "another run", [(9, 9, 9)], [[1, 1, 1, 1]])
+    checkpoint.write_acks(url, "ours", np.empty((0, 3)), np.empty((0, 4)))  # a bundle of no chunk
+    coords, counts = checkpoint.acknowledged_layer2(url, "ours")
+    got = sorted(zip(map(tuple, coords.tolist()), map(tuple, counts.tolist())))
+    assert got == sorted((tuple(c), tuple(n)) for cs, ns in bundles for c, n in zip(cs, ns))
+
+
 def test_checkpoint_of_another_graph_is_refused(dataset, graph_id, tmp_path, capsys):
     ckpt = f"file://{tmp_path}/ckpt"
     run_ingest(dataset["config"], graph_id + "-a", f"--checkpoint_dir={ckpt}")

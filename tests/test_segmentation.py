@@ -5,6 +5,7 @@ plain-Python reference (tests/seg_reference.py); then the table must equal, cell
 the table built afterwards from those files, and the union-find reference.
 """
 import dataclasses
+import json
 import os
 
 import numpy as np
@@ -372,3 +373,27 @@ def test_sharded_and_label_codec_volumes_are_read_chunk_by_chunk(tmp_path, graph
     # each storage chunk is fetched and decoded on its own, as the plain files are (a cutout counts one)
     assert counters["segmentation_storage_files"] == plain["segmentation_storage_files"] > \
         3 * counters["segmentation_chunks"]
+
+
+@pytest.mark.parametrize("store", ["file", "s3"])
+def test_watershed_with_several_storage_chunks_per_chunk_is_written_whole(tmp_path, graph_id, store, request):
+    """An existing WATERSHED whose storage chunks are smaller than CHUNK_SIZE (8 storage files
+    per layer-2 chunk, as a 256x256x512 chunk has 16 of 128^3): every file of every chunk is
+    written, sequentially (file://) and by the writer's thread pool (object storage)."""
+    info = generate_segmentation(str(tmp_path / "data"), SegmentationSpec(seed=12, chunks=(2, 2, 2),
+                                                                          affinities=False))
+    run_ingest(info["config"], graph_id + "-plain", "--from_segmentation")
+    cfg = config_of(info)
+    plain = volume(cfg["data_source"]["WATERSHED"])
+    base = ("file://" + str(tmp_path / "out")) if store == "file" else \
+        f"{request.getfixturevalue('s3_server')}/ws-{graph_id}"
+    small = json.loads(json.dumps(CloudVolume(cfg["data_source"]["WATERSHED"], progress=False).info))
+    chunk = cfg["graph_config"]["CHUNK_SIZE"]
+    small["scales"][0]["chunk_sizes"] = [[c // 2 for c in chunk]]
+    cfg["data_source"].update(WATERSHED=base + "/ws", EDGES=base + "/edges", COMPONENTS=base + "/components")
+    CloudVolume(cfg["data_source"]["WATERSHED"], info=small, progress=False).commit_info()
+    run_ingest(write_config(cfg, tmp_path / "small.yml"), graph_id, "--from_segmentation")
+    assert cells_of(graph_id) == cells_of(graph_id + "-plain")
+    written = CloudVolume(cfg["data_source"]["WATERSHED"], progress=False)
+    assert list(written.scales[0]["chunk_sizes"][0]) == [c // 2 for c in chunk]
+    assert np.array_equal(np.asarray(written[:, :, :]), plain)

@@ -95,3 +95,18 @@ def test_rejected_rows_fail_at_once(small, graph_id, monkeypatch):
     use_flaky(monkeypatch, odd_code=3, always=True)  # INVALID_ARGUMENT: not retryable
     with pytest.raises(Exception, match=r"was rejected: status 3 injected"):
         run_ingest(small["config"], graph_id)
+
+
+@pytest.mark.parametrize("inflight", [1, 4])
+def test_pooled_encoding_in_many_parts_and_batches_writes_the_exact_table(small, graph_id, monkeypatch, inflight):
+    """The graph sink pools chunks until ENCODE_ROWS rows, encodes them, and sends batches while
+    the bundle goes on: here pools of a few chunks (chunk labels past the first), sent 7 rows a
+    request, so every chunk's acknowledgements come from several requests and several pools."""
+    from beam_ingest import sink
+    monkeypatch.setattr(sink, "ENCODE_ROWS", 30)
+    run_ingest(small["config"], graph_id + "-clean")
+    _, counters, plan = run_ingest(small["config"], graph_id, "--write_batch_rows=7",
+                                   f"--max_inflight_writes={inflight}")
+    assert counters["rows_written"] > 30 * 10
+    assert cells_of(graph_id) == cells_of(graph_id + "-clean")
+    check_against_reference(small["config"], graph_id, plan.layout)

@@ -27,7 +27,7 @@ class Rates:
     watershed_bytes_per_voxel: float = 0.6    # WATERSHED written (uint64, gzip level 1)
     # --l2cache_table (bench_segmentation.py --l2cache: what the cache adds to a --from_segmentation run,
     # per voxel of the chunk boxes; precomputed input also reads WATERSHED, ~10 ms per 1M-voxel chunk)
-    l2cache_voxels_per_cpu_s: float = 9.3e6
+    l2cache_voxels_per_cpu_s: float = 12.9e6
     watershed_read_voxels_per_cpu_s: float = 1.0e8
     l2_nodes_per_sv: float = 0.11             # cache rows per SV (that volume: 33,968 layer-2 nodes, 304,879 SVs)
     l2cache_bytes_per_row: float = 150.0      # key, 8 cells of 60 bytes in all, their qualifiers

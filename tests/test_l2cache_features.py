@@ -373,15 +373,18 @@ def test_chunk_ranks_equal_the_volume_then_its_ranks(seed, block_shape):
     """The pipeline's path (label numbers + their supervoxel ids -> ranks) gives exactly the
     ids and ranks of chunk_volume followed by the ranking, padding and orphans included."""
     from beam_ingest.l2cache.chunks import numbered
-    from beam_ingest.l2cache.features import _ranked_labels, chunk_ranks
+    from beam_ingest.l2cache.features import chunk_ranks
     rng = np.random.default_rng(seed)
     block = rng.integers(0, 40, block_shape).astype(np.uint64) * np.uint64(1 << 40)
     svs = np.unique(block)[1:][rng.random(len(np.unique(block)) - 1) < 0.8]  # some without a parent
     l2 = (np.uint64(1 << 57) + rng.integers(1, 9, len(svs)).astype(np.uint64))
     ids, ranks = chunk_ranks(*numbered(block), (10, 8, 6), svs, l2)
-    want_ids, want_ranks = _ranked_labels(chunk_volume(block, (10, 8, 6), svs, l2))
+    volume = chunk_volume(block, (10, 8, 6), svs, l2)
+    present, rank_in_present = np.unique(volume, return_inverse=True)
+    want_ids = present[present != 0]
+    want_ranks = rank_in_present.reshape(volume.shape) + (0 if present[0] == 0 else 1)
     assert np.array_equal(ids, want_ids) and np.array_equal(ranks, want_ranks)
-    assert ranks.shape == (10, 8, 6) and ranks.dtype == want_ranks.dtype == np.uint16
+    assert ranks.shape == (10, 8, 6) and ranks.dtype == np.uint16
 
 
 def test_more_nodes_than_16_bit_ranks():
@@ -425,3 +428,72 @@ def test_flat_and_thin_boxes_match_reference(shape):
         for labels_count in (1, 2, 5):
             labels = rng.integers(0, labels_count + 1, shape).astype(np.uint64) * np.uint64(1 << 50)
             assert_matches_reference(labels, resolution)
+
+
+def warped_labels(shape, n_labels, seed, warp=3.0) -> np.ndarray:
+    """Nodes like real layer-2 nodes: the nearest of a few seeds over a grid warped by smooth
+    noise, so boundaries wave and a node's runs along z break and rejoin."""
+    rng = np.random.default_rng(seed)
+    grid = np.indices(shape, dtype=np.float64)
+    for axis in range(3):
+        grid[axis] += ndimage.gaussian_filter(rng.standard_normal(shape), 2.0) * warp / 0.1
+    seeds = rng.random((n_labels, 3)) * np.asarray(shape)
+    distance = ((grid[None] - seeds[:, :, None, None, None]) ** 2).sum(axis=1)
+    ids = np.concatenate([[0], rng.choice(1 << 40, n_labels - 1, replace=False) | (2 << 56)]).astype(np.uint64)
+    return ids[np.argmin(distance, axis=0)]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_warped_nodes_match_reference(seed):
+    """Tens of irregular nodes whose runs along z are broken by the others: the run sums,
+    the same-neighbour counts and the run-middle sample all meet such shapes."""
+    labels = warped_labels((24, 20, 30), 12, seed)
+    assert_matches_reference(labels, (8, 8, 40))
+    assert_matches_reference(labels, (40, 8, 8))
+
+
+def test_runs_summed_without_packing_match_reference(monkeypatch):
+    """The same-neighbour counts of runs too long to pack two to a uint32 (Z >= 2**16) are
+    summed apart, in int64: forced here by lowering the limit."""
+    monkeypatch.setattr(features, "PACKED_RUN_LIMIT", 1)
+    for seed in (0, 1):
+        assert_matches_reference(voronoi_labels((20, 24, 12), 60, seed), (8, 8, 40))
+        assert_matches_reference(warped_labels((24, 20, 30), 12, seed), (4, 6, 40))
+
+
+@pytest.mark.parametrize("resolution", [(2e8, 2e8, 2e8), (1.5e9, 1.5e9, 1.5e9)])
+def test_distances_too_large_for_32_bit_run_sums_match_reference(resolution):
+    """Voxels so large that a run's distances could pass 2**32 (and a single
+    distance 2**31 at 1.5e9 nm): the run sums are taken in int64, the distances kept as int64."""
+    deep = np.full((10, 6, 12), 5, np.uint64)
+    deep[0] = 0  # distances grow along x, to 9 voxels: a run along z sums 12 of them
+    for labels in (voronoi_labels((20, 24, 12), 60, 3), deep):
+        assert_the_cells_but_pca_match_reference(labels, resolution)
+    distances = features.truncated_distance_transform(deep, resolution)
+    assert distances.dtype == (np.int64 if resolution[0] > 1e9 else np.int32)
+    assert int(distances.max()) * 12 >= 1 << 32
+    # the cell (float16) is inf at such sizes: the exact mean is compared before the cast
+    found = chunk_features(deep, resolution)
+    assert found.mean_dt[0] == distances[deep != 0].astype(np.int64).sum() / np.count_nonzero(deep)
+
+
+def assert_the_cells_but_pca_match_reference(labels, resolution):
+    rows = cells_of(labels, resolution)
+    expected = reference_rows(labels, resolution)
+    assert list(rows) == list(expected)
+    for key, cells in expected.items():
+        for qualifier in (b"size_nm3", b"max_dt_nm", b"mean_dt_nm", b"rep_coord_nm", b"chunk_intersect_count"):
+            assert rows[key][qualifier] == cells[qualifier], (key, qualifier)
+
+
+def test_features_follow_the_order_of_the_ids_given():
+    """`ranked_features` keeps the order of the ids it is given (the pipeline passes them
+    sorted; `chunk_features` numbers by first appearance and sorts at the end)."""
+    labels = voronoi_labels((12, 10, 8), 20, 7)
+    sorted_features = chunk_features(labels, (8, 8, 40))
+    numbers, ids = features._numbered_labels(labels)
+    assert not np.all(np.diff(ids.astype(np.float64)) > 0)  # first-appearance order, not sorted
+    unsorted = features.ranked_features(ids, numbers, (8, 8, 40))
+    order = np.argsort(ids)
+    for field in ("ids", "size", "area", "max_dt", "mean_dt", "rep_coord", "intersect", "pca_val"):
+        assert np.array_equal(getattr(unsorted, field)[order], getattr(sorted_features, field)), field

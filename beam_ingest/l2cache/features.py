@@ -1,9 +1,11 @@
 """Features of every layer-2 node of one chunk, for CAVE's L2 cache (docs/l2cache.md).
 
 `chunk_features` computes all nodes of a chunk at once: one distance transform of the chunk,
-then a fixed number of numpy passes whatever the number of nodes: comparisons of the flat box
-with itself shifted along each axis (the areas, and the ends of every node's runs along x,
-from which come exact integer moments), `ufunc.at` reductions keyed by each voxel's node,
+then a fixed number of numpy passes whatever the number of nodes. Few of them touch every
+voxel: the box is cut into runs along z (its contiguous axis) of one node each, and prefix
+sums give each run's total distance and its voxels whose +x / +y neighbour is the same node.
+Everything else is per run (exact integer moments, areas, the farthest voxel from a node's
+mean) or per candidate voxel (the representative voxel), reduced per node with `ufunc.at`,
 and one batched `eigh` over every node's 3x3 scatter matrix. `row_cells` and `meta_cells`
 give the table's cells as bytes; `chunk_volume` builds the label volume from a chunk's
 watershed block and the supervoxels' layer-2 parents.
@@ -60,6 +62,10 @@ class Features:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def take(self, order: np.ndarray) -> "Features":
+        """The nodes in `order` (indices of rows)."""
+        return Features(**{field.name: getattr(self, field.name)[order] for field in dataclasses.fields(self)})
+
 
 def chunk_features(labels: np.ndarray, resolution) -> Features:
     """Features of every non-zero label of `labels`, a chunk's full (X, Y, Z) box of layer-2
@@ -67,68 +73,68 @@ def chunk_features(labels: np.ndarray, resolution) -> Features:
     labels = np.asarray(labels)
     if labels.ndim != 3 or labels.dtype.kind != "u":
         raise ValueError(f"labels must be a 3-D unsigned integer array, not {labels.dtype} {labels.shape}")
-    ids, ranks = _ranked_labels(labels)
-    return ranked_features(ids, ranks, resolution)
+    numbers, ids = _numbered_labels(labels)
+    features = ranked_features(ids, numbers, resolution)
+    return features.take(np.argsort(ids))
 
 
 def ranked_features(ids: np.ndarray, ranks: np.ndarray, resolution) -> Features:
-    """`chunk_features` of a box given as the sorted ids and each voxel's 1-based rank among
-    them (0 = background), as `_ranked_labels` or `chunk_ranks` give them."""
+    """`chunk_features` of a box given as the ids and each voxel's 1-based rank among them
+    (0 = background), as `chunk_ranks` gives them; the features are in the order of `ids`."""
     resolution = np.asarray(resolution, np.float64).reshape(3)
     n = len(ids)
     ranks = np.ascontiguousarray(ranks)
     box = _Box(ranks.ravel(), ranks.shape)
     dt = truncated_distance_transform(ranks, resolution).ravel()
-    pairs = [box.differing_pairs(axis) for axis in range(3)]
-    ends = _run_ends(box, pairs[0])
-    size, sums, second = _integer_moments(ends, n)
-    max_dt = np.zeros(n + 1, np.int64)
-    np.maximum.at(max_dt, box.flat, dt)
-    total_dt = np.zeros(n + 1, np.int64)
-    np.add.at(total_dt, box.flat, dt)
+    # no distance in the box exceeds its diagonal
+    runs = _z_runs(box, dt, largest_dt=float(np.linalg.norm(np.multiply(ranks.shape, resolution))))
+    size, sums, second = _integer_moments(runs, n)
+    total_dt = np.zeros(n, np.int64)
+    np.add.at(total_dt, runs.node, runs.dt_sum)
+    rep_coord, max_dt = representative_voxels(box, dt, runs, size, sums, resolution)
+    intersect = face_counts(ranks, n)
     has_pca = ~(size * np.prod(resolution) / 1e9 < PCA_MIN_UM3)
     pca, pca_val = principal_axes(box, size, has_pca, resolution, sums, second)
     return Features(
         ids=ids,
         size=size,
-        area=surface_areas(box, pairs, n, resolution),
-        max_dt=max_dt[1:],
-        mean_dt=total_dt[1:] / size,  # an exact integer total: the float mean of the values
-        rep_coord=representative_voxels(box, dt, ends, size, sums, resolution),
-        intersect=face_counts(ranks, n),
+        area=surface_areas(runs, size, intersect, ranks.shape, resolution),
+        max_dt=max_dt,
+        mean_dt=total_dt / size,  # an exact integer total: the float mean of the values
+        rep_coord=rep_coord,
+        intersect=intersect,
         has_pca=has_pca,
         pca=pca,
         pca_val=pca_val,
     )
 
 
-def _ranked_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The sorted non-zero ids, and the volume of each voxel's 1-based rank among them (0 =
-    background). fastremap's renumbering (by first appearance, no sort of the voxels) and a
-    lookup table to sorted order: ~20x faster than `np.unique(return_inverse=True)`."""
-    renumbered, mapping = fastremap.renumber(labels, preserve_zero=True, in_place=False)
+def _numbered_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The box renumbered 1, 2, ... by first appearance (0 = background stays 0; fastremap's
+    renumbering, in the smallest unsigned dtype) and the id of each number, 1-based."""
+    numbered, mapping = fastremap.renumber(labels, preserve_zero=True, in_place=False)
     originals = np.fromiter(mapping.keys(), np.uint64, len(mapping))
     numbers = np.fromiter(mapping.values(), np.int64, len(mapping))
-    order = np.argsort(originals)
-    originals, numbers = originals[order], numbers[order]
+    ids = np.zeros(int(numbers.max(initial=0)), np.uint64)
     nonzero = originals != 0
-    ids = originals[nonzero]
-    rank_of_number = np.zeros(int(numbers.max(initial=0)) + 1, _rank_dtype(len(ids)))
-    rank_of_number[numbers[nonzero]] = np.arange(1, len(ids) + 1)
-    return ids, rank_of_number[renumbered]
+    ids[numbers[nonzero] - 1] = originals[nonzero]
+    return numbered, ids
 
 
 def truncated_distance_transform(labels: np.ndarray, resolution) -> np.ndarray:
     """Each voxel's distance in nm to the nearest voxel of another label (background
-    included; the chunk's border is no boundary), truncated to an integer (int64).
+    included; the chunk's border is no boundary), truncated to an integer (int32: a chunk's
+    distances are far below 2**31 nm; int64 beyond).
 
     A chunk holding a single label and no background has no boundary at all (edt gives
     infinity); its distances count as 0, which is what PCGL2Cache's integer cast of infinity
     yields."""
     distance = edt.edt(labels, anisotropy=tuple(float(r) for r in resolution), black_border=False, parallel=1)
-    if distance.size and np.isinf(distance.max()):
+    largest = distance.max() if distance.size else 0
+    if np.isinf(largest):
         distance[np.isinf(distance)] = 0
-    return distance.astype(np.int64)
+        largest = distance.max()
+    return distance.astype(np.int32 if largest < 2**31 - 1 else np.int64)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,9 +147,13 @@ class _Box:
     def coords(self, index: np.ndarray) -> tuple:
         """x, y, z (int64 each) of the voxels at flat `index`."""
         _, y_size, z_size = self.shape
-        x, rest = np.divmod(index, y_size * z_size)
-        y, z = np.divmod(rest, z_size)
-        return x, y, z
+        if len(self.flat) < 1 << 32:  # 32-bit division is several times faster
+            index = index.astype(np.uint32)
+            y_size, z_size = np.uint32(y_size), np.uint32(z_size)
+        line = index // z_size
+        x = line // y_size
+        y, z = line - x * y_size, index - line * z_size
+        return x.astype(np.int64), y.astype(np.int64), z.astype(np.int64)
 
     def voxels(self, nodes: np.ndarray) -> tuple[np.ndarray, tuple]:
         """Every voxel of the nodes where the bool (n,) `nodes` is set, in C order: its node
@@ -152,132 +162,172 @@ class _Box:
         index = np.flatnonzero(wanted)
         return self.flat[index].astype(np.intp) - 1, self.coords(index)
 
-    def differing_pairs(self, axis: int) -> np.ndarray:
-        """Flat index of the lower voxel of every pair of neighbours along `axis` whose ranks
-        differ, ascending (pairs across the box's border excluded)."""
-        _, y_size, z_size = self.shape
-        stride = self.stride(axis)
-        low = np.flatnonzero(self.flat[stride:] != self.flat[:-stride])
-        if axis == 1:  # flat neighbours at y == Y-1 are the next x's y == 0
-            low = low[(low // z_size) % y_size != y_size - 1]
-        elif axis == 2:
-            low = low[low % z_size != z_size - 1]
-        return low
-
-    def stride(self, axis: int) -> int:
-        _, y_size, z_size = self.shape
-        return (y_size * z_size, z_size, 1)[axis]
 
 
 @dataclasses.dataclass(frozen=True)
-class _RunEnds:
-    """Both ends of every run of one node's voxels along x (a line of fixed y, z), background
-    runs left out. A run from x = a to x = b is given by its last voxel (`upto` b, `sign` +1)
-    and its first voxel (`upto` a - 1, `sign` -1), so that a sum of f(x) over the run is
-    F(b) - F(a - 1) for the prefix sums F: per node, sums over its voxels are sums over these
-    ends."""
-    node: np.ndarray   # intp: 0-based node index
-    coords: tuple      # x, y, z of that voxel
-    upto: np.ndarray   # int64: b for a last voxel, a - 1 for a first one
-    sign: np.ndarray   # int64: +1 for a last voxel, -1 for a first one
+class _Runs:
+    """Every run of one node's voxels along z (the box's contiguous axis: a line of fixed x,
+    y), background runs left out, in flat order."""
+    start: np.ndarray    # int64: flat index of the run's first voxel
+    length: np.ndarray   # int64: voxels in the run
+    node: np.ndarray     # intp: 0-based node index
+    x: np.ndarray        # int64
+    y: np.ndarray        # int64
+    z: np.ndarray        # int64: the first voxel's z; the run covers z .. z + length - 1
+    dt_sum: np.ndarray   # int64: sum of the truncated distances over the run
+    same_x: np.ndarray   # int64: voxels of the run whose +x neighbour is of the same node
+    same_y: np.ndarray   # int64: the same for +y
 
 
-def _run_ends(box: _Box, x_pairs: np.ndarray) -> _RunEnds:
-    """From the differing pairs along x: a run ends at each pair's lower voxel and at x == X-1,
-    and starts at each pair's upper voxel and at x == 0."""
-    size = len(box.flat)
-    stride = box.stride(0)
-    last = np.concatenate([x_pairs, np.arange(size - stride, size)])
-    first = np.concatenate([np.arange(stride), x_pairs + stride])
-    index = np.concatenate([last, first])
-    node = box.flat[index].astype(np.intp) - 1
+def _z_runs(box: _Box, dt: np.ndarray, largest_dt: float) -> _Runs:
+    """The runs along z: one starts at z == 0 and wherever the rank changes. Sums over each
+    (of `dt`, at most `largest_dt`, and of the same-neighbour flags) are differences of
+    prefix sums."""
+    if len(box.flat) == 0:
+        empty = np.zeros(0, np.int64)
+        return _Runs(empty, empty, empty.astype(np.intp), empty, empty, empty, empty, empty, empty)
+    starts_here = np.empty(len(box.flat), bool)
+    starts_here[0] = True
+    np.not_equal(box.flat[1:], box.flat[:-1], out=starts_here[1:])
+    starts_here[::box.shape[2]] = True
+    start = np.flatnonzero(starts_here)
+    node = box.flat.take(start).astype(np.intp) - 1
     labelled = node >= 0
-    index, node = index[labelled], node[labelled]
-    coords = box.coords(index)
-    is_last = np.arange(len(labelled))[labelled] < len(last)
-    upto = np.where(is_last, coords[0], coords[0] - 1)
-    return _RunEnds(node, coords, upto, np.where(is_last, 1, -1))
+    ends = np.append(start[1:], len(box.flat))[labelled]  # one past each labelled run's last voxel
+    start, node = start[labelled], node[labelled]
+    x, y, z = box.coords(start)
+    if box.shape[2] * largest_dt < 1 << 32 and dt.dtype == np.int32:
+        dt_sum = _run_sums(dt.view(np.uint32), start, ends)  # the same bits: no cast
+    else:
+        dt_sum = _run_sums(dt.astype(np.int64), start, ends)
+    same_x, same_y = _same_neighbours(box, start, ends)
+    return _Runs(start, ends - start, node, x, y, z, dt_sum, same_x, same_y)
 
 
-def _integer_moments(ends: _RunEnds, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _run_sums(values: np.ndarray, start: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Per run, the sum of `values` from `start` to `ends` - 1 (int64): differences of prefix
+    sums in the dtype of `values`. A uint32 prefix wraps, but a run's difference is still
+    exact while the run's own sum is below 2**32; it is twice as fast as int64."""
+    prefix = np.empty(len(values) + 1, values.dtype)
+    prefix[0] = 0
+    np.cumsum(values, out=prefix[1:])
+    return (prefix.take(ends) - prefix.take(start)).astype(np.int64)
+
+
+# Runs shorter than this have both neighbour counts packed in one uint32 prefix sum.
+PACKED_RUN_LIMIT = 1 << 16
+
+
+def _same_neighbours(box: _Box, start: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per run (voxels `start` to `ends` - 1 of a z line), how many of its voxels have a +x
+    neighbour, and a +y neighbour, of the same rank. Both counts come from one sum of
+    (same +x) + 2**16 (same +y) in uint32, each count being below 2**16 (a run is at most
+    Z voxels)."""
+    ranks = box.flat.reshape(box.shape)
+    packed = box.shape[2] < PACKED_RUN_LIMIT
+    along_x = np.empty(box.shape, np.uint32 if packed else np.int64)
+    along_y = np.empty_like(along_x)
+    along_x[-1], along_y[:, -1] = 0, 0
+    np.equal(ranks[:-1], ranks[1:], out=along_x[:-1], casting="unsafe")
+    np.equal(ranks[:, :-1], ranks[:, 1:], out=along_y[:, :-1], casting="unsafe")
+    if not packed:
+        return _run_sums(along_x.ravel(), start, ends), _run_sums(along_y.ravel(), start, ends)
+    along_y <<= np.uint32(16)
+    along_x += along_y
+    both = _run_sums(along_x.ravel(), start, ends)
+    return both & 0xFFFF, both >> 16
+
+
+def _integer_moments(runs: _Runs, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per node: voxel count (n,), sum(x_i) (n, 3) and sum(x_i x_j) (n, 3, 3), exact in int64,
-    from the run ends: along a run, sum(1), sum(x), sum(x²) are the prefix sums k + 1,
-    k(k+1)/2 and k(k+1)(2k+1)/6 at its ends, and y, z are constant."""
-    k, sign = ends.upto, ends.sign
-    count = sign * (k + 1)
-    sum_x = sign * (k * (k + 1) // 2)
-    sum_xx = sign * (k * (k + 1) * (2 * k + 1) // 6)
-    _, y, z = ends.coords
+    from the runs: along a run from z = a to b, sum(z) and sum(z²) are differences of the
+    prefix sums k(k+1)/2 and k(k+1)(2k+1)/6 at b and a - 1, and x, y are constant."""
+    count, x, y = runs.length, runs.x, runs.y
+    before, last = runs.z - 1, runs.z + count - 1
+    sum_z = last * (last + 1) // 2 - before * (before + 1) // 2
+    sum_zz = last * (last + 1) * (2 * last + 1) // 6 - before * (before + 1) * (2 * before + 1) // 6
+    sum_x = count * x
+    sum_y = count * y
 
     def per_node(values):
         out = np.zeros(n, np.int64)
-        np.add.at(out, ends.node, values)
+        np.add.at(out, runs.node, values)
         return out
 
     size = per_node(count)
-    first = np.stack([per_node(sum_x), per_node(count * y), per_node(count * z)], axis=1)
+    first = np.stack([per_node(sum_x), per_node(sum_y), per_node(sum_z)], axis=1)
     second = np.empty((n, 3, 3), np.int64)
-    second[:, 0, 0] = per_node(sum_xx)
-    second[:, 1, 1] = per_node(count * y * y)
-    second[:, 2, 2] = per_node(count * z * z)
+    second[:, 0, 0] = per_node(sum_x * x)
+    second[:, 1, 1] = per_node(sum_y * y)
+    second[:, 2, 2] = per_node(sum_zz)
     second[:, 0, 1] = second[:, 1, 0] = per_node(sum_x * y)
-    second[:, 0, 2] = second[:, 2, 0] = per_node(sum_x * z)
-    second[:, 1, 2] = second[:, 2, 1] = per_node(count * y * z)
+    second[:, 0, 2] = second[:, 2, 0] = per_node(sum_z * x)
+    second[:, 1, 2] = second[:, 2, 1] = per_node(sum_z * y)
     return size, first, second
 
 
-def representative_voxels(box: _Box, dt: np.ndarray, ends: _RunEnds, size: np.ndarray, sums: np.ndarray,
-                          resolution: np.ndarray) -> np.ndarray:
+def representative_voxels(box: _Box, dt: np.ndarray, runs: _Runs, size: np.ndarray, sums: np.ndarray,
+                          resolution: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per node, the voxel maximising `dt * (1 - d / max d)` (d = nm from the node's mean
-    voxel), the smallest C-order flat index among equal scores; (n, 3) x, y, z.
+    voxel), the smallest C-order flat index among equal scores, as (n, 3) x, y, z; and, in
+    passing, the node's largest dt (n,).
 
-    Only the voxels that can win are scored. The farthest voxel from the mean along any line
-    in x is one of the node's run ends on it, so max d is taken over the run ends. A score is
-    at most the voxel's dt, so once a node's best score is known to be at least B, voxels of
-    dt below B can neither win nor tie: B is the best score in a sample of the box (every
-    `_sample_stride`-th voxel), and only voxels of dt >= B are scored then (all of a node's
-    voxels if the sample missed it). Scores are computed with the same float operations in
-    the same order as one per voxel would be: the winners are the same."""
+    Only the voxels that can win are scored. Along a run (fixed x, y) d is largest at one of
+    its two ends, so max d is taken over the run ends. A score is at most the voxel's dt, so
+    once a node's best score is known to be at least B, voxels of dt below B can neither win
+    nor tie: B is the best score among the middle voxels of every `SAMPLE_RUNS`-th run, and
+    only voxels of dt >= B are scored then (all of a node's voxels if no run of it was
+    sampled). Its largest dt is at least B, so those voxels hold the largest dt too. Scores
+    are computed with the same float operations in the same order as one per voxel would
+    be: the winners are the same."""
     n = len(size)
     mean = sums / np.maximum(size, 1)[:, None]  # exact integer sums: the float mean of the voxels
+    mean = [np.ascontiguousarray(mean[:, axis]) for axis in range(3)]
+    run_mean = [axis_mean.take(runs.node) for axis_mean in mean]
+    # the end farther from the mean along z (float subtraction is monotone: the same winner)
+    first_z, last_z = runs.z, runs.z + runs.length - 1
+    far_z = np.where(np.abs(first_z - run_mean[2]) >= np.abs(last_z - run_mean[2]), first_z, last_z)
     farthest = np.zeros(n)
-    np.maximum.at(farthest, ends.node, _distances(ends.coords, mean[ends.node], resolution))
+    np.maximum.at(farthest, runs.node, _distances((runs.x, runs.y, far_z), run_mean, resolution))
     single = size == 1  # w is 0/0 there: the node's only voxel wins whatever its score
 
-    def scores(index):
-        node = box.flat[index].astype(np.intp) - 1
-        distance = _distances(box.coords(index), mean[node], resolution)
+    def scores(index, node):
+        distance = _distances(box.coords(index), [axis_mean.take(node) for axis_mean in mean], resolution)
         with np.errstate(invalid="ignore", divide="ignore"):
-            return node, np.where(single[node], 0.0, dt[index] * (1 - distance / farthest[node]))
+            return np.where(single.take(node), 0.0, dt.take(index) * (1 - distance / farthest.take(node)))
 
-    sample = np.arange(0, len(box.flat), _sample_stride(box.shape))
-    sample = sample[box.flat[sample] != 0]
-    node, score = scores(sample)
-    at_least = np.full(n + 1, -np.inf)
-    at_least[0] = np.inf  # background: never a candidate
-    np.maximum.at(at_least, node + 1, score)
-    candidates = np.flatnonzero(dt >= at_least[box.flat])
-    node, score = scores(candidates)
+    sampled = slice(None, None, SAMPLE_RUNS)
+    middle = runs.start[sampled] + runs.length[sampled] // 2
+    at_least = np.full(n, -np.inf)
+    np.maximum.at(at_least, runs.node[sampled], scores(middle, runs.node[sampled]))
+    # dt is an integer: dt >= B exactly when dt >= ceil(B). A lower bound is always safe, so
+    # the bounds are clipped into dt's dtype; background (rank 0) is never a candidate.
+    bound = np.empty(n + 1, dt.dtype)
+    bound[0] = np.iinfo(dt.dtype).max
+    bound[1:] = np.clip(np.ceil(at_least), -1, np.iinfo(dt.dtype).max // 2)
+    candidates = np.flatnonzero(dt >= bound.take(box.flat))
+    node = box.flat.take(candidates).astype(np.intp) - 1
+    max_dt = np.zeros(n, dt.dtype)  # ufunc.at is fast only without a cast
+    np.maximum.at(max_dt, node, dt.take(candidates))
+    score = scores(candidates, node)
     best = np.full(n, -np.inf)
     np.maximum.at(best, node, score)
-    winner = score == best[node]
+    winner = score == best.take(node)
     first = np.full(n, np.iinfo(np.int64).max)
     np.minimum.at(first, node[winner], candidates[winner])
-    return np.stack(np.unravel_index(first, box.shape), axis=1).astype(np.int64)
+    return np.stack(np.unravel_index(first, box.shape), axis=1).astype(np.int64), max_dt.astype(np.int64)
 
 
-def _sample_stride(shape) -> int:
-    """A prime step through the flat box that divides neither Y nor Z, so that the sample
-    it takes is spread over every plane, not stuck on a few."""
-    return next((p for p in (17, 19, 23, 29, 31, 37) if shape[1] % p and shape[2] % p), 17)
+# Every this many runs' middle voxel is scored first, for a lower bound of each node's best.
+SAMPLE_RUNS = 4
 
 
-def _distances(coords: tuple, mean: np.ndarray, resolution: np.ndarray) -> np.ndarray:
+def _distances(coords: tuple, mean: list, resolution: np.ndarray) -> np.ndarray:
     """nm from each voxel to `mean` (its node's mean voxel, one row per voxel): the same
     operations, in the same order, as `np.linalg.norm((v - mean) * r, axis=1)`."""
     squared = None
     for axis, (axis_coords, r) in enumerate(zip(coords, resolution)):
-        offset = (axis_coords - mean[:, axis]) * r
+        offset = (axis_coords - mean[axis]) * r
         squared = offset * offset if squared is None else squared + offset * offset
     return np.sqrt(squared)
 
@@ -292,18 +342,22 @@ def face_counts(ranks: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def surface_areas(box: _Box, pairs: list, n: int, resolution: np.ndarray) -> np.ndarray:
-    """nm² per node: every face between two voxels of different labels inside the chunk (the
-    differing pairs along x, y, z) counts for each non-background side. Summed as x, then y,
-    then z faces, as PCGL2Cache does."""
+def surface_areas(runs: _Runs, size: np.ndarray, intersect: np.ndarray, shape, resolution: np.ndarray) -> np.ndarray:
+    """nm² per node: every face between two voxels of different labels inside the chunk
+    counts for each non-background side. Along z, each run's ends not on the chunk's border.
+    Along x, a node's voxels off the high face whose +x neighbour differs, plus those off the
+    low face whose -x neighbour differs: 2 * size - (voxels on either face) - 2 * (voxels
+    whose +x neighbour is the same node); along y alike. Summed as x, then y, then z faces,
+    as PCGL2Cache does."""
+    n = len(size)
     rx, ry, rz = resolution
     face_area = (ry * rz, rx * rz, rx * ry)
     area = np.zeros(n)
-    for axis, low in enumerate(pairs):
-        faces = (np.bincount(box.flat[low], minlength=n + 1)
-                 + np.bincount(box.flat[low + box.stride(axis)], minlength=n + 1))
-        area = area + faces[1:] * face_area[axis]
-    return area
+    for axis, same in enumerate((runs.same_x, runs.same_y)):
+        faces = 2 * size - intersect[:, 0, axis] - intersect[:, 1, axis] - 2 * np.bincount(runs.node, same, minlength=n)
+        area = area + faces * face_area[axis]
+    inner_ends = (runs.z > 0).astype(np.intp) + (runs.z + runs.length < shape[2])
+    return area + np.bincount(runs.node, inner_ends, minlength=n) * face_area[2]
 
 
 # Projections are summed per voxel only for nodes with a direction this thin (a singular
@@ -491,7 +545,7 @@ def chunk_volume(watershed: np.ndarray, chunk_size, svs: np.ndarray, l2ids: np.n
 
 def chunk_ranks(labels: np.ndarray, id_of_label: np.ndarray, chunk_size, svs: np.ndarray,
                 l2ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """What `chunk_volume` then `_ranked_labels` give, without a uint64 voxel volume: the
+    """What `chunk_volume` then a ranking of its ids give, without a uint64 voxel volume: the
     sorted layer-2 ids present and the full `chunk_size` box of their 1-based ranks (uint16;
     uint32 beyond 65,535 nodes).
 
@@ -512,9 +566,9 @@ def chunk_ranks(labels: np.ndarray, id_of_label: np.ndarray, chunk_size, svs: np
     rank_of_label = np.zeros(len(parent), _rank_dtype(len(ids)))
     rank_of_label[parent != 0] = np.searchsorted(ids, parent[parent != 0]) + 1
     if labels.shape == chunk_size:
-        return ids, rank_of_label[labels]
+        return ids, rank_of_label.take(labels)  # take: twice as fast as indexing
     ranks = np.zeros(chunk_size, rank_of_label.dtype)
-    ranks[tuple(slice(0, w) for w in labels.shape)] = rank_of_label[labels]
+    ranks[tuple(slice(0, w) for w in labels.shape)] = rank_of_label.take(labels)
     return ids, ranks
 
 

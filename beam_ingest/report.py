@@ -48,6 +48,10 @@ def format_summary(counters: dict[str, int], layer_count: int, seconds: float) -
         f"rows {counters.get('rows_written', 0)} ({counters.get('bytes_written', 0)} bytes, "
         f"sink {counters.get('write_us', 0) / 1e6:.1f} s, of which waiting for Bigtable "
         f"{counters.get('write_wait_us', 0) / 1e6:.1f} s) in {seconds:.1f} s")
+    throttled_s, retries = counters.get("write_throttled_us", 0) / 1e6, counters.get("write_retries", 0)
+    if throttled_s or retries:
+        lines.append(f"Bigtable: writes throttled (RESOURCE_EXHAUSTED) for {throttled_s:.1f} s in all (backing off, "
+                     f"summed over the writers' threads); {retries} request(s) retried after a transient failure")
     lifted = sum(v for k, v in counters.items() if k.endswith("_lifted_edges"))
     if lifted:
         dangling = sum(v for k, v in counters.items() if k.endswith("_dangling_cross_edges"))

@@ -42,6 +42,23 @@ class SinkSpec:
     ack_each_element: bool = False
 
 
+class _WriterTroubles:
+    """Counts, as metrics, what a writer met since the last count: time throttled by Bigtable
+    (RESOURCE_EXHAUSTED) and requests retried after a transient failure."""
+
+    def __init__(self, writer):
+        self.writer = writer
+        self.reported = (0.0, 0) if writer is None else (writer.throttled_s, writer.retries)
+
+    def count(self):
+        if self.writer is None:
+            return
+        now = (self.writer.throttled_s, self.writer.retries)
+        _count("write_throttled_us", (now[0] - self.reported[0]) * 1e6)
+        _count("write_retries", now[1] - self.reported[1])
+        self.reported = now
+
+
 @_untyped_output
 class WriteRowsFn(beam.DoFn):
     """Writes `Rows` batches to Bigtable (or only counts them with `skip_writes`) and reports,
@@ -73,6 +90,7 @@ class WriteRowsFn(beam.DoFn):
     def start_bundle(self):
         self._reported = ((0, 0, 0.0) if self.writer is None
                           else (self.writer.rows_written, self.writer.bytes_written, self.writer.wait_s))
+        self._troubles = _WriterTroubles(self.writer)
         self._buffer, self._buffered = [], 0
         self._chunks = []  # (layer, coord) of each chunk of the bundle: its label in the writer
         self._counts = []  # per chunk: [queued entries, parent cells, children cells, supervoxels]
@@ -121,6 +139,7 @@ class WriteRowsFn(beam.DoFn):
             self._count_rows(rows - self._reported[0], nbytes - self._reported[1])
             _count("write_wait_us", (self.writer.wait_s - self._reported[2]) * 1e6)
             self._reported = (rows, nbytes, self.writer.wait_s)
+            self._troubles.count()
         yield from self._acknowledge()
 
     def _acknowledged(self) -> list[bool]:
@@ -192,6 +211,7 @@ class WriteCacheRowsFn(beam.DoFn):
 
     def start_bundle(self):
         self._coords, self._rows, self._disagree = [], [], []
+        self._troubles = _WriterTroubles(self.writer)
         if self.writer is not None:
             self.writer.take_acked()
 
@@ -216,6 +236,7 @@ class WriteCacheRowsFn(beam.DoFn):
             return
         if self.writer is not None:
             self.writer.drain()
+            self._troubles.count()
             acked = self.writer.take_acked()
             short = [(coord, acked.get(i, 0), n) for i, (coord, n) in enumerate(zip(self._coords, self._rows))
                      if acked.get(i, 0) != n]

@@ -16,22 +16,50 @@ os.environ.setdefault("AWS_SESSION_TOKEN", "")
 os.environ.pop("BIGTABLE_PROJECT", None)
 os.environ.pop("BIGTABLE_INSTANCE", None)
 
+import dataclasses  # noqa: E402
 import itertools  # noqa: E402
 
 import pytest  # noqa: E402
 
 from beam_ingest.emulator import Emulator  # noqa: E402
+from bigtable_front import BigtableFront, Faults  # noqa: E402
 
 _ids = itertools.count()
+
+
+# What every test's Bigtable does to MutateRows: a few entries and requests fail transiently,
+# some requests are throttled, each waits a little, as the service under load.
+SESSION_FAULTS = Faults(seed=2026, entry_rate=0.02, request_rate=0.01, exhausted_rate=0.01, latency_s=0.002)
+
+
+@dataclasses.dataclass
+class Bigtable:
+    """The session's Bigtable: the emulator behind the strict front (tests/bigtable_front.py).
+    `host` is the front's, the value for BIGTABLE_EMULATOR_HOST."""
+    emulator: Emulator
+    front: BigtableFront
+
+    @property
+    def host(self) -> str:
+        return self.front.host
 
 
 @pytest.fixture(scope="session")
 def bigtable_emulator():
     emulator = Emulator()
-    os.environ["BIGTABLE_EMULATOR_HOST"] = emulator.host
-    yield emulator
+    front = BigtableFront(emulator.host, SESSION_FAULTS)
+    os.environ["BIGTABLE_EMULATOR_HOST"] = front.host
+    yield Bigtable(emulator, front)
+    front.stop()
     emulator.stop()
     os.environ.pop("BIGTABLE_EMULATOR_HOST", None)
+
+
+@pytest.fixture
+def strict_front(bigtable_emulator):
+    """The session's front, its faults restored after the test (which may change them)."""
+    yield bigtable_emulator.front
+    bigtable_emulator.front.set_faults(SESSION_FAULTS)
 
 
 @pytest.fixture

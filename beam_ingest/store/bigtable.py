@@ -7,6 +7,7 @@ import dataclasses
 import datetime
 import logging
 import os
+import random
 import re
 import threading
 import time
@@ -16,7 +17,7 @@ import numpy as np
 from google.api_core import exceptions as gexc
 from google.cloud.bigtable import Client, column_family, row_filters
 
-from . import cells
+from . import cells, limits
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,13 @@ TRANSIENT_EXCEPTIONS = (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.Res
 MAX_ATTEMPTS = 8
 INITIAL_BACKOFF_S = 0.1
 MAX_BACKOFF_S = 10.0
+# RESOURCE_EXHAUSTED (Bigtable's nodes are busy) is not a failure: a throttled batch backs off
+# (from THROTTLE_BACKOFF_S, doubling to MAX_BACKOFF_S, with jitter so workers spread out) for
+# as long as it takes, up to THROTTLE_LIMIT_S of throttling without a pause, and those waits
+# do not count as attempts.
+THROTTLE_BACKOFF_S = 0.5
+THROTTLE_LIMIT_S = 600.0
+RESOURCE_EXHAUSTED = 8
 
 
 # Google's id rules (a project may carry a domain prefix, "example.com:my-project").
@@ -385,12 +393,14 @@ class RowWriter:
         self._prefix = wire.request_prefix(self.table_name)  # MutateRowsRequest.table_name, UTF-8
         self._wire = wire
         self.pending = []
-        self.pending_rows = 0
+        self.pending_rows = self.pending_mutations = self.pending_bytes = 0
         self.rows_written = 0
         self.bytes_written = 0
         self.acked = collections.Counter()  # entries acknowledged per label (see write_rows)
         self.retries = 0
         self.wait_s = 0.0  # time spent waiting for a free in-flight slot (Bigtable is the limit)
+        self.throttled_s = 0.0  # time spent backing off after RESOURCE_EXHAUSTED (summed over senders)
+        self.throttle_limit_s = THROTTLE_LIMIT_S
         self.max_inflight = max(1, int(max_inflight))
         # Flow control: up to max_queued batches handed over and not yet acknowledged, of
         # which max_inflight are being sent; a deeper queue keeps Bigtable busy while this
@@ -430,17 +440,24 @@ class RowWriter:
 
     def _add(self, entries):
         if len(entries):
+            limits.check_entries(entries.keys, np.diff(entries.offsets), entries.mutations)
             self.pending.append(entries)
             self.pending_rows += len(entries)
-        if self.pending_rows >= self.batch_rows:
+            self.pending_mutations += int(entries.mutations.sum())
+            self.pending_bytes += int(entries.offsets[-1])
+        if (self.pending_rows >= self.batch_rows or self.pending_mutations >= limits.MAX_MUTATIONS_PER_REQUEST
+                or self.pending_bytes >= limits.MAX_REQUEST_BYTES):
             self.flush()
 
     def flush(self):
-        """Hand every queued entry to the senders (returns once they are in flight)."""
+        """Hand every queued entry to the senders (returns once they are in flight), in
+        requests within `batch_rows` rows and Bigtable's limits (`limits.batch_stops`)."""
         entries = self._wire.EncodedEntries.concat(self.pending)
-        self.pending, self.pending_rows = [], 0
-        for start in range(0, len(entries), self.batch_rows):
-            batch = entries.slice(start, min(start + self.batch_rows, len(entries)))
+        self.pending, self.pending_rows, self.pending_mutations, self.pending_bytes = [], 0, 0, 0
+        start = 0
+        for stop in limits.batch_stops(np.diff(entries.offsets), entries.mutations, self.batch_rows):
+            batch = entries.slice(start, stop)
+            start = stop
             if self.max_inflight == 1:
                 self._send(batch)
                 continue
@@ -496,14 +513,18 @@ class RowWriter:
         return codes, messages
 
     def _send(self, entries):
-        backoff = self.initial_backoff_s
+        backoff, throttle_backoff = self.initial_backoff_s, THROTTLE_BACKOFF_S
+        throttled_since = None
+        attempt = 0
         last_error = ""
-        for attempt in range(1, self.max_attempts + 1):
+        while True:
+            throttled = False
             try:
                 codes, messages = self._mutate(entries)
             except TRANSIENT_EXCEPTIONS as exc:
                 failed = np.arange(len(entries))
                 last_error = f"{type(exc).__name__}: {exc}"
+                throttled = isinstance(exc, gexc.ResourceExhausted)
             else:
                 ok = codes == 0
                 with self._lock:
@@ -522,15 +543,36 @@ class RowWriter:
                 if len(failed):
                     i = int(failed[0])
                     last_error = f"status {codes[i]} {messages.get(i, '')}"
+                    throttled = bool(np.all(codes[failed] == RESOURCE_EXHAUSTED))
             if len(failed) == 0:
                 return
             entries = entries.take(failed)
-            if attempt < self.max_attempts:
+            if throttled:
+                now = time.monotonic()
+                if throttled_since is None:
+                    throttled_since = now
+                    log.warning("Bigtable is throttling writes to table %s (RESOURCE_EXHAUSTED): backing off",
+                                self.table_id)
+                elif now - throttled_since > self.throttle_limit_s:
+                    raise WriteError(f"{len(entries)} row(s) of table {self.table_id!r} could not be written to "
+                                     f"{self.target.describe()}: Bigtable throttled them (RESOURCE_EXHAUSTED) for "
+                                     f"{now - throttled_since:.0f} s without a pause; first {bytes(entries.keys[0])!r}. "
+                                     "Add Bigtable nodes, or lower --max_inflight_writes or the number of workers")
+                pause = throttle_backoff * random.uniform(0.5, 1.0)
+                time.sleep(pause)
+                with self._lock:
+                    self.throttled_s += pause
+                throttle_backoff = min(throttle_backoff * 2, self.max_backoff_s)
+                continue
+            throttled_since, throttle_backoff = None, THROTTLE_BACKOFF_S
+            attempt += 1
+            if attempt >= self.max_attempts:
+                raise WriteError(f"{len(entries)} row(s) of table {self.table_id!r} could not be written to "
+                                 f"{self.target.describe()} after {self.max_attempts} attempts, first "
+                                 f"{bytes(entries.keys[0])!r}: {last_error}")
+            with self._lock:
                 self.retries += 1
-                log.warning("%d row(s) of table %s failed to write (%s); retrying in %.1fs",
-                            len(failed), self.table_id, last_error, backoff)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, self.max_backoff_s)
-        raise WriteError(f"{len(entries)} row(s) of table {self.table_id!r} could not be written to "
-                         f"{self.target.describe()} after {self.max_attempts} attempts, first "
-                         f"{bytes(entries.keys[0])!r}: {last_error}")
+            log.warning("%d row(s) of table %s failed to write (%s); retrying in %.1fs",
+                        len(failed), self.table_id, last_error, backoff)
+            time.sleep(backoff)
+            backoff = min(backoff * 2, self.max_backoff_s)

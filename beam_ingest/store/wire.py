@@ -19,7 +19,7 @@ import numpy as np
 import zstandard
 
 from ..arrays import distinct
-from . import cells, ragged
+from . import cells, limits, ragged
 
 
 _SMALL_VARINTS = [bytes([v]) if v < 0x80 else bytes([v & 0x7F | 0x80, v >> 7]) for v in range(1 << 14)]
@@ -76,9 +76,11 @@ RAW_FRAME_MAX = 255  # content bytes a 1-byte content size can declare
 
 @dataclasses.dataclass
 class EncodedEntries:
-    """Serialized entries, each framed as field 2 of MutateRowsRequest, and their row keys."""
+    """Serialized entries, each framed as field 2 of MutateRowsRequest, their row keys and
+    how many mutations (cells) each holds."""
     entries: ragged.Ragged
     keys: np.ndarray  # bytes (numpy "S"), for messages
+    mutations: np.ndarray  # int64: SetCell mutations per entry (Bigtable counts them per request)
     labels: np.ndarray | None = None  # which part (chunk) of the encoded `Rows` each entry belongs to
 
     def __len__(self):
@@ -94,23 +96,25 @@ class EncodedEntries:
 
     def slice(self, start: int, stop: int) -> "EncodedEntries":
         return EncodedEntries(ragged.Ragged(self.entries.flat, self.entries.offsets[start:stop + 1]),
-                              self.keys[start:stop], None if self.labels is None else self.labels[start:stop])
+                              self.keys[start:stop], self.mutations[start:stop],
+                              None if self.labels is None else self.labels[start:stop])
 
     def take(self, index) -> "EncodedEntries":
         index = np.asarray(index, np.int64)
-        return EncodedEntries(self.entries.take(index), self.keys[index],
+        return EncodedEntries(self.entries.take(index), self.keys[index], self.mutations[index],
                               None if self.labels is None else self.labels[index])
 
     @classmethod
     def concat(cls, parts) -> "EncodedEntries":
         parts = [p for p in parts if len(p)]
         if not parts:
-            return cls(ragged.concat([]), np.empty(0, "S20"))
+            return cls(ragged.concat([]), np.empty(0, "S20"), np.zeros(0, np.int64))
         if len(parts) == 1:
             return parts[0]
         labels = (np.concatenate([p.labels for p in parts]) if all(p.labels is not None for p in parts)
                   else None)
-        return cls(ragged.concat(p.entries for p in parts), np.concatenate([p.keys for p in parts]), labels)
+        return cls(ragged.concat(p.entries for p in parts), np.concatenate([p.keys for p in parts]),
+                   np.concatenate([p.mutations for p in parts]), labels)
 
 
 def _key_bytes(node_ids: np.ndarray) -> np.ndarray:
@@ -132,7 +136,7 @@ def parent_entries(node_ids: np.ndarray, parent_ids: np.ndarray, timestamp_micro
     keys = _key_bytes(node_ids)
     records[:, key_at:key_at + 20] = keys
     records[:, size - 8:] = np.ascontiguousarray(parent_ids, "<u8").view(np.uint8).reshape(n, 8)
-    return EncodedEntries(ragged.Ragged.fixed(records), _key_strings(keys))
+    return EncodedEntries(ragged.Ragged.fixed(records), _key_strings(keys), np.ones(n, np.int64))
 
 
 def id_arrays(values: np.ndarray, offsets: np.ndarray, compressor) -> ragged.Ragged:
@@ -165,6 +169,11 @@ def node_entries(owner: np.ndarray, prefix_index: np.ndarray, prefixes: list[byt
     framed mutation, preceded by its row's entry header where it is the row's first cell.
     """
     n = len(owner)
+    oversized = limits.oversized_cells(values.lengths)
+    if len(oversized):
+        i = int(oversized[0])
+        raise limits.cell_error(cells.row_key(int(owner[i])), _column_of(prefixes[prefix_index[i]]),
+                                int(values.lengths[i]), len(oversized))
     prefix = ragged.Ragged.from_bytes(prefixes).take(prefix_index)
     value_len = ragged.varints(values.lengths)
     cell_len = prefix.lengths + 1 + value_len.lengths + values.lengths            # SetCell
@@ -182,8 +191,27 @@ def node_entries(owner: np.ndarray, prefix_index: np.ndarray, prefixes: list[byt
     out = ragged.join(n, [ragged.Ragged.from_lengths(header.flat, header_len), b"\x12", mutation_len_v,
                           b"\x0a", cell_len_v, prefix, b"\x22", value_len, values])
     entry_offsets = np.concatenate([out.offsets[first], out.offsets[-1:]])
-    return EncodedEntries(ragged.Ragged(out.flat, entry_offsets), _key_strings(keys),
+    return EncodedEntries(ragged.Ragged(out.flat, entry_offsets), _key_strings(keys), np.diff(first, append=n),
                           None if labels is None else labels[first])
+
+
+def _column_of(prefix: bytes) -> str:
+    """"family:qualifier" of a SetCell prefix (`cell_prefix`: two length-delimited fields),
+    for messages."""
+    fields, at = [], 0
+    for _ in range(2):
+        at += 1  # the field's tag
+        length, shift = 0, 0
+        while True:
+            byte = prefix[at]
+            at += 1
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                break
+        fields.append(prefix[at:at + length].decode(errors="replace"))
+        at += length
+    return ":".join(fields)
 
 
 def encode_rows(rows, timestamp_micros: int, compressor=None) -> EncodedEntries:
@@ -244,8 +272,14 @@ def encode_rows(rows, timestamp_micros: int, compressor=None) -> EncodedEntries:
 
 def encode_cells(row_cells, timestamp_micros: int) -> EncodedEntries:
     """Entries from `(row key, [(family, qualifier, value), ...])` pairs (counters, meta, version)."""
-    keys, blobs = [], []
+    keys, blobs, mutations = [], [], []
     for key, row in row_cells:
+        limits.check_key(key)
+        for family, qualifier, value in row:
+            limits.check_qualifier(key, family, qualifier)
+            if len(value) > limits.MAX_CELL_BYTES:
+                raise limits.cell_error(key, f"{family}:{qualifier.decode(errors='replace')}", len(value), 1)
         keys.append(key)
         blobs.append(entry(key, [set_cell(f, q, v, timestamp_micros) for f, q, v in row]))
-    return EncodedEntries(ragged.Ragged.from_bytes(blobs), np.array(keys, dtype=bytes))
+        mutations.append(len(row))
+    return EncodedEntries(ragged.Ragged.from_bytes(blobs), np.array(keys, dtype=bytes), np.array(mutations, np.int64))

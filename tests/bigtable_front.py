@@ -46,6 +46,7 @@ CHANNEL_OPTIONS = [("grpc.max_send_message_length", MESSAGE_BYTES), ("grpc.max_r
 class Faults:
     """What the front injects into MutateRows; rates are per request, `entry_rate` per entry."""
     seed: int = 0
+    entry_request_rate: float = 1.0  # the share of requests in which entries may fail, each at `entry_rate`
     entry_rate: float = 0.0        # an entry answered UNAVAILABLE / DEADLINE_EXCEEDED / ABORTED, not applied
     request_rate: float = 0.0      # the whole request fails UNAVAILABLE or DEADLINE_EXCEEDED, not applied
     exhausted_rate: float = 0.0    # the whole request fails RESOURCE_EXHAUSTED
@@ -129,8 +130,10 @@ class BigtableFront:
             context.abort(*fault)
         n = len(request.entries)
         with self._lock:
-            failing = {i: self._random.choice(ENTRY_CODES) for i in range(n)
-                       if self._random.random() < self.faults.entry_rate}
+            failing = {}
+            if self._random.random() < self.faults.entry_request_rate:
+                failing = {i: self._random.choice(ENTRY_CODES) for i in range(n)
+                           if self._random.random() < self.faults.entry_rate}
         self._count("entries", n)
         self._count("entries failed", len(failing))
         kept = [i for i in range(n) if i not in failing]

@@ -70,6 +70,8 @@ def test_failures_beyond_the_retries_fail_the_run_naming_the_cause(small, strict
 def test_the_session_front_injects_faults_into_every_run(strict_front, small, clean_cells, graph_id):
     """The default every other test runs under: a few entries and requests fail, some are
     throttled; the table is still exact."""
+    from conftest import SESSION_FAULTS
+    strict_front.set_faults(SESSION_FAULTS)
     before = dict(strict_front.stats)
     assert ingest(small, graph_id) == 0
     assert cells_of(graph_id) == clean_cells

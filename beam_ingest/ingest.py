@@ -28,8 +28,8 @@ from beam_ingest.launcher import plan_ingest, prepare_table, probe_outputs
 from beam_ingest.options import IngestOptions, check_graph_id, check_l2cache_options, parse_argv
 from beam_ingest.progress import L2CACHE, ProgressCache, ProgressMonitor, RedisSettings, layer_totals
 from beam_ingest.report import format_summary, ingest_counters
-from beam_ingest.runners import (check_runner, close_runner_client, drops_finish_bundle_outputs, final_outputs,
-                                 needs_trial, trial_run)
+from beam_ingest.runners import (check_runner, close_runner_client, dask_address, dask_connect_s,
+                                 drops_finish_bundle_outputs, final_outputs, needs_trial, trial_run)
 from beam_ingest.store.bigtable import TableError
 from beam_ingest.completion import IncompleteError
 from beam_ingest.build_graph import BuildGraph, FileChunks, FromCheckpoint, FromInputs, VolumeChunks
@@ -42,6 +42,7 @@ gc.freeze()
 
 log = logging.getLogger("beam_ingest.ingest")
 USER_ERRORS = (ConfigError, InputError, TableError, CheckpointError)
+DASK_TRIAL_TIMEOUT_S = 60.0  # after check_cluster saw workers import the package, a trial takes seconds
 
 
 class IngestFailed(RuntimeError):
@@ -220,7 +221,14 @@ def run(argv=None):
     if not dry_run:  # a dry run writes nothing, not even a probe, and runs no job
         probe_outputs(plan, opts.raw, opts.checkpoint_dir)
         if needs_trial(options):
-            trial_run(options)
+            address = dask_address(options)
+            if address:  # a cluster of its own: workers that can run the job, liveness deadlines set
+                from beam_ingest.dask_cluster import check_cluster, set_liveness
+                check_cluster(address, dask_connect_s(options))
+                trial_run(options, timeout_s=DASK_TRIAL_TIMEOUT_S)
+                set_liveness(address)
+            else:
+                trial_run(options)
     check_cache_voxels(plan, coords)
     state = None
     if opts.skip_writes or dry_run:
@@ -312,7 +320,7 @@ def _run_pipeline(options, opts, plan, layout, coords, top_layer, redis, ingest_
     except Exception as exc:
         if opts.skip_writes or dry_run:
             raise
-        raise IngestFailed(f"{exc}\n{partial}") from exc
+        raise IngestFailed(f"{exc}\n{partial}") from _with_dropped_workers(exc, options)
     wait = opts.wait
     if wait is None:
         wait = not (dataflow and os.environ.get("FLEX_TEMPLATE_PYTHON_PY_FILE"))
@@ -385,6 +393,26 @@ def print_help() -> None:
                "is an error.")
     IngestOptions._add_argparse_args(parser)
     parser.print_help()
+
+
+class WorkersLost(RuntimeError):
+    """A failed run on a Dask cluster whose scheduler dropped silent workers."""
+
+
+def _with_dropped_workers(exc: Exception, options) -> Exception:
+    """`exc`, or on a Dask cluster that dropped workers for silence, the same naming them."""
+    address = dask_address(options)
+    if not address:
+        return exc
+    from beam_ingest.dask_cluster import WORKER_TTL_S, dropped_workers
+    dropped = dropped_workers(address)
+    if not dropped:
+        return exc
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    lost = WorkersLost(f"{lines[-1] if lines else type(exc).__name__} (the Dask scheduler dropped worker(s) "
+                       f"{', '.join(dropped)}: no heartbeat for {WORKER_TTL_S:.0f} s)")
+    lost.__cause__ = exc
+    return lost
 
 
 def main(argv=None) -> int:

@@ -86,11 +86,17 @@ def needs_trial(options) -> bool:
     Dask on a cluster of its own (on a local cluster it starts it would only start one more)."""
     short = _short(runner_name(options))
     if short == "daskrunner":
-        return bool(_dask_address(options))
+        return bool(dask_address(options))
     return short not in IN_PROCESS and "dataflow" not in short
 
 
-def _dask_address(options) -> str | None:
+def dask_connect_s(options) -> float | None:
+    """--dask_connection_timeout, in seconds (None: not given)."""
+    from apache_beam.runners.dask.dask_runner import DaskOptions
+    return options.view_as(DaskOptions).timeout
+
+
+def dask_address(options) -> str | None:
     from apache_beam.runners.dask.dask_runner import DaskOptions
     dask = options.view_as(DaskOptions)
     return dask.address or dask.scheduler_file

@@ -44,18 +44,23 @@ class SinkSpec:
 
 class _WriterTroubles:
     """Counts, as metrics, what a writer met since the last count: time throttled by Bigtable
-    (RESOURCE_EXHAUSTED) and requests retried after a transient failure."""
+    (RESOURCE_EXHAUSTED), requests retried after a transient failure, and requests sent (per
+    sink `name`: how many batches each sink's rows took)."""
 
-    def __init__(self, writer):
-        self.writer = writer
-        self.reported = (0.0, 0) if writer is None else (writer.throttled_s, writer.retries)
+    def __init__(self, writer, name: str):
+        self.writer, self.name = writer, name
+        self.reported = (0.0, 0, 0) if writer is None else self._now()
+
+    def _now(self):
+        return self.writer.throttled_s, self.writer.retries, self.writer.requests
 
     def count(self):
         if self.writer is None:
             return
-        now = (self.writer.throttled_s, self.writer.retries)
+        now = self._now()
         _count("write_throttled_us", (now[0] - self.reported[0]) * 1e6)
         _count("write_retries", now[1] - self.reported[1])
+        _count(f"write_requests_{self.name}", now[2] - self.reported[2])
         self.reported = now
 
 
@@ -90,7 +95,7 @@ class WriteRowsFn(beam.DoFn):
     def start_bundle(self):
         self._reported = ((0, 0, 0.0) if self.writer is None
                           else (self.writer.rows_written, self.writer.bytes_written, self.writer.wait_s))
-        self._troubles = _WriterTroubles(self.writer)
+        self._troubles = _WriterTroubles(self.writer, self.stage or "rows")
         self._buffer, self._buffered = [], 0
         self._chunks = []  # (layer, coord) of each chunk of the bundle: its label in the writer
         self._counts = []  # per chunk: [queued entries, parent cells, children cells, supervoxels]
@@ -125,6 +130,7 @@ class WriteRowsFn(beam.DoFn):
         _count("write_us", (time.perf_counter() - start) * 1e6)
 
     def finish_bundle(self):
+        _count(f"sink_bundles_{self.stage or 'rows'}")
         for acks in self._flush():
             yield WindowedValue(acks, 0, [GlobalWindow()])
 
@@ -211,7 +217,7 @@ class WriteCacheRowsFn(beam.DoFn):
 
     def start_bundle(self):
         self._coords, self._rows, self._disagree = [], [], []
-        self._troubles = _WriterTroubles(self.writer)
+        self._troubles = _WriterTroubles(self.writer, "L2Cache")
         if self.writer is not None:
             self.writer.take_acked()
 
@@ -228,6 +234,7 @@ class WriteCacheRowsFn(beam.DoFn):
             yield from self._flush()
 
     def finish_bundle(self):
+        _count("sink_bundles_L2Cache")
         for acks in self._flush():
             yield WindowedValue(acks, 0, [GlobalWindow()])
 

@@ -398,6 +398,7 @@ class RowWriter:
         self.bytes_written = 0
         self.acked = collections.Counter()  # entries acknowledged per label (see write_rows)
         self.retries = 0
+        self.requests = 0  # MutateRows calls made (attempts included)
         self.wait_s = 0.0  # time spent waiting for a free in-flight slot (Bigtable is the limit)
         self.throttled_s = 0.0  # time spent backing off after RESOURCE_EXHAUSTED (summed over senders)
         self.throttle_limit_s = THROTTLE_LIMIT_S
@@ -498,6 +499,8 @@ class RowWriter:
     def _mutate(self, entries):
         """One MutateRows call; returns the status code and message of every entry."""
         n = len(entries)
+        with self._lock:
+            self.requests += 1
         responses = [list(response.entries)
                      for response in self.transport.mutate_rows(self._prefix + entries.payload, self.timeout_s)]
         codes = [item.status.code for items in responses for item in items]

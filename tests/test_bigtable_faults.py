@@ -79,3 +79,29 @@ def test_the_session_front_injects_faults_into_every_run(strict_front, small, cl
                    for k in ("entries failed", "request UNAVAILABLE", "request DEADLINE_EXCEEDED",
                              "request RESOURCE_EXHAUSTED"))
     assert injected > 0
+
+
+@pytest.fixture(scope="module")
+def seg(tmp_path_factory):
+    from beam_ingest.synthetic_segmentation import SegmentationSpec, generate_segmentation
+    return generate_segmentation(str(tmp_path_factory.mktemp("faults-seg") / "data"), SegmentationSpec(seed=57))
+
+
+@pytest.mark.parametrize("kind", ["v3", "segmentation with the L2 cache"])
+def test_heavy_faults_with_large_batches_still_end_exact(kind, small, seg, strict_front, graph_id):
+    """5% of entries answered UNAVAILABLE in OK responses, 2% of requests UNAVAILABLE, 5%
+    RESOURCE_EXHAUSTED, batches of 2,000 rows: a v3 ingest and a --from_segmentation ingest
+    with the cache end exact."""
+    from helpers import run_ingest
+    from test_l2cache import cache_cells
+    data, extra = (small, ["--pcg_version=3"]) if kind == "v3" else (
+        seg, ["--from_segmentation", "--pcg_version=3", f"--l2cache_table={graph_id[:40]}-c"])
+    clean_extra = [e.replace(graph_id[:40], graph_id[:40] + "-clean") for e in extra]
+    run_ingest(data["config"], graph_id[:40] + "-clean", *clean_extra)
+    strict_front.set_faults(Faults(seed=11, entry_rate=0.05, request_rate=0.02, exhausted_rate=0.05))
+    before = dict(strict_front.stats)
+    run_ingest(data["config"], graph_id[:40], *extra, "--write_batch_rows=2000")
+    assert strict_front.stats["entries failed"] - before.get("entries failed", 0) > 50
+    assert cells_of(graph_id[:40]) == cells_of(graph_id[:40] + "-clean")
+    if kind != "v3":
+        assert cache_cells(f"{graph_id[:40]}-c")[0] == cache_cells(f"{graph_id[:40]}-clean-c")[0]

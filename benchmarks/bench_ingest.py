@@ -141,15 +141,16 @@ def child_replay(config: str, graph_id: str, batch_rows: int, inflight: int) -> 
     import warnings
     warnings.filterwarnings("ignore")
     import pipeline
-    check_completion = pipeline.check_completion
+    from beam_ingest import ingest
+    check_completion = ingest.check_completion
     # The stand-in acknowledged the completion mark without writing it: the table cannot hold it.
-    pipeline.check_completion = lambda *args, **kwargs: None
+    ingest.check_completion = lambda *args, **kwargs: None
     try:
         with capturing_requests() as captured:
             pipeline.run(["--config", config, "--graph_id", graph_id, f"--write_batch_rows={batch_rows}",
                           f"--max_inflight_writes={inflight}"])
     finally:
-        pipeline.check_completion = check_completion
+        ingest.check_completion = check_completion
     return replay(captured, inflight)
 
 

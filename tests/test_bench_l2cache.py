@@ -22,3 +22,4 @@ def test_documented_l2cache_benchmark_commands_run(command):
     for path in ("chunk_features", "pipeline path"):
         assert f"beyond edt, {path}: " in out.stdout, out.stdout
     assert "against a target of 15.0 ms" in out.stdout
+

@@ -34,7 +34,7 @@ MAX_BACKOFF_S = 10.0
 # (from THROTTLE_BACKOFF_S, doubling to MAX_BACKOFF_S, with jitter so workers spread out) for
 # as long as it takes, up to THROTTLE_LIMIT_S of throttling without a pause, and those waits
 # do not count as attempts.
-THROTTLE_BACKOFF_S = 0.5
+THROTTLE_BACKOFF_S = 0.05
 THROTTLE_LIMIT_S = 600.0
 RESOURCE_EXHAUSTED = 8
 

@@ -16,6 +16,7 @@ also meets, from `Faults` (seeded): added latency; whole-request failures (UNAVA
 DEADLINE_EXCEEDED); RESOURCE_EXHAUSTED, per request and in bursts during which every
 request is refused; and transient failures of single entries (UNAVAILABLE,
 DEADLINE_EXCEEDED, ABORTED) in an otherwise OK response, those entries not being applied.
+The other data API calls (reads, single-row writes, check-and-mutate) can fail UNAVAILABLE.
 """
 from __future__ import annotations
 
@@ -53,6 +54,8 @@ class Faults:
     burst_rate: float = 0.0        # a request starts a burst: every request refused RESOURCE_EXHAUSTED
     burst_s: float = 1.0           # for this long
     latency_s: float = 0.0         # each request waits uniformly up to this long
+    other_rate: float = 0.0        # any other data API call (ReadRows, MutateRow, CheckAndMutateRow, ...)
+                                   # fails UNAVAILABLE before it reaches the emulator
 
 
 class BigtableFront:
@@ -166,7 +169,16 @@ class BigtableFront:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         return self.relay_unary(MUTATE_ROW, request_bytes, context)
 
+    def _other_fault(self, method: str, context) -> None:
+        """Fail a data API call other than MutateRows at `other_rate` (UNAVAILABLE, not applied)."""
+        if not method.startswith("/google.bigtable.v2.Bigtable/") or not self.faults.other_rate:
+            return
+        if self._draw() < self.faults.other_rate:
+            self._count(f"{method.rsplit('/', 1)[1]} UNAVAILABLE")
+            context.abort(grpc.StatusCode.UNAVAILABLE, "injected: call failed")
+
     def relay_unary(self, method: str, request: bytes, context) -> bytes:
+        self._other_fault(method, context)
         call = self._channel.unary_unary(method, request_serializer=None, response_deserializer=None)
         try:
             return call(request, metadata=_metadata(context), timeout=context.time_remaining())
@@ -174,6 +186,7 @@ class BigtableFront:
             context.abort(exc.code(), exc.details())
 
     def relay_stream(self, method: str, request: bytes, context):
+        self._other_fault(method, context)
         call = self._channel.unary_stream(method, request_serializer=None, response_deserializer=None)
         try:
             yield from call(request, metadata=_metadata(context), timeout=context.time_remaining())

@@ -105,3 +105,20 @@ def test_heavy_faults_with_large_batches_still_end_exact(kind, small, seg, stric
     assert cells_of(graph_id[:40]) == cells_of(graph_id[:40] + "-clean")
     if kind != "v3":
         assert cache_cells(f"{graph_id[:40]}-c")[0] == cache_cells(f"{graph_id[:40]}-clean-c")[0]
+
+
+def test_reads_and_single_row_writes_that_fail_are_retried(small, clean_cells, strict_front, graph_id, capsys):
+    """A third of every other data API call (ReadRows, MutateRow, CheckAndMutateRow: the
+    claim, the run record, the completion mark, status and verify reads) fails UNAVAILABLE:
+    the ingest, a `continue` of the finished table, `status` and `verify` still succeed."""
+    from beam_ingest.cli import main as cli_main
+    strict_front.set_faults(Faults(seed=12, other_rate=0.3))
+    assert ingest(small, graph_id) == 0
+    assert ingest(small, graph_id, "--if_exists=continue") == 0
+    assert cli_main(["status", "--graph_id", graph_id]) == 0
+    assert cli_main(["verify", "--graph_id", graph_id, "--config", small["config"]]) == 0
+    out = capsys.readouterr().out
+    assert "complete" in out
+    assert sum(v for k, v in strict_front.stats.items() if k.endswith(" UNAVAILABLE") and not k.startswith("request")) > 5
+    strict_front.set_faults(Faults())
+    assert cells_of(graph_id) == clean_cells

@@ -110,7 +110,8 @@ def input_differences(stored: dict, ours: dict) -> list[str]:
 
 
 CALL_TIMEOUT_S = 20.0  # one call on the meta row; a healthy Bigtable answers in milliseconds
-CALL_ATTEMPTS = 3
+CALL_ATTEMPTS = 3      # calls that ran out of their deadline (an unreachable Bigtable fails in ~1 min)
+FAST_ATTEMPTS = 8      # calls in all, when they fail at once (UNAVAILABLE, ABORTED, RESOURCE_EXHAUSTED)
 
 
 class StateRows:
@@ -131,23 +132,27 @@ class StateRows:
         self._client = None
 
     def _call(self, what: str, fn):
+        """`fn(client)`, retried over a fresh channel: up to `attempts` calls that ran out of
+        their deadline, and FAST_ATTEMPTS calls in all (backing off from 0.2 s, doubling)."""
         from google.api_core import exceptions as gexc
         from .bigtable import data_client
-        for attempt in range(1, self.attempts + 1):
+        timed_out = 0
+        for attempt in range(1, FAST_ATTEMPTS + 1):
             if self._client is None:
                 self._client = data_client(self.target.emulator_host)
             try:
                 return fn(self._client)
-            except (gexc.DeadlineExceeded, gexc.ServiceUnavailable) as exc:
+            except (gexc.DeadlineExceeded, gexc.ServiceUnavailable, gexc.Aborted, gexc.ResourceExhausted) as exc:
                 self.close()  # its connection may be dead: the next attempt opens another
-                if attempt == self.attempts:
+                timed_out += isinstance(exc, gexc.DeadlineExceeded)
+                if timed_out == self.attempts or attempt == FAST_ATTEMPTS:
                     from .bigtable import TableError
                     raise TableError(f"{self.target.describe()} unreachable while {what} of table "
-                                     f"{self.table_id!r} ({self.attempts} attempts of {self.timeout_s:.0f} s: "
-                                     f"{type(exc).__name__})") from None
+                                     f"{self.table_id!r} ({attempt} attempts, {timed_out} of them out of their "
+                                     f"{self.timeout_s:.0f} s: {type(exc).__name__})") from None
                 log.warning("table %s: %s failed (%s); retrying over a fresh channel", self.table_id, what,
                             type(exc).__name__)
-                time.sleep(0.2 * attempt)
+                time.sleep(min(0.2 * 2 ** (attempt - 1), 5.0))
 
     def close(self):
         if self._client is not None:

@@ -201,3 +201,35 @@ def test_every_sink_cuts_its_requests_at_the_mutation_limit(request, inputs, gra
     if seg:
         from test_l2cache import cache_cells
         assert cache_cells(f"{graph_id[:40]}-c")[0] == cache_cells(f"{clean}-c")[0]
+
+
+def test_the_widest_rows_of_the_most_layers_the_ids_allow_are_cut_within_the_limit(tmp_path, graph_id, strict_front,
+                                                                                   monkeypatch):
+    """1,024 chunks in a row: 12 layers, the most SPATIAL_BITS=10 allows, version 3 (cross-edge
+    and lifted-edge cells per layer; a row's cells span at most the few layers at which its
+    chunk's neighbours join, 3 here). With the request limit lowered to ten times the widest
+    row, every request is cut below it and the table equals a plain run's."""
+    from beam_ingest.synthetic import SyntheticSpec, generate
+    from helpers import run_ingest
+    from test_runs import cells_of
+    info = generate(str(tmp_path / "wide"), SyntheticSpec(chunks=(1024, 1, 1), svs_per_chunk=6, chunk_size=(8, 8, 8),
+                                                          seed=3, empty_chunk_fraction=0))
+    assert info["layer_count"] == 12
+    widest = []
+    real_add = bigtable.RowWriter._add
+
+    def add(self, entries):
+        if len(entries):
+            widest.append(int(entries.mutations.max()))
+        return real_add(self, entries)
+    monkeypatch.setattr(bigtable.RowWriter, "_add", add)
+    clean = graph_id[:40] + "-clean"
+    run_ingest(info["config"], clean, "--pcg_version=3")
+    widest_row = max(widest)
+    assert widest_row >= 3
+    monkeypatch.setattr(limits, "MAX_MUTATIONS_PER_REQUEST", 10 * widest_row)
+    strict_front.largest_request, refused = 0, strict_front.stats["refused"]
+    run_ingest(info["config"], graph_id[:40], "--pcg_version=3", "--write_batch_rows=10000")
+    assert strict_front.stats["refused"] == refused
+    assert widest_row < strict_front.largest_request <= 10 * widest_row
+    assert cells_of(graph_id[:40]) == cells_of(clean)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 from typing import Any
 
@@ -79,7 +80,9 @@ class _Section:
         path = f"{self.name}.{key}"
         if key not in self.mapping or self.mapping[key] is None:
             if required:
-                raise ConfigError(f"{path}: required key is missing")
+                near = difflib.get_close_matches(key, [k for k in self.mapping if isinstance(k, str)], n=1)
+                hint = f" ({self.name}.{near[0]} is there: a typo?)" if near and near[0] != key else ""
+                raise ConfigError(f"{path}: required key is missing{hint}")
             return default
         value = self.mapping[key]
         if kind is int and (isinstance(value, bool) or not isinstance(value, int)):

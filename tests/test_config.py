@@ -65,6 +65,15 @@ def test_bad_key_is_named(path, value, message):
     assert "\n" not in str(info.value)
 
 
+def test_a_required_key_misspelt_is_named_as_the_likely_typo():
+    cfg = good()
+    cfg["graph_config"]["CHUNK_SIZ"] = cfg["graph_config"].pop("CHUNK_SIZE")
+    with pytest.raises(ConfigError) as info:
+        parse_config(cfg)
+    assert str(info.value) == ("graph_config.CHUNK_SIZE: required key is missing (graph_config.CHUNK_SIZ is there: "
+                               "a typo?)")
+
+
 def test_load_config_file_errors(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(str(tmp_path / "missing.yml"))

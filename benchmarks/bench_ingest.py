@@ -179,8 +179,8 @@ def run_child(args: list[str], env=None, script: str = __file__) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def measure(size: str, data_dir: str, batch_rows: int, inflight: int, build_only: bool = False) -> dict:
-    from beam_ingest.emulator import Emulator
+def dataset(size: str, data_dir: str) -> str:
+    """The config of the synthetic dataset of `size`, generated under `data_dir` unless cached."""
     from beam_ingest.synthetic import SyntheticSpec, generate
     chunks, per_chunk = SIZES[size]
     folder = os.path.join(data_dir, size)
@@ -188,6 +188,12 @@ def measure(size: str, data_dir: str, batch_rows: int, inflight: int, build_only
     if not os.path.exists(config):
         print(f"[{size}] generating {chunks} chunks x ~{per_chunk} SVs under {folder}", flush=True)
         generate(folder, SyntheticSpec(chunks=chunks, svs_per_chunk=per_chunk, seed=42))
+    return config
+
+
+def measure(size: str, data_dir: str, batch_rows: int, inflight: int, build_only: bool = False) -> dict:
+    from beam_ingest.emulator import Emulator
+    config = dataset(size, data_dir)
     write_opts = [f"--write_batch_rows={batch_rows}", f"--max_inflight_writes={inflight}"]
     print(f"[{size}] (a) build, writes dropped", flush=True)
     build = run_child(["ingest", config, "bench-a", "--skip_writes"])

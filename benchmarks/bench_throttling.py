@@ -23,18 +23,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
-from bench_ingest import SIZES  # noqa: E402
-
-
-def dataset(size: str, data_dir: str) -> str:
-    from beam_ingest.synthetic import SyntheticSpec, generate
-    chunks, per_chunk = SIZES[size]
-    folder = os.path.join(data_dir, size)
-    config = os.path.join(folder, "config.yml")
-    if not os.path.exists(config):
-        print(f"generating {chunks} chunks x ~{per_chunk} SVs under {folder}", flush=True)
-        generate(folder, SyntheticSpec(chunks=chunks, svs_per_chunk=per_chunk, seed=42))
-    return config
+from bench_ingest import SIZES, dataset  # noqa: E402
 
 
 def ingest(config: str, graph_id: str, front_host: str, extra: list[str]) -> dict:

@@ -59,15 +59,21 @@ def dask_cluster(tmp_path_factory):
         _wait_for_workers(address, WORKERS, procs)
         yield address
     finally:
-        for proc in reversed(procs):
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        for log in logs:
-            log.close()
+        stop(reversed(procs), logs)
+
+
+def stop(procs, logs):
+    """Terminate the cluster's processes (killed after 15 s) and close their logs."""
+    procs = list(procs)
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    for log in logs:
+        log.close()
 
 
 @pytest.fixture(scope="module")

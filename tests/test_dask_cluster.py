@@ -14,7 +14,7 @@ from beam_ingest.emulator import free_port
 from beam_ingest.ingest import main
 from beam_ingest.synthetic import SyntheticSpec, generate
 from helpers import TS
-from test_dask import DASK, _wait_for_workers
+from test_dask import DASK, _wait_for_workers, stop
 from test_portable import worker_environment
 from test_runs import cells_of
 
@@ -40,17 +40,10 @@ def cluster(folder, workers=(), scheduler=True):
                          "--memory-limit", "4GiB", "--local-directory", str(folder), *extra], env)
         yield address, procs
     finally:
-        for proc in procs.values():
+        for proc in procs.values():  # a frozen worker must run again to end
             with contextlib.suppress(ProcessLookupError):
                 os.kill(proc.pid, signal.SIGCONT)
-            proc.terminate()
-        for proc in procs.values():
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        for log in logs:
-            log.close()
+        stop(procs.values(), logs)
 
 
 def without_package():

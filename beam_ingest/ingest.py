@@ -10,6 +10,8 @@ the config or the BIGTABLE_* environment variables (BIGTABLE_EMULATOR_HOST for a
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import gc
 import logging
 import os
@@ -293,30 +295,38 @@ def _run_pipeline(options, opts, plan, layout, coords, top_layer, redis, ingest_
                     max_inflight=opts.max_inflight_writes, redis=redis, checkpoint_url=opts.checkpoint_dir,
                     ack_each_element=drops_finish_bundle_outputs(options))
     start = starting_point(plan, opts, coords, identity, resuming)
-    pipeline = beam.Pipeline(options=options)
-    _ = (pipeline
-         | "BuildGraph" >> BuildGraph(layout, start, sink, top_layer=top_layer, fail_at_layer=opts.fail_at_layer,
-                                      checkpoint_url=opts.checkpoint_dir, pcg_version=opts.pcg_version,
-                                      cache=cache_spec(plan)))
+
+    def build(progress_channel=None):
+        pipeline = beam.Pipeline(options=options)
+        _ = (pipeline
+             | "BuildGraph" >> BuildGraph(layout, start, dataclasses.replace(sink, progress_channel=progress_channel),
+                                          top_layer=top_layer, fail_at_layer=opts.fail_at_layer,
+                                          checkpoint_url=opts.checkpoint_dir, pcg_version=opts.pcg_version,
+                                          cache=cache_spec(plan)))
+        return pipeline
+
     partial = (f"Table {plan.graph_id!r} is partially written. Fix the cause, then rerun with "
                "--if_exists=continue (same cells as a clean run) or --if_exists=recreate.")
     if dry_run and not dataflow:
         # Only DataflowRunner knows --dry_run; any other runner would run the job. Build and
         # translate it (what a Dataflow dry run checks), run nothing.
-        transforms = len(pipeline.to_runner_api().components.transforms)
+        transforms = len(build().to_runner_api().components.transforms)
         return None, {"dry_run": 1, "transforms": transforms}, plan
     outputs = None  # the completion proof, where the runner hands it back
     try:
         if dataflow:
-            result = pipeline.run()
+            _say_where_progress_is(options, cache)
+            result = build().run()
         else:
-            with ProgressMonitor(plan.graph_id, totals, cache):
-                result = pipeline.run()
-                try:
-                    result.wait_until_finish()
-                    outputs = final_outputs(result)
-                finally:
-                    close_runner_client(result)
+            with _progress_listener(options, cache) as listener:
+                pipeline = build(listener.channel if listener is not None else None)
+                with ProgressMonitor(totals, listener, cache):
+                    result = pipeline.run()
+                    try:
+                        result.wait_until_finish()
+                        outputs = final_outputs(result)
+                    finally:
+                        close_runner_client(result)
     except Exception as exc:
         if opts.skip_writes or dry_run:
             raise
@@ -341,6 +351,28 @@ def _run_pipeline(options, opts, plan, layout, coords, top_layer, redis, ingest_
     if cache is not None:
         cache.finish()
     return result, counters, plan
+
+
+@contextlib.contextmanager
+def _progress_listener(options, cache):
+    """The channel this runner's workers report progress on (None where they cannot: said once)."""
+    from beam_ingest.progress import ProgressListener
+    from beam_ingest.runners import dask_address, progress_kind
+    kind = progress_kind(options)
+    if kind is None:
+        _say_where_progress_is(options, cache)
+        yield None
+        return
+    with ProgressListener(kind, dask_address(options)) as listener:
+        yield listener
+
+
+def _say_where_progress_is(options, cache):
+    from beam_ingest.runners import runner_name
+    where = ("follow it with `status`, from the Redis progress cache" if cache is not None
+             else "set REDIS_HOST to follow it with `status`")
+    extra = " or in the Dataflow console" if "dataflow" in runner_name(options).lower() else ""
+    log.info("progress: %s workers do not report to this launcher: %s%s", runner_name(options), where, extra)
 
 
 def check_completion(plan, counters, identity, state):

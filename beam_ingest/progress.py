@@ -1,14 +1,16 @@
 """Progress of an ingest: per layer, how many chunks are done (their rows written).
 
 Two places hold it: an optional Redis cache (REDIS_HOST, REDIS_PORT, REDIS_DB,
-REDIS_PASSWORD), which `python -m beam_ingest status` reads from anywhere, and an
-in-process tally that drives the progress bars of a local run. Redis is a cache, never a
-dependency: when it is down the ingest warns and goes on.
+REDIS_PASSWORD), which `status` reads from anywhere, and a channel from the workers to the
+launcher (a directory on its machine, or the Dask scheduler's events) that drives the bars
+and per-layer lines of a run. Both are told of a chunk as soon as Bigtable acknowledged its
+last row. Redis is a cache, never a dependency: when it is down the ingest warns and goes on.
 """
 from __future__ import annotations
 
 import collections
 import dataclasses
+import json
 import logging
 import os
 import sys
@@ -20,11 +22,6 @@ log = logging.getLogger(__name__)
 PREFIX = "beam_ingest"
 ROOTS = "roots"  # the root-id buckets, shown after the layers
 L2CACHE = "l2cache"  # the L2 cache's layer-2 chunks (--l2cache_table), shown after layer 2
-
-# (graph id, layer) -> chunks done, for bars of an in-process run
-LOCAL_DONE: collections.Counter = collections.Counter()
-_LOCAL_LOCK = threading.Lock()
-
 
 @dataclasses.dataclass(frozen=True)
 class RedisSettings:
@@ -204,47 +201,192 @@ def layer_totals(layout) -> dict:
     return totals
 
 
-def record_local(graph_id: str, layer, n: int) -> None:
-    with _LOCAL_LOCK:
-        LOCAL_DONE[(graph_id, str(layer))] += n
+PROGRESS_FILES = "files"  # a directory on the launcher's machine, one file per worker process
+PROGRESS_DASK = "dask"  # events through the Dask scheduler
+LOG_EVERY_S = 10.0  # a progress line per running layer this often, when there are no bars
+POLL_S = 0.5  # the launcher reads progress this often
+
+
+@dataclasses.dataclass(frozen=True)
+class ProgressChannel:
+    """How workers tell the launcher which chunks are done, carried in the job: `files`
+    (`where` is a directory on the launcher's machine: the in-process runner, worker
+    processes, a Dask cluster the runner starts locally) or `dask` (`where` is an event topic
+    of the Dask scheduler the job runs on)."""
+    kind: str
+    where: str
+
+
+_FILES: dict = {}  # (directory, pid) -> this process's open progress file
+_FILES_LOCK = threading.Lock()
+
+
+class ProgressReporter:
+    """A worker's side of a `ProgressChannel`: `started(layer)` when a stage's first chunk
+    reaches its sink, `done(layer, coords)` once every row of those chunks is acknowledged.
+    Progress is a courtesy: a message that cannot be sent is dropped with one warning."""
+
+    def __init__(self, channel: ProgressChannel):
+        self.channel = channel
+        self._warned = False
+        self._started: set = set()
+
+    def started(self, layer) -> None:
+        if str(layer) not in self._started:
+            self._started.add(str(layer))
+            self._send({"layer": str(layer), "t": time.time(), "started": True})
+
+    def done(self, layer, coords) -> None:
+        coords = [[int(c) for c in coord] for coord in coords]
+        if coords:
+            self._send({"layer": str(layer), "t": time.time(), "done": coords})
+
+    def _send(self, message: dict) -> None:
+        try:
+            if self.channel.kind == PROGRESS_DASK:
+                from distributed import get_worker
+                get_worker().log_event(self.channel.where, message)
+                return
+            line = json.dumps(message, separators=(",", ":")) + "\n"
+            with _FILES_LOCK:
+                key = (self.channel.where, os.getpid())  # a forked worker opens its own
+                handle = _FILES.get(key)
+                if handle is None:
+                    handle = _FILES[key] = open(os.path.join(self.channel.where, f"{os.getpid()}.jsonl"), "a",
+                                                encoding="utf-8")
+                handle.write(line)
+                handle.flush()
+        except Exception as exc:  # noqa: BLE001 - a lost progress message must not fail a write
+            if not self._warned:
+                self._warned = True
+                log.warning("progress: could not report to the launcher (%s); the ingest goes on", exc)
+
+
+class ProgressTally:
+    """The launcher's side: which chunks of each layer are done (sets: a retried bundle
+    reports the same chunks again), when each layer started and when its last chunk was done."""
+
+    def __init__(self):
+        self.done: dict = collections.defaultdict(set)
+        self.started: dict = {}
+        self.last: dict = {}
+        self._lock = threading.Lock()
+
+    def add(self, message: dict) -> None:
+        layer, t = message["layer"], float(message["t"])
+        with self._lock:
+            self.started[layer] = min(t, self.started.get(layer, t))
+            for coord in message.get("done", ()):
+                self.done[layer].add(tuple(coord))
+                self.last[layer] = max(t, self.last.get(layer, t))
+
+    def counts(self) -> dict:
+        with self._lock:
+            return {layer: len(chunks) for layer, chunks in self.done.items()}
+
+
+class ProgressListener:
+    """Opens a `ProgressChannel` for one run and feeds what workers report into a tally:
+    a temporary directory read every poll, or a subscription to the Dask scheduler's events."""
+
+    def __init__(self, kind: str = PROGRESS_FILES, dask_address: str | None = None):
+        self.kind, self.dask_address = kind, dask_address
+        self.tally = ProgressTally()
+        self.channel = None
+        self._offsets: dict = {}
+        self._client = None
+
+    def __enter__(self):
+        if self.kind == PROGRESS_DASK:
+            import uuid
+
+            from distributed import Client
+            topic = f"beam_ingest-progress-{uuid.uuid4().hex}"
+            self._client = Client(self.dask_address, timeout=30)
+            self._client.subscribe_topic(topic, lambda event: self.tally.add(event[1]))
+            self.channel = ProgressChannel(PROGRESS_DASK, topic)
+        else:
+            import tempfile
+            self.channel = ProgressChannel(PROGRESS_FILES, tempfile.mkdtemp(prefix="beam_ingest-progress-"))
+        return self
+
+    def poll(self) -> None:
+        """Read what workers wrote since the last poll (whole lines only)."""
+        if self.kind != PROGRESS_FILES or self.channel is None:
+            return
+        for name in sorted(os.listdir(self.channel.where)):
+            path = os.path.join(self.channel.where, name)
+            with open(path, "rb") as handle:
+                handle.seek(self._offsets.get(name, 0))
+                data = handle.read()
+            complete = data[:data.rfind(b"\n") + 1]
+            self._offsets[name] = self._offsets.get(name, 0) + len(complete)
+            for line in complete.splitlines():
+                self.tally.add(json.loads(line))
+
+    def __exit__(self, *exc):
+        if self._client is not None:
+            self._client.close()
+        elif self.channel is not None:
+            import shutil
+            with _FILES_LOCK:  # this process's own file (the in-process runner)
+                handle = _FILES.pop((self.channel.where, os.getpid()), None)
+                if handle is not None:
+                    handle.close()
+            shutil.rmtree(self.channel.where, ignore_errors=True)
 
 
 class ProgressMonitor:
-    """Watches a local run: live bars per layer (only when stderr is a terminal) and one
-    log line when each layer starts and finishes, with its chunk count and time."""
+    """Watches a run from the launcher: live bars per layer (only when stderr is a terminal),
+    one log line when each layer starts and when it finishes, with its chunk count and the
+    time from its first chunk at the sink to its last chunk acknowledged, and without bars a
+    line per running layer every LOG_EVERY_S. Counts come from `listener` (what workers
+    report), or else from the Redis progress cache."""
 
-    def __init__(self, graph_id: str, totals: dict, cache: ProgressCache | None = None, interval: float = 0.5,
-                 bars: bool | None = None):
+    def __init__(self, totals: dict, listener: ProgressListener | None = None, cache: ProgressCache | None = None,
+                 interval: float | None = None, bars: bool | None = None):
         totals = {str(layer): totals[layer] for layer in sorted(totals, key=display_order)}
-        self.graph_id, self.totals, self.cache, self.interval = graph_id, totals, cache, interval
+        self.totals, self.listener, self.cache = totals, listener, cache
+        self.interval = POLL_S if interval is None else interval
         self.bars_enabled = sys.stderr.isatty() if bars is None else bars
         self._stop = threading.Event()
         self._thread = None
         self.started: dict = {}
         self.finished: dict = {}
+        self._logged: dict = {}
 
-    def _done(self) -> dict:
-        with _LOCAL_LOCK:
-            local = {str(layer): LOCAL_DONE[(self.graph_id, str(layer))] for layer in self.totals}
-        if self.cache is not None and not any(local.values()):
-            status = self.cache.status() or {}
-            return {str(k): v[0] for k, v in status.items()}
-        return local
+    def _state(self):
+        """`{layer: done}`, `{layer: started at}`, `{layer: last chunk done at}`."""
+        if self.listener is not None:
+            self.listener.poll()
+            tally = self.listener.tally
+            with tally._lock:
+                return ({layer: len(tally.done.get(layer, ())) for layer in self.totals}, dict(tally.started),
+                        dict(tally.last))
+        status = (self.cache.status() or {}) if self.cache is not None else {}
+        return {str(k): v[0] for k, v in status.items()}, {}, {}
 
     def _update(self, bars):
         now = time.time()
-        for layer, done in self._done().items():
-            total = self.totals.get(layer, 0)
-            if done and layer not in self.started:
-                self.started[layer] = now
+        done_by_layer, started_at, last_at = self._state()
+        for layer, total in self.totals.items():
+            done = min(done_by_layer.get(layer, 0), total)
+            if (done or layer in started_at) and layer not in self.started:
+                self.started[layer] = started_at.get(layer, now)
+                self._logged[layer] = now
                 log.info("%s: started", _label(layer))
             if total and done >= total and layer not in self.finished:
-                self.finished[layer] = now
+                self.finished[layer] = last_at.get(layer, now)
                 log.info("%s: %d / %d chunks done in %.1f s", _label(layer), done, total,
-                         now - self.started.get(layer, now))
+                         self.finished[layer] - self.started.get(layer, now))
+            elif (not self.bars_enabled and layer in self.started and layer not in self.finished
+                  and now - self._logged[layer] >= LOG_EVERY_S):
+                self._logged[layer] = now
+                log.info("%s: %d / %d chunks done (%.0f%%) after %.1f s", _label(layer), done, total,
+                         100.0 * done / max(total, 1), now - self.started[layer])
             bar = bars.get(layer)
             if bar is not None and done > bar.n:
-                bar.update(min(done, bar.total) - bar.n)
+                bar.update(done - bar.n)
 
     def _run(self):
         bars = {}
@@ -255,16 +397,16 @@ class ProgressMonitor:
                     for i, (layer, total) in enumerate(self.totals.items())}
         while True:
             stopping = self._stop.wait(self.interval)
-            self._update(bars)
+            try:
+                self._update(bars)
+            except Exception as exc:  # noqa: BLE001 - the bars must never stop the run
+                log.warning("progress: %s", exc)
             if stopping:
                 break
         for bar in bars.values():
             bar.close()
 
     def __enter__(self):
-        with _LOCAL_LOCK:
-            for layer in self.totals:
-                LOCAL_DONE.pop((self.graph_id, str(layer)), None)
         self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
         self._thread.start()
         return self

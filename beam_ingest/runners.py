@@ -159,3 +159,17 @@ def trial_run(options, timeout_s: float = TRIAL_TIMEOUT_S) -> None:
         if "beam_ingest" in text and ("No module named" in text or "ModuleNotFoundError" in text):
             hint = "; every worker needs this package installed (docs/scale.md)"
         raise ConfigError(f"--runner={name}: cannot run a job here ({type(exc).__name__}: {text}){hint}") from None
+
+
+def progress_kind(options) -> str | None:
+    """How this runner's workers can report progress to the launcher (progress.PROGRESS_*):
+    a directory on this machine for the in-process runner, its worker processes and a Dask
+    cluster the runner starts here; the scheduler's events for a Dask cluster elsewhere;
+    None for runners whose workers are out of reach (Dataflow, Flink, Spark, portable)."""
+    from .progress import PROGRESS_DASK, PROGRESS_FILES
+    short = _short(runner_name(options))
+    if short in IN_PROCESS:
+        return PROGRESS_FILES
+    if short == "daskrunner":
+        return PROGRESS_DASK if dask_address(options) else PROGRESS_FILES
+    return None

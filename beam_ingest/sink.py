@@ -2,6 +2,7 @@
 and writes the completion mark once every layer is proven."""
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import time
@@ -16,7 +17,10 @@ from . import checkpoint, completion
 from .hierarchy.types import Rows
 from .metrics import count as _count
 
-ENCODE_ROWS = 20_000  # rows pooled per encoding call
+ENCODE_ROWS = 20_000  # rows pooled per encoding call, at most; at most 4 requests' worth too: a
+# chunk's entries spread over its pool (they are sent in key order), so a pool is what
+# progress and acknowledgements advance by
+ENCODE_WAIT_S = 0.5  # ... or fewer, when the first of them came this long ago (progress keeps moving)
 log = logging.getLogger(__name__)
 _untyped_output = beam.typehints.with_output_types(typing.Any)  # see transforms.py
 
@@ -35,11 +39,39 @@ class SinkSpec:
     max_inflight: int = 2
     redis: object = None
     progress_id: str | None = None
+    progress_channel: object = None  # progress.ProgressChannel to the launcher, if it listens
     checkpoint_url: str | None = None
     # acknowledge after every element, not at the end of the bundle: for runners that drop
     # what finish_bundle outputs (Beam's DaskRunner); writes then no longer overlap the build
     # of the next chunk
     ack_each_element: bool = False
+
+
+class _ChunkProgress:
+    """Tells the launcher (its progress channel) and Redis of chunks as soon as Bigtable
+    acknowledged all of their rows, and of a stage's start when its first chunk arrives."""
+
+    def __init__(self, sink: SinkSpec):
+        from .progress import ProgressCache, ProgressReporter
+        self.reporter = ProgressReporter(sink.progress_channel) if sink.progress_channel is not None else None
+        self.cache = (ProgressCache(sink.redis, sink.progress_id or sink.table_id, sink.identity)
+                      if sink.redis else None)
+
+    def started(self, layer):
+        if self.reporter is not None:
+            self.reporter.started(layer)
+
+    def done(self, layer, coords):
+        if not len(coords):
+            return
+        if self.reporter is not None:
+            self.reporter.done(layer, coords)
+        if self.cache is not None:
+            self.cache.mark_done(layer, coords)
+
+    def close(self):
+        if self.cache is not None:
+            self.cache.flush_pending()
 
 
 class _WriterTroubles:
@@ -81,12 +113,10 @@ class WriteRowsFn(beam.DoFn):
 
     def setup(self):
         import zstandard
-        from .progress import ProgressCache
         sink = self.sink
         self.compressor = zstandard.ZstdCompressor(level=3)
         self.writer = None
-        self.progress_id = sink.progress_id or sink.table_id
-        self.progress = ProgressCache(sink.redis, self.progress_id, sink.identity) if sink.redis else None
+        self.progress = _ChunkProgress(sink)
         if not sink.skip_writes:
             from .store.bigtable import RowWriter
             self.writer = RowWriter(sink.target, sink.table_id, sink.ingest_ms,
@@ -96,26 +126,36 @@ class WriteRowsFn(beam.DoFn):
         self._reported = ((0, 0, 0.0) if self.writer is None
                           else (self.writer.rows_written, self.writer.bytes_written, self.writer.wait_s))
         self._troubles = _WriterTroubles(self.writer, self.stage or "rows")
-        self._buffer, self._buffered = [], 0
+        self._buffer, self._buffered, self._buffered_since = [], 0, 0.0
         self._chunks = []  # (layer, coord) of each chunk of the bundle: its label in the writer
         self._counts = []  # per chunk: [queued entries, parent cells, children cells, supervoxels]
+        self._encoded = 0  # chunks handed to the writer (their entry counts known)
+        self._acked = collections.Counter()  # entries acknowledged per chunk, so far
+        self._told = set()  # chunks already reported done to the progress channel
         if self.writer is not None:
             self.writer.take_acked()
 
     def process(self, rows):
-        for done in rows.done:
-            self._chunks.append(done)
+        for layer, coord in rows.done:
+            self.progress.started(layer)
+            self._chunks.append((layer, coord))
             self._counts.append([0, len(rows.node_ids), len(rows.children_of), rows.svs])
         if self.writer is None:
             count = rows.row_count()  # dropped unencoded: the build alone is measured
             self._counts[-1][0] = count
             self._count_rows(count, 0)
+            self._encoded = len(self._chunks)
+            self._tell(range(len(self._chunks) - len(rows.done), len(self._chunks)))
         else:
             # Small batches are pooled so encoding works on large arrays.
+            if not self._buffer:
+                self._buffered_since = time.monotonic()
             self._buffer.append(rows)
             self._buffered += len(rows.node_ids) + len(rows.children_of)
-            if self._buffered >= ENCODE_ROWS:
+            if (self._buffered >= min(ENCODE_ROWS, 4 * self.sink.batch_rows)
+                    or time.monotonic() - self._buffered_since >= ENCODE_WAIT_S):
                 self._encode()
+            self._tell(self._take_acked())
         if self.sink.ack_each_element:
             yield from self._flush()
 
@@ -126,8 +166,27 @@ class WriteRowsFn(beam.DoFn):
             queued = self.writer.write_rows(Rows.concat(self._buffer), self.compressor, label_base=base)
             for i, n in enumerate(queued.tolist()):
                 self._counts[base + i][0] = n
+            self._encoded = len(self._chunks)
+            self._tell([base + i for i, n in enumerate(queued.tolist()) if n == 0])
         self._buffer, self._buffered = [], 0
         _count("write_us", (time.perf_counter() - start) * 1e6)
+
+    def _take_acked(self):
+        """The chunks with acknowledgements since the last call (all are added to `_acked`)."""
+        newly = self.writer.take_acked()
+        self._acked.update(newly)
+        return newly.keys()
+
+    def _tell(self, candidates):
+        """Report to the progress channel the `candidates` now fully acknowledged."""
+        by_layer = {}
+        for i in candidates:
+            if i < self._encoded and i not in self._told and self._acked.get(i, 0) == self._counts[i][0]:
+                self._told.add(i)
+                layer, coord = self._chunks[i]
+                by_layer.setdefault(layer, []).append(coord)
+        for layer, coords in by_layer.items():
+            self.progress.done(layer, coords)
 
     def finish_bundle(self):
         _count(f"sink_bundles_{self.stage or 'rows'}")
@@ -139,7 +198,7 @@ class WriteRowsFn(beam.DoFn):
         if self.writer is not None:
             self._encode()
             start = time.perf_counter()
-            self.writer.drain()
+            self.writer.drain(while_waiting=lambda: self._tell(self._take_acked()))
             _count("write_us", (time.perf_counter() - start) * 1e6)
             rows, nbytes = self.writer.rows_written, self.writer.bytes_written
             self._count_rows(rows - self._reported[0], nbytes - self._reported[1])
@@ -151,33 +210,32 @@ class WriteRowsFn(beam.DoFn):
     def _acknowledged(self) -> list[bool]:
         if self.writer is None:
             return [True] * len(self._chunks)
-        acked = self.writer.take_acked()
-        return [acked.get(i, 0) == counts[0] for i, counts in enumerate(self._counts)]
+        self._take_acked()
+        return [self._acked.get(i, 0) == counts[0] for i, counts in enumerate(self._counts)]
 
     def _acknowledge(self):
-        """Report the chunks whose every entry was acknowledged; mark them done."""
-        import numpy as np
-
-        from .progress import record_local
+        """Report the chunks whose every entry was acknowledged (the proof's `Acks`); tell the
+        progress channel of those not told yet."""
         by_layer = {}
-        for ok, (layer, coord), counts in zip(self._acknowledged(), self._chunks, self._counts):
+        for i, (ok, (layer, coord), counts) in enumerate(zip(self._acknowledged(), self._chunks, self._counts)):
             if not ok:
                 _count("unacknowledged_chunks")
                 log.error("%s: not every row was acknowledged by Bigtable", completion.describe(layer, coord))
                 continue
-            by_layer.setdefault(layer, ([], []))
+            by_layer.setdefault(layer, ([], [], []))
             by_layer[layer][0].append(coord)
             by_layer[layer][1].append(counts)
-        for layer, (coords, counts) in by_layer.items():
+            if i not in self._told:
+                by_layer[layer][2].append(coord)
+        for layer, (coords, counts, untold) in by_layer.items():
             acks = completion.Acks(layer, np.asarray(coords, np.int64).reshape(len(coords), -1),
                                    np.asarray(counts, np.int64).reshape(-1, 4))
-            record_local(self.progress_id, layer, len(coords))
-            if self.progress is not None:
-                self.progress.mark_done(layer, coords)
+            self.progress.done(layer, untold)
             if self.sink.checkpoint_url and layer == 2 and not self.sink.skip_writes:
                 checkpoint.write_acks(self.sink.checkpoint_url, self.sink.identity, acks.coords, acks.counts)
             yield acks
-        self._chunks, self._counts = [], []
+        self._chunks, self._counts, self._encoded, self._told = [], [], 0, set()
+        self._acked = collections.Counter()
 
     def _count_rows(self, rows: int, nbytes: int):
         """Totals, and per stage (`rows_written_Layer2`, ..., `rows_written_Roots`)."""
@@ -189,7 +247,7 @@ class WriteRowsFn(beam.DoFn):
 
     def teardown(self):
         if getattr(self, "progress", None) is not None:
-            self.progress.flush_pending()
+            self.progress.close()
         if getattr(self, "writer", None) is not None:
             self.writer.close()
 
@@ -206,10 +264,8 @@ class WriteCacheRowsFn(beam.DoFn):
         self.sink, self.table_id = sink, table_id
 
     def setup(self):
-        from .progress import ProgressCache
         self.writer = None
-        self.progress_id = self.sink.progress_id or self.sink.table_id  # the graph's progress, not the cache table's
-        self.progress = ProgressCache(self.sink.redis, self.progress_id, self.sink.identity) if self.sink.redis else None
+        self.progress = _ChunkProgress(self.sink)  # the graph's progress, not the cache table's
         if not self.sink.skip_writes:
             from .store.bigtable import RowWriter
             self.writer = RowWriter(self.sink.target, self.table_id, self.sink.ingest_ms,
@@ -217,12 +273,14 @@ class WriteCacheRowsFn(beam.DoFn):
 
     def start_bundle(self):
         self._coords, self._rows, self._disagree = [], [], []
+        self._acked = collections.Counter()
         self._troubles = _WriterTroubles(self.writer, "L2Cache")
         if self.writer is not None:
             self.writer.take_acked()
 
     def process(self, element):
         coord, rows, disagreement = element
+        self.progress.started(completion.L2CACHE)
         self._coords.append(coord)
         self._rows.append(len(rows))
         self._disagree.append(disagreement)
@@ -230,8 +288,17 @@ class WriteCacheRowsFn(beam.DoFn):
             # labelled by the chunk's place since the last flush: its acknowledgements are
             # counted per chunk, whenever its batches are sent (here, or in the drain)
             self.writer.write(rows, label=len(self._coords) - 1)
+            self._tell_acked()
+        else:
+            self.progress.done(completion.L2CACHE, [coord])
         if self.sink.ack_each_element:
             yield from self._flush()
+
+    def _tell_acked(self):
+        """Tell the progress channel of the chunks whose last rows were just acknowledged."""
+        newly = self.writer.take_acked()
+        self._acked.update(newly)
+        self.progress.done(completion.L2CACHE, [self._coords[i] for i in newly if self._acked[i] == self._rows[i]])
 
     def finish_bundle(self):
         _count("sink_bundles_L2Cache")
@@ -242,9 +309,10 @@ class WriteCacheRowsFn(beam.DoFn):
         if not self._coords:
             return
         if self.writer is not None:
-            self.writer.drain()
+            self.writer.drain(while_waiting=self._tell_acked)
             self._troubles.count()
-            acked = self.writer.take_acked()
+            self._tell_acked()
+            acked = self._acked
             short = [(coord, acked.get(i, 0), n) for i, (coord, n) in enumerate(zip(self._coords, self._rows))
                      if acked.get(i, 0) != n]
             if short:
@@ -252,19 +320,16 @@ class WriteCacheRowsFn(beam.DoFn):
                 raise RuntimeError(f"L2 cache: {len(short)} layer-2 chunk(s) not fully acknowledged by Bigtable, "
                                    f"first {tuple(coord)}: {got} of {sent} rows")
         _count("l2cache_rows_written", sum(self._rows))
-        from .progress import record_local
-        record_local(self.progress_id, completion.L2CACHE, len(self._coords))
-        if self.progress is not None:
-            self.progress.mark_done(completion.L2CACHE, self._coords)
         counts = np.zeros((len(self._rows), 4), np.int64)
         counts[:, completion.ROWS] = self._rows
         counts[:, [completion.NO_VOXELS, completion.UNKNOWN_SVS]] = np.asarray(self._disagree, np.int64).reshape(-1, 2)
         yield completion.Acks(completion.L2CACHE, np.asarray(self._coords, np.int64).reshape(-1, 3), counts)
         self._coords, self._rows, self._disagree = [], [], []
+        self._acked = collections.Counter()
 
     def teardown(self):
         if getattr(self, "progress", None) is not None:
-            self.progress.flush_pending()
+            self.progress.close()
         if getattr(self, "writer", None) is not None:
             self.writer.close()
 

@@ -13,6 +13,7 @@ from beam_ingest.config import ConfigError
 from beam_ingest.emulator import free_port
 from beam_ingest.synthetic import SyntheticSpec, generate
 from helpers import run_ingest
+from test_progress import slow_writes  # noqa: F401 - a fixture
 from test_end_to_end import check_against_reference
 from test_portable import worker_environment
 from test_runs import cells_of
@@ -218,3 +219,15 @@ def test_l2cache_on_the_dask_cluster(tmp_path, graph_id, dask_cluster):
                                 *dask_args(dask_cluster))
     assert counters["mark"]["l2cache_rows"] > 0
     assert cache_cells(f"{graph_id[:36]}-l2")[0] == cache_cells(f"{graph_id[:36]}-l2in")[0]
+
+
+def test_progress_on_the_dask_cluster(dataset, graph_id, dask_cluster, slow_writes, caplog):
+    """The workers report through the scheduler's events: layer 2 is seen part-way, every layer ends."""
+    import logging
+
+    from test_progress import check_layer2_moves, progress_lines
+    caplog.set_level(logging.INFO, logger="beam_ingest.progress")
+    _, _, plan = run_ingest(dataset["config"], graph_id, "--write_batch_rows=20", *dask_args(dask_cluster))
+    seen = progress_lines(caplog)
+    check_layer2_moves(seen, plan.layout.chunk_count(2))
+    assert seen["roots"][-1][:3] == (256, 256, "done")

@@ -450,9 +450,10 @@ class RowWriter:
                 or self.pending_bytes >= limits.MAX_REQUEST_BYTES):
             self.flush()
 
-    def flush(self):
+    def flush(self, after_each=None):
         """Hand every queued entry to the senders (returns once they are in flight), in
-        requests within `batch_rows` rows and Bigtable's limits (`limits.batch_stops`)."""
+        requests within `batch_rows` rows and Bigtable's limits (`limits.batch_stops`).
+        `after_each`: called after each request sent here (with one sender, `max_inflight` 1)."""
         entries = self._wire.EncodedEntries.concat(self.pending)
         self.pending, self.pending_rows, self.pending_mutations, self.pending_bytes = [], 0, 0, 0
         start = 0
@@ -461,6 +462,8 @@ class RowWriter:
             start = stop
             if self.max_inflight == 1:
                 self._send(batch)
+                if after_each is not None:
+                    after_each()
                 continue
             self._raise_failures(block=False)
             waited = time.perf_counter()
@@ -472,10 +475,16 @@ class RowWriter:
             future.add_done_callback(lambda _: self._slots.release())
             self._futures.append(future)
 
-    def drain(self):
-        """Write everything queued and wait for it; raises the first write failure."""
-        self.flush()
+    def drain(self, while_waiting=None, every_s: float = 0.5):
+        """Write everything queued and wait for it; raises the first write failure. With
+        `while_waiting`, calls it every `every_s` while requests are in flight, or after each
+        request when they are sent one by one (progress)."""
+        self.flush(after_each=while_waiting)
         waited = time.perf_counter()
+        while while_waiting is not None and self._futures:
+            concurrent.futures.wait(self._futures, timeout=every_s)
+            self._raise_failures(block=False)
+            while_waiting()
         self._raise_failures(block=True)
         self.wait_s += time.perf_counter() - waited
 

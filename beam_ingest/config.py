@@ -182,7 +182,9 @@ def load_config(path: str) -> Settings:
         if "://" in path and not path.startswith("file://"):
             from cloudfiles import CloudFile
 
+            from .credentials import require_google_credentials
             from .deadline import within
+            require_google_credentials("--config", path)
             data = within(path, lambda: CloudFile(path).get())
             if data is None:
                 raise FileNotFoundError(path)
@@ -198,6 +200,8 @@ def load_config(path: str) -> Settings:
         raise ConfigError(f"--config: {path} cannot be read (permission denied)") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"--config: {path} is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+    except ConfigError:
+        raise
     except Exception as exc:  # storage errors differ by backend
         raise ConfigError(f"--config: {path} cannot be read ({type(exc).__name__}: {exc})") from None
     try:

@@ -26,7 +26,8 @@ from beam_ingest.checkpoint import CheckpointError
 from beam_ingest.config import ConfigError
 from beam_ingest.inputs.precomputed import InputError, PrecomputedReader
 from beam_ingest.inputs.raw import RawReader
-from beam_ingest.launcher import plan_ingest, prepare_table, probe_outputs
+from beam_ingest.credentials import require_google_credentials
+from beam_ingest.launcher import check_paths_reach_workers, plan_ingest, prepare_table, probe_outputs
 from beam_ingest.options import IngestOptions, check_graph_id, check_l2cache_options, parse_argv
 from beam_ingest.progress import L2CACHE, ProgressCache, ProgressMonitor, RedisSettings, layer_totals
 from beam_ingest.report import format_summary, ingest_counters
@@ -57,10 +58,18 @@ def check_dataflow_options(options: PipelineOptions):
     for name in ("project", "region", "temp_location"):
         if not getattr(gcp, name):
             raise ConfigError(f"--{name}: required with --runner=DataflowRunner")
+    from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
+    validator = PipelineOptionsValidator(options, None)
     for name in ("temp_location", "staging_location"):
         value = getattr(gcp, name)
         if value and not value.startswith("gs://"):
             raise ConfigError(f"--{name}: must be a gs:// path for Dataflow, got {value!r}")
+        # Beam, given no valid gs:// path, creates a default bucket (network, minutes offline)
+        errors = validator.validate_gcs_path(gcp, name) if value else []
+        if errors:
+            raise ConfigError(f"--{name}: {value!r} is not a valid gs://bucket/path ({errors[0]})")
+    if not dry_run_of(options):  # a dry run stages nothing
+        require_google_credentials("--temp_location", gcp.temp_location)
     setup = options.view_as(SetupOptions)
     if setup.setup_file and not os.path.exists(setup.setup_file):
         raise ConfigError(f"--setup_file: {setup.setup_file} does not exist")
@@ -202,6 +211,9 @@ def run(argv=None):
     if opts.fill_missing and not opts.from_segmentation:
         raise ConfigError("--fill_missing: applies to --from_segmentation only")
     plan = plan_ingest(opts.config, graph_id, raw=opts.raw, segmentation=opts.from_segmentation)
+    if dataflow:
+        check_paths_reach_workers(plan.settings, opts.raw, opts.from_segmentation, bool(opts.l2cache_table),
+                                  opts.checkpoint_dir)
     if plan.segmentation is not None:
         plan.segmentation["fill_missing"] = bool(opts.fill_missing)
     if opts.l2cache_table:
@@ -315,7 +327,8 @@ def _run_pipeline(options, opts, plan, layout, coords, top_layer, redis, ingest_
     outputs = None  # the completion proof, where the runner hands it back
     try:
         if dataflow:
-            _say_where_progress_is(options, cache)
+            if not dry_run:
+                _say_where_progress_is(options, cache)
             result = build().run()
         else:
             with _progress_listener(options, cache) as listener:

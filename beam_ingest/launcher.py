@@ -78,14 +78,38 @@ def output_keys(settings, raw: bool, segmentation: bool) -> dict:
         outputs = {"data_source.EDGES": ds.EDGES, "data_source.COMPONENTS": ds.COMPONENTS}
     else:
         inputs.update({"data_source.EDGES": ds.EDGES, "data_source.COMPONENTS": ds.COMPONENTS})
+    from .credentials import require_google_credentials
     for key, url in inputs.items():
         if url:
             locations.location(key, url)
+            require_google_credentials(key, url)
     outputs = {k: v for k, v in outputs.items() if v}
     for key, url in outputs.items():
         locations.check_output(key, url)
         locations.check_not_an_input(key, url, inputs)
+        require_google_credentials(key, url)
     return outputs
+
+
+def check_paths_reach_workers(settings, raw: bool, segmentation: bool, l2cache: bool,
+                              checkpoint_dir: str | None) -> None:
+    """For a runner whose workers are other machines (Dataflow): no path the workers read or
+    write may be on the launcher's disk (the config and WATERSHED's info are read here)."""
+    from . import locations
+    ds, ic = settings.data_source, settings.ingest
+    paths = {"data_source.EDGES": ds.EDGES, "data_source.COMPONENTS": ds.COMPONENTS,
+             "--checkpoint_dir": checkpoint_dir}
+    if segmentation or l2cache:  # written, or read for the cache's voxels
+        paths["data_source.WATERSHED"] = ds.WATERSHED
+    if raw:
+        paths["ingest_config.AGGLOMERATION"] = ic.AGGLOMERATION
+    if segmentation:
+        paths.update({f"ingest_config.{k}": getattr(ic, k) for k in ("SUPERVOXELS", "OBJECTS", "AFFINITIES",
+                                                                      "SV_MAP")})
+    for key, url in paths.items():
+        if url and locations.location(key, url).protocol == "file":
+            raise ConfigError(f"{key}: {url} is on this machine's disk, which Dataflow's workers cannot read or "
+                              "write; put it on gs:// (or run on a local runner)")
 
 
 def probe_outputs(plan: IngestPlan, raw: bool, checkpoint_dir: str | None = None) -> None:

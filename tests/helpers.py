@@ -152,3 +152,16 @@ class TableStructure:
         expected = {cells.counter_key(c): v for c, v in max_seg.items()}
         expected.update({cells.root_counter_key(root_chunk, b): root_k[b] for b in range(ROOT_COUNTER_BUCKETS)})
         assert self.counters == expected
+
+
+def copy_to_bucket(root, base_url):
+    """A generated dataset (its folder `root` and config.yml) copied under `base_url` (gs://
+    or s3:// of the test emulators), its config rewritten to name the copies and put there
+    too; returns the config's URL."""
+    from cloudfiles import CloudFiles
+    root = os.path.abspath(str(root))
+    CloudFiles("file://" + root).transfer_to(base_url)
+    with open(os.path.join(root, "config.yml")) as fh:
+        text = fh.read().replace("file://" + root, base_url)
+    CloudFiles(base_url).put("config.yml", text.encode(), compress=None, content_type="application/yaml")
+    return base_url + "/config.yml"

@@ -12,6 +12,7 @@ import pytest
 import pipeline
 from beam_ingest.config import ConfigError
 from beam_ingest.synthetic import SyntheticSpec, generate
+from helpers import copy_to_bucket
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATAFLOW = ["--runner=DataflowRunner", "--project=fake-project", "--region=us-central1",
@@ -19,8 +20,11 @@ DATAFLOW = ["--runner=DataflowRunner", "--project=fake-project", "--region=us-ce
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    return generate(str(tmp_path_factory.mktemp("df") / "data"), SyntheticSpec(chunks=(5, 3, 2), svs_per_chunk=10))
+def dataset(tmp_path_factory, gcs_server):
+    """On gs:// (the GCS emulator): Dataflow's workers cannot read the launcher's disk."""
+    root = tmp_path_factory.mktemp("df") / "data"
+    info = generate(str(root), SyntheticSpec(chunks=(5, 3, 2), svs_per_chunk=10))
+    return {**info, "local_config": info["config"], "config": copy_to_bucket(root, f"{gcs_server}/df-data")}
 
 
 @pytest.fixture(autouse=True)
@@ -135,12 +139,16 @@ def test_dockerfile_matches_the_pinned_sdk():
     assert "python_template_launcher" in dockerfile
 
 
-def test_dry_run_of_segmentation_input(tmp_path):
+def test_dry_run_of_segmentation_input(tmp_path, gcs_server):
     """--from_segmentation on Dataflow: the read and faces steps are in the job, the parts
     between them travel with their zstd coder, and a dry run creates no WATERSHED."""
+    from cloudfiles import CloudFiles
+
     from beam_ingest.synthetic_segmentation import SegmentationSpec, generate_segmentation
-    info = generate_segmentation(str(tmp_path / "seg"), SegmentationSpec(seed=30))
-    result, counters, plan = pipeline.run(["--config", info["config"], "--graph_id", "g", "--from_segmentation",
+    generate_segmentation(str(tmp_path / "seg"), SegmentationSpec(seed=30))
+    base = f"{gcs_server}/df-seg-{os.getpid()}"
+    config = copy_to_bucket(tmp_path / "seg", base)
+    result, counters, plan = pipeline.run(["--config", config, "--graph_id", "g", "--from_segmentation",
                                            "--fill_missing"] + DATAFLOW + ["--dry_run=True"])
     components = result.job.proto_pipeline.components
     names = {t.unique_name for t in components.transforms.values()}
@@ -151,4 +159,61 @@ def test_dry_run_of_segmentation_input(tmp_path):
     pickled = [components.coders[c].spec.payload for c in coder.component_coder_ids]
     assert any(b"ChunkPartCoder" in p for p in pickled), "the parts' value coder is not ChunkPartCoder"
     assert result.job.options.get_all_options()["fill_missing"] is True
-    assert not os.path.exists(str(tmp_path / "seg" / "watershed"))
+    assert not CloudFiles(base + "/watershed").exists("info")
+
+
+@pytest.mark.parametrize("key", ["data_source.EDGES", "--checkpoint_dir"])
+def test_local_paths_are_refused_for_dataflow(dataset, tmp_path, capsys, key):
+    """Dataflow's workers cannot read the launcher's disk: a local input or output path is an
+    error naming it, exit 2, dry run or not (the config itself may be local: the launcher reads it)."""
+    argv = ["--config", dataset["local_config"], "--graph_id", "g"] + DATAFLOW
+    if key == "--checkpoint_dir":  # inputs on gs://, the checkpoint on this disk
+        argv = ["--config", dataset["config"], "--graph_id", "g", f"--checkpoint_dir={tmp_path}/ckpt"] + DATAFLOW
+    assert pipeline.main(argv + ["--dry_run=True"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: {key}: ") and "Dataflow's workers cannot read or write" in line
+    assert not os.path.exists(f"{tmp_path}/ckpt")
+
+
+def test_an_invalid_temp_bucket_is_refused_at_once(dataset, capsys):
+    """Beam would try, for minutes offline, to create a default bucket instead."""
+    argv = ["--config", dataset["config"], "--graph_id", "g"] + [a for a in DATAFLOW if "temp_location" not in a]
+    assert pipeline.main(argv + ["--temp_location=gs://b/tmp", "--dry_run=True"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: --temp_location: 'gs://b/tmp' is not a valid gs://bucket/path (Invalid GCS bucket")
+
+
+@pytest.fixture
+def no_google_credentials(monkeypatch, tmp_path):
+    """No credentials file anywhere, no storage emulator, and a metadata server that refuses."""
+    from beam_ingest import credentials
+    from beam_ingest.emulator import free_port
+    for name in ("STORAGE_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))
+    monkeypatch.setenv("CLOUD_VOLUME_DIR", str(tmp_path / "cv"))
+    monkeypatch.setenv("GCE_METADATA_IP", f"127.0.0.1:{free_port()}")
+    monkeypatch.setenv("GCE_METADATA_HOST", f"127.0.0.1:{free_port()}")
+    monkeypatch.setattr(credentials, "_found", {})
+    yield
+    credentials._found.clear()
+
+
+def test_a_gs_config_without_credentials_says_so(no_google_credentials, capsys):
+    """The README's Dataflow dry run on a machine without Google credentials: one line naming
+    the config and how to give credentials (not Google's DefaultCredentialsError after 3 probes)."""
+    argv = ["--config", "gs://my-bucket/config.yml", "--graph_id", "my_graph"] + DATAFLOW + ["--dry_run=True"]
+    assert pipeline.main(argv) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: --config: gs://my-bucket/config.yml is on Google Cloud Storage, and no Google "
+                           "credentials were found") and "a dry run too" in line
+
+
+def test_a_dry_run_needs_no_credentials_for_the_temp_location(dataset, monkeypatch):
+    """Inputs readable (here: the emulator), temp_location never touched by a dry run."""
+    from beam_ingest import credentials
+    monkeypatch.setattr(credentials, "_on_google_cloud", lambda: pytest.fail("probed the metadata server"))
+    result, counters, _ = pipeline.run(["--config", dataset["config"], "--graph_id", "g"] + DATAFLOW
+                                       + ["--dry_run=True"])
+    assert counters["dry_run"] == 1

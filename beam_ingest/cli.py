@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 
@@ -202,15 +203,19 @@ def cmd_demo(args):
     else:
         info = generate(args.out, SyntheticSpec(chunks=tuple(args.chunks), svs_per_chunk=args.svs_per_chunk))
         print(f"generated {info['svs']} SVs in {info['chunks']} chunks under {args.out}")
-    emulator = None
-    if not (os.environ.get("BIGTABLE_EMULATOR_HOST") or os.environ.get("BIGTABLE_PROJECT")):
+    emulator, configured = None, os.environ.get("BIGTABLE_EMULATOR_HOST")
+    if args.use_configured_bigtable:
+        if_exists = _demo_if_exists(args.graph_id, info["config"], cache)
+    else:
         emulator = Emulator()
         os.environ["BIGTABLE_EMULATOR_HOST"] = emulator.host
-        print(f"no Bigtable configured: started the emulator at {emulator.host}")
+        if_exists = "fail"
+        print(f"started a Bigtable emulator for the demo at {emulator.host}; it stops, and its tables are gone, "
+              "when the demo ends (to keep them: --use_configured_bigtable, docs/pychunkedgraph.md)")
     try:
         start = time.time()
         _, counters, plan = pipeline.run(["--config", info["config"], "--graph_id", args.graph_id,
-                                          "--if_exists=recreate"] + extra)
+                                          f"--if_exists={if_exists}"] + extra)
         from .report import format_summary
         print(format_summary(counters, plan.layout.layer_count, time.time() - start))
         args.project = args.instance = None
@@ -229,7 +234,38 @@ def cmd_demo(args):
     finally:
         if emulator:
             emulator.stop()
+            if configured is None:
+                os.environ.pop("BIGTABLE_EMULATOR_HOST", None)
+            else:
+                os.environ["BIGTABLE_EMULATOR_HOST"] = configured
+            print("\nstopped the demo's Bigtable emulator (its tables went with it)")
     return 0
+
+
+def _demo_if_exists(graph_id: str, config: str, cache: str | None) -> str:
+    """With --use_configured_bigtable: `recreate` only for a table an earlier demo wrote from
+    this same dataset; any other existing table (or L2 cache table) is refused, never deleted."""
+    import json
+
+    from .config import load_config
+    from .store import bigtable, table_state
+    if not (os.environ.get("BIGTABLE_EMULATOR_HOST") or
+            (os.environ.get("BIGTABLE_PROJECT") and os.environ.get("BIGTABLE_INSTANCE"))):
+        raise CommandError("--use_configured_bigtable: no Bigtable configured (set BIGTABLE_EMULATOR_HOST, or "
+                           "BIGTABLE_PROJECT and BIGTABLE_INSTANCE)")
+    target = bigtable.resolve_target(os.environ.get("BIGTABLE_PROJECT"), os.environ.get("BIGTABLE_INSTANCE"))
+    ours = dataclasses.asdict(load_config(config).data_source)
+    existing = [t for t in (graph_id, cache) if t and bigtable.table_exists(bigtable.open_table(target, t, admin=True))]
+    if not existing:
+        return "fail"
+    if graph_id in existing:
+        state = table_state.StateRows(target, graph_id).read()
+        record = json.loads(state[table_state.RUN][0]) if table_state.RUN in state else {}
+        if record.get("inputs", {}).get("data_source") == ours:
+            return "recreate"  # an earlier demo's table of this dataset
+    raise CommandError(f"table {existing[0]} exists on {target.describe()} and was not written by this demo: the demo never "
+                       "deletes a table it did not create; pass --graph_id with another name, or delete the table "
+                       "yourself")
 
 
 def _some_sv(table, layout):
@@ -538,8 +574,8 @@ def main(argv=None) -> int:
                    help="with --segmentation: write affinities/ (default: yes)")
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("demo", help="generate a small dataset, ingest it (starting the emulator if no "
-                                    "Bigtable is configured), print a summary and one SV's chain")
+    p = sub.add_parser("demo", help="generate a small dataset, ingest it into a Bigtable emulator the demo starts "
+                                    "and stops, print a summary and one SV's chain")
     p.add_argument("--out", help="folder of the generated dataset (default: demo_data, or demo_segmentation with "
                                   "--segmentation, so that the two demos do not write over each other)")
     p.add_argument("--graph_id", default="demo_graph")
@@ -549,6 +585,10 @@ def main(argv=None) -> int:
                    help="start from segmentation volumes instead (pipeline.py --from_segmentation): supervoxels, "
                         "objects and affinities are relabelled, their contacts become the edges, then the ingest; "
                         "also writes the L2 cache (table <graph_id>-l2cache) and prints the chain's cache row")
+    p.add_argument("--use_configured_bigtable", action="store_true",
+                   help="write into the Bigtable of BIGTABLE_EMULATOR_HOST (or BIGTABLE_PROJECT/INSTANCE) instead, "
+                        "to keep the table; an existing table is replaced only if an earlier demo wrote it from the "
+                        "same dataset, and refused otherwise")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("status", help="per-layer progress of an ingest (completed / total chunks), from Redis")

@@ -1,5 +1,6 @@
 """Operating an ingest: the Redis progress cache, status and flush commands."""
 import logging
+import os
 
 import pytest
 import redis
@@ -155,3 +156,39 @@ def test_both_demos_run_one_after_the_other_in_one_folder(bigtable_emulator, gra
     for out in (first, second):
         assert "up to its root:" in out and "layer  2 " in out
     assert (tmp_path / "demo_segmentation" / "watershed" / "info").exists()
+
+
+def test_the_demo_never_touches_the_configured_bigtable(bigtable_emulator, graph_id, tmp_path, monkeypatch,
+                                                        capsys):
+    """With BIGTABLE_EMULATOR_HOST set (here: the session's), the demo still writes into an
+    emulator of its own, says that it stops it, and leaves the environment as it was."""
+    from helpers import open_table
+    from beam_ingest.store import bigtable
+    monkeypatch.chdir(tmp_path)
+    before = os.environ["BIGTABLE_EMULATOR_HOST"]
+    assert cli(["demo", "--graph_id", graph_id, "--chunks", "2", "2", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "started a Bigtable emulator for the demo at" in out and "its tables are gone" in out
+    assert out.rstrip().endswith("stopped the demo's Bigtable emulator (its tables went with it)")
+    assert os.environ["BIGTABLE_EMULATOR_HOST"] == before
+    assert not bigtable.table_exists(open_table(graph_id))
+
+
+def test_the_demo_refuses_to_replace_a_table_it_did_not_write(bigtable_emulator, dataset, graph_id, tmp_path,
+                                                              monkeypatch, capsys):
+    """--use_configured_bigtable: someone's table of the same name is refused (exit 2, intact);
+    the demo's own table of the same dataset is replaced on a second run."""
+    from test_runs import cells_of
+    monkeypatch.chdir(tmp_path)
+    run_ingest(dataset["config"], graph_id)
+    before = cells_of(graph_id)
+    assert cli(["demo", "--graph_id", graph_id, "--chunks", "2", "2", "1", "--use_configured_bigtable"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: table {graph_id} exists on emulator {os.environ['BIGTABLE_EMULATOR_HOST']} (project "
+                   "emulator, instance emulator) and was not written by this demo: the demo never deletes a table "
+                   "it did not create; pass --graph_id with another name, or delete the table yourself")
+    assert cells_of(graph_id) == before
+    mine = graph_id + "-d"
+    for _ in range(2):
+        assert cli(["demo", "--graph_id", mine, "--chunks", "2", "2", "1", "--use_configured_bigtable"]) == 0
+    assert "up to its root:" in capsys.readouterr().out

@@ -254,7 +254,8 @@ def test_the_demo_table_opens_with_the_documented_snippets(tmp_path, graph_id, c
     import subprocess
     import sys
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    assert cli(["demo", "--graph_id", graph_id, "--chunks", "2", "2", "2", "--out", str(tmp_path / "demo")]) == 0
+    assert cli(["demo", "--graph_id", graph_id, "--chunks", "2", "2", "2", "--out", str(tmp_path / "demo"),
+                "--use_configured_bigtable"]) == 0
     sv = re.search(r"the chain of SV (\d+) up to its root", capsys.readouterr().out).group(1)
     t = target()
     out = subprocess.run([sys.executable, os.path.join(root, "examples", "open_in_pcg.py"), graph_id, sv,

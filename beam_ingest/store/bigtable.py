@@ -95,8 +95,8 @@ def resolve_target(project: str | None, instance: str | None, environ=None) -> T
     if not project or not instance:
         raise TableError(
             "no Bigtable configured: set backend_client.CONFIG.PROJECT/INSTANCE or the "
-            "BIGTABLE_PROJECT/BIGTABLE_INSTANCE environment variables (or BIGTABLE_EMULATOR_HOST "
-            "for a local emulator; `python -m beam_ingest demo` starts one for you)")
+            "BIGTABLE_PROJECT/BIGTABLE_INSTANCE environment variables, or BIGTABLE_EMULATOR_HOST=host:port for a "
+            "Bigtable emulator you started (cbtemulator, or `gcloud beta emulators bigtable start`)")
     if not PROJECT_ID.fullmatch(project):
         raise TableError(f"Bigtable project {project!r} (backend_client.CONFIG.PROJECT or BIGTABLE_PROJECT) is not "
                          "a valid project id")

@@ -317,8 +317,9 @@ def _run_pipeline(options, opts, plan, layout, coords, top_layer, redis, ingest_
                                           cache=cache_spec(plan)))
         return pipeline
 
-    partial = (f"Table {plan.graph_id!r} is partially written. Fix the cause, then rerun with "
-               "--if_exists=continue (same cells as a clean run) or --if_exists=recreate.")
+    def partial():
+        return _partial_advice(plan.graph_id, opts, identity, top_layer or layout.layer_count)
+
     if dry_run and not dataflow:
         # Only DataflowRunner knows --dry_run; any other runner would run the job. Build and
         # translate it (what a Dataflow dry run checks), run nothing.
@@ -343,7 +344,7 @@ def _run_pipeline(options, opts, plan, layout, coords, top_layer, redis, ingest_
     except Exception as exc:
         if opts.skip_writes or dry_run:
             raise
-        raise IngestFailed(f"{exc}\n{partial}") from _with_dropped_workers(exc, options)
+        raise IngestFailed(f"{exc}\n{partial()}") from _with_dropped_workers(exc, options)
     wait = opts.wait
     if wait is None:
         wait = not (dataflow and os.environ.get("FLEX_TEMPLATE_PYTHON_PY_FILE"))
@@ -360,10 +361,26 @@ def _run_pipeline(options, opts, plan, layout, coords, top_layer, redis, ingest_
     try:
         check_completion(plan, counters, identity, state)
     except IncompleteError as exc:
-        raise IngestFailed(f"{exc}\n{partial}") from exc
+        raise IngestFailed(f"{exc}\n{partial()}") from exc
     if cache is not None:
         cache.finish()
     return result, counters, plan
+
+
+def _partial_advice(graph_id, opts, identity, top_layer) -> str:
+    """What to do after a failed run: continue (from the layer the checkpoint allows), or start over."""
+    advice = (f"Table {graph_id!r} is partially written. Fix the cause, then rerun with --if_exists=continue "
+              "(same cells as a clean run) or --if_exists=recreate.")
+    if not opts.checkpoint_dir or opts.test:
+        return advice
+    from beam_ingest.restart import restartable_layer
+    layer = restartable_layer(opts.checkpoint_dir, identity, top_layer)
+    if layer is None or layer <= opts.start_layer:
+        return advice + (" With the same --checkpoint_dir, continue reads back the layer-2 chunks already "
+                         "acknowledged instead of rebuilding them.")
+    held = "layer 2" if layer == 3 else f"layers 2..{layer - 1}"
+    return advice + (f" The checkpoint holds {held}: add --start_layer {layer} (with the same "
+                     f"--checkpoint_dir and --if_exists=continue) to restart at layer {layer}.")
 
 
 @contextlib.contextmanager

@@ -59,3 +59,20 @@ def resume_layer2(url: str, identity: str, layout) -> SavedWork:
     roots = [name for name in checkpoint.list_roots(url, 2) if name in root_files]
     return SavedWork(summaries=tuple(saved[c] for c in sorted(done)), roots=tuple(roots), done_chunks=done,
                      acks=completion.Acks(2, coords[keep], counts[keep]))
+
+
+def restartable_layer(url: str, identity: str, top_layer: int) -> int | None:
+    """The highest layer a failed run of `identity` can restart at with `--start_layer`: every
+    layer below it has its summaries, root-bound files and proof saved. None when no layer
+    above 2 can be restarted at (or the checkpoint cannot be read)."""
+    best = None
+    try:
+        for layer in range(2, top_layer):
+            marker = checkpoint.read_marker(url, "summaries", layer, identity)
+            checkpoint.read_marker(url, "roots", layer, identity)
+            if not marker.get("proof"):
+                break
+            best = layer + 1
+    except Exception:  # noqa: BLE001 - missing markers end the search; advice only
+        pass
+    return best

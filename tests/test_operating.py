@@ -192,3 +192,24 @@ def test_the_demo_refuses_to_replace_a_table_it_did_not_write(bigtable_emulator,
     for _ in range(2):
         assert cli(["demo", "--graph_id", mine, "--chunks", "2", "2", "1", "--use_configured_bigtable"]) == 0
     assert "up to its root:" in capsys.readouterr().out
+
+
+def test_a_failed_run_with_a_checkpoint_names_the_layer_to_restart_at(dataset, graph_id, tmp_path, capsys):
+    """The error says which --start_layer the checkpoint allows; the command it gives then
+    finishes the table (exit 0)."""
+    import pipeline
+    ckpt = tmp_path / "ckpt"
+    argv = ["--config", dataset["config"], "--graph_id", graph_id, f"--checkpoint_dir={ckpt}"]
+    assert pipeline.main(argv + ["--fail_at_layer=4"]) == 1
+    err = capsys.readouterr().err
+    assert ("The checkpoint holds layers 2..3: add --start_layer 4 (with the same --checkpoint_dir and "
+            "--if_exists=continue) to restart at layer 4.") in err
+    assert pipeline.main(argv + ["--start_layer", "4", "--if_exists=continue"]) == 0
+    assert pipeline.main(["--config", dataset["config"], "--graph_id", graph_id + "-b",
+                          f"--checkpoint_dir={tmp_path}/b", "--fail_at_layer=3"]) == 1
+    assert "The checkpoint holds layer 2: add --start_layer 3" in capsys.readouterr().err
+    # failing in layer 2: no layer is checkpointed whole, so no --start_layer is offered
+    assert pipeline.main(["--config", dataset["config"], "--graph_id", graph_id + "-c",
+                          f"--checkpoint_dir={tmp_path}/c", "--fail_at_layer=2"]) == 1
+    err = capsys.readouterr().err
+    assert "--start_layer" not in err and "continue reads back the layer-2 chunks already acknowledged" in err

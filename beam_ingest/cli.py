@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import os
 import sys
+import typing
 
 import numpy as np
 
@@ -138,13 +139,20 @@ def layer_summary(table) -> list[str]:
 
 
 def cmd_inspect(args):
-    table = _table(args)
-    if args.summary:
-        print("\n".join(layer_summary(table)))
-    if args.sv is not None:
-        print("\n".join(describe_chain(table, args.sv)))
+    """What the table holds; a table that is not complete says so in its last line."""
     if args.sv is None and not args.summary:
         raise CommandError("inspect needs --sv ID and/or --summary")
+    table = _table(args)
+    status = table_completion(args.graph_id, args.project, args.instance)
+    if status.state == "empty":
+        raise CommandError(status.line.replace("table   : EMPTY: ", f"table {args.graph_id!r} is empty: "), code=1)
+    if args.summary:
+        lines = layer_summary(table)
+        print("\n".join(lines) if lines else "no node rows yet")
+    if args.sv is not None:
+        print("\n".join(describe_chain(table, args.sv)))
+    if status.state != "complete":
+        print(status.line)
     return 0
 
 
@@ -287,9 +295,15 @@ def _some_sv(table, layout):
     return best
 
 
-def table_completion(graph_id: str, project=None, instance=None):
-    """`(line, identity)` describing the table's completion mark, or `(None, None)` when no
-    Bigtable is configured."""
+class TableStatus(typing.NamedTuple):
+    line: str | None  # `table   : ...`, one line saying what the table is
+    identity: str | None  # the run identity in the table
+    state: str | None = None  # missing, empty, partial, old (complete, written by an earlier version), complete
+
+
+def table_completion(graph_id: str, project=None, instance=None) -> TableStatus:
+    """What the table is (missing, empty, partial, complete but of an earlier version, complete),
+    in one line; all None when no Bigtable is configured."""
     import datetime
     import json
 
@@ -297,12 +311,15 @@ def table_completion(graph_id: str, project=None, instance=None):
     project = project or os.environ.get("BIGTABLE_PROJECT")
     instance = instance or os.environ.get("BIGTABLE_INSTANCE")
     if not (os.environ.get("BIGTABLE_EMULATOR_HOST") or (project and instance)):
-        return None, None
+        return TableStatus(None, None)
     target = bigtable.resolve_target(project, instance)
     table = bigtable.open_table(target, graph_id, admin=True)
     if not bigtable.table_exists(table):
-        return f"table   : {graph_id!r} does not exist in {target.describe()}", None
-    check_graph_table(target, graph_id)
+        return TableStatus(f"table   : {graph_id!r} does not exist in {target.describe()}", None, "missing")
+    from .store import kinds
+    if check_graph_table(target, graph_id).kind == kinds.EMPTY:
+        return TableStatus("table   : EMPTY: created, but no ingest wrote into it (its launcher stopped before the "
+                           "first row); rerun the ingest with --if_exists=recreate", None, "empty")
     rows = table_state.StateRows(target, graph_id)
     state = rows.read()
     legacy = rows.legacy_cells()
@@ -313,26 +330,31 @@ def table_completion(graph_id: str, project=None, instance=None):
     identity = record.get("identity")
     mark = json.loads(state[table_state.COMPLETE][0]) if table_state.COMPLETE in state else None
     if mark is None or mark.get("identity") != identity:
-        return ("table   : NOT complete (no completion mark: the ingest is running, failed, or was stopped; "
-                "rerun with --if_exists=continue)"), identity
+        return TableStatus("table   : NOT complete (no completion mark: the ingest is running, failed, or was "
+                           "stopped; rerun with --if_exists=continue)", identity, "partial")
     cache = (record.get("inputs") or {}).get("l2cache")
     if cache:  # the run wrote an L2 cache: complete only with the cache's own mark of this run
         from .l2cache.table import completion_mark
         cache_mark = completion_mark(target, cache["table"])
         if (cache_mark or {}).get("identity") != identity:
-            return (f"table   : NOT complete: its L2 cache table {cache['table']!r} is missing or holds no completion "
-                    "mark of this run (rerun with --if_exists=continue, which writes the cache again)"), identity
+            return TableStatus(f"table   : NOT complete: its L2 cache table {cache['table']!r} is missing or holds no "
+                               "completion mark of this run (rerun with --if_exists=continue, which writes the cache "
+                               "again)", identity, "partial")
     when = datetime.datetime.fromtimestamp(mark["finished_ms"] / 1000, tz=datetime.timezone.utc)
     scope = " (--test scope)" if mark.get("scope") == "test" else ""
-    return (f"table   : complete{scope}: every chunk proven written ({mark['chunks']} chunks, {mark['rows']} rows, "
-            f"finished {when:%Y-%m-%d %H:%M:%S} UTC)"), identity
+    if legacy:
+        return TableStatus(f"table   : complete{scope}, but written by an earlier version of this ingest: PyChunkedGraph "
+                           "cannot open it until a rerun with --if_exists=continue moves the ingest's own cells out "
+                           "of its meta row (nothing else is rewritten)", identity, "old")
+    return TableStatus(f"table   : complete{scope}: every chunk proven written ({mark['chunks']} chunks, "
+                       f"{mark['rows']} rows, finished {when:%Y-%m-%d %H:%M:%S} UTC)", identity, "complete")
 
 
 def cmd_status(args):
     import time
     from .progress import ProgressCache, RedisSettings, format_status
     settings = RedisSettings.from_env()
-    table_line, identity = table_completion(args.graph_id)
+    table_line, identity, _ = table_completion(args.graph_id)
     if settings is None and table_line is None:
         raise CommandError("status needs the Redis progress cache (REDIS_HOST, REDIS_PORT, REDIS_DB, REDIS_PASSWORD "
                            "as for the ingest) or the Bigtable settings (BIGTABLE_PROJECT/BIGTABLE_INSTANCE or "
@@ -363,7 +385,7 @@ def cmd_status(args):
             return 0
         print("\033[2J\033[H" + f"Every {args.watch:g}s: graph {args.graph_id}\n\n" + text, flush=True)
         time.sleep(args.watch)
-        table_line, identity = table_completion(args.graph_id)
+        table_line, identity, _ = table_completion(args.graph_id)
 
 
 def cmd_flush_redis(args):
@@ -471,8 +493,8 @@ def cmd_verify(args):
               "with --if_exists=continue to move the ingest's own cells into their own row "
               f"({cells.BOOKKEEPING_ROW.decode()!r}); the graph's cells stay as they are")
         return 1
-    completion, _ = table_completion(args.graph_id, target.project, target.instance)
-    print(completion.replace("table   : ", "completion: "))
+    completion = table_completion(args.graph_id, target.project, target.instance)
+    print(completion.line.replace("table   : ", "completion: "))
     ds = plan.settings.data_source
     version = read_cell(table, cells.VERSION_ROW, cells.FAMILY_HIERARCHY, cells.VERSION)
     pcg_version = 3 if version is not None and version[0].startswith(b"3.") else 2
@@ -490,7 +512,7 @@ def cmd_verify(args):
     report = verify(table, plan.layout, reader, args.sample, args.seed, pcg_version=pcg_version, files=files,
                     cache=cache)
     print(report.format())
-    return 0 if report.ok and ": complete" in completion else 1
+    return 0 if report.ok and completion.state == "complete" else 1
 
 
 def cmd_estimate(args):

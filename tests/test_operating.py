@@ -213,3 +213,26 @@ def test_a_failed_run_with_a_checkpoint_names_the_layer_to_restart_at(dataset, g
                           f"--checkpoint_dir={tmp_path}/c", "--fail_at_layer=2"]) == 1
     err = capsys.readouterr().err
     assert "--start_layer" not in err and "continue reads back the layer-2 chunks already acknowledged" in err
+
+
+def test_inspect_and_status_say_what_an_empty_or_partial_table_is(dataset, graph_id, capsys):
+    """Empty: one error line, exit 1 (inspect) / the state line (status). Partial: the counts,
+    then one line saying it is not complete; never a blank line and exit 0 alone."""
+    from helpers import open_table
+    empty = graph_id + "-e"
+    open_table(empty).create()
+    assert cli(["inspect", "--graph_id", empty, "--summary"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.strip() == (
+        f"error: table {empty!r} is empty: created, but no ingest wrote into it (its launcher stopped before the "
+        "first row); rerun the ingest with --if_exists=recreate")
+    assert cli(["status", "--graph_id", empty]) == 0
+    assert capsys.readouterr().out.startswith("table   : EMPTY: created, but no ingest wrote into it")
+
+    with pytest.raises(Exception, match="injected failure at layer 3"):
+        run_ingest(dataset["config"], graph_id, "--fail_at_layer=3")
+    capsys.readouterr()
+    assert cli(["inspect", "--graph_id", graph_id, "--summary"]) == 0
+    *counts, last = capsys.readouterr().out.strip().splitlines()
+    assert counts and all(line.startswith("layer ") for line in counts)
+    assert last.startswith("table   : NOT complete (no completion mark")

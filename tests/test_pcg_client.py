@@ -185,9 +185,12 @@ def test_a_legacy_table_fails_verify_and_continue_moves_its_cells(dataset, graph
     out = capsys.readouterr().out
     assert "cannot be opened by PyChunkedGraph" in out and "0:beam_ingest_complete" in out
     assert "0:beam_ingest_run" in out and "--if_exists=continue" in out
-    # status still reads the legacy completion mark
-    from beam_ingest.cli import table_completion
-    assert ": complete" in table_completion(graph_id)[0]
+    # status reads the legacy completion mark, and says that PyChunkedGraph cannot open the table yet
+    assert cli(["status", "--graph_id", graph_id]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert line == ("table   : complete, but written by an earlier version of this ingest: PyChunkedGraph cannot "
+                    "open it until a rerun with --if_exists=continue moves the ingest's own cells out of its meta "
+                    "row (nothing else is rewritten)")
 
     args = ["--config", dataset["config"], "--graph_id", graph_id, "--if_exists=continue"]
     assert pipeline.main(args) == 0
@@ -198,6 +201,9 @@ def test_a_legacy_table_fails_verify_and_continue_moves_its_cells(dataset, graph
     assert pcg_opens(graph_id).graph_config.ID == graph_id
     assert cells_of(graph_id) == cells_of(clean)
     assert cli(verify) == 0
+    capsys.readouterr()
+    assert cli(["status", "--graph_id", graph_id]) == 0
+    assert capsys.readouterr().out.startswith("table   : complete: every chunk proven written")
     check_through_pcg(dataset["config"], graph_id, plan.layout, 2)
 
 

@@ -168,9 +168,14 @@ def cmd_generate(args):
     spec = SyntheticSpec(chunks=tuple(args.chunks), svs_per_chunk=args.svs_per_chunk, seed=args.seed,
                          raw=args.raw, data_version=args.data_version)
     info = generate(args.out, spec)
-    print(f"wrote {info['svs']} SVs, {info['edges']} edges in {info['chunks']} chunks "
+    print(f"wrote {info['svs']} SVs ({_left_out(info)}), {info['edges']} edges in {info['chunks']} chunks "
           f"({info['layer_count']} layers); config: {info['config']}")
     return 0
+
+
+def _left_out(info) -> str:
+    """The generated SVs the graph will not hold: those in no edge (docs/hierarchy.md)."""
+    return f"{info['svs'] - info['svs_in_graph']} of them in no edge, so not in the graph"
 
 
 def cmd_generate_segmentation(args):
@@ -210,7 +215,7 @@ def cmd_demo(args):
               f"supervoxels, objects, affinities) under {args.out}")
     else:
         info = generate(args.out, SyntheticSpec(chunks=tuple(args.chunks), svs_per_chunk=args.svs_per_chunk))
-        print(f"generated {info['svs']} SVs in {info['chunks']} chunks under {args.out}")
+        print(f"generated {info['svs']} SVs ({_left_out(info)}) in {info['chunks']} chunks under {args.out}")
     emulator, configured = None, os.environ.get("BIGTABLE_EMULATOR_HOST")
     if args.use_configured_bigtable:
         if_exists = _demo_if_exists(args.graph_id, info["config"], cache)

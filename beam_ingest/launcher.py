@@ -221,11 +221,13 @@ def prepare_table(plan: IngestPlan, if_exists: str, ingest_ms: int | None, table
         if exists:
             claim = _take_claim(meta)
             if if_exists == "recreate":
-                log.warning("deleting existing table %s (--if_exists=recreate)", meta.table_id)
+                log.warning("deleting existing table %s on %s (--if_exists=recreate)", meta.table_id,
+                            plan.target.describe())
                 table.delete()  # still claimed: no other launcher can be writing into it
                 claim.forget()
                 claim, exists = None, False
         if not exists:
+            log.info("creating table %s on %s", meta.table_id, plan.target.describe())
             bigtable.create_table(table, bigtable.table_split_keys(plan.layout, table_splits), pcg_version)
             claim = _take_claim(meta)
             return _start_fresh(plan, meta, claim, ingest_ms, inputs)
@@ -311,6 +313,7 @@ def _continue(plan, meta, claim, ingest_ms, inputs, state) -> TableState:
         mark = json.loads(state[table_state.COMPLETE][0])
         if mark.get("identity") == record.identity:
             complete = mark
-    log.info("continuing into existing table %s (ingest time %d)", meta.table_id, table_ms)
+    log.info("continuing into existing table %s on %s (ingest time %d)", meta.table_id, plan.target.describe(),
+             table_ms)
     plan.ingest_ms = table_ms
     return TableState(record, claim, complete, fresh=False)

@@ -153,8 +153,9 @@ def generate(out_dir: str, spec: SyntheticSpec = SyntheticSpec()) -> dict:
                 add(o, "cross_chunk", fb, fa)
                 pair_records.append((c, o, "cross_chunk", fa, fb))
 
+    in_graph = {"svs_in_graph": _svs_in_graph(parts, svs)}
     if spec.raw:
-        return _write_raw(out_dir, spec, layout, svs, objs, parts, pair_records, rng, size)
+        return {**_write_raw(out_dir, spec, layout, svs, objs, parts, pair_records, rng, size), **in_graph}
 
     edges_dir = os.path.join(out_dir, "edges")
     comps_dir = os.path.join(out_dir, "components")
@@ -187,7 +188,19 @@ def generate(out_dir: str, spec: SyntheticSpec = SyntheticSpec()) -> dict:
             fh.write(encode_components(all_svs, all_objs))
 
     _write_info(ws_dir, spec, size)
-    return _write_config(out_dir, spec, layout, svs, coords, n_edges)
+    return {**_write_config(out_dir, spec, layout, svs, coords, n_edges), **in_graph}
+
+
+def _svs_in_graph(parts, svs) -> int:
+    """The SVs an ingest puts in the graph: those in some edge of their own chunk's file
+    (docs/hierarchy.md)."""
+    total = 0
+    for c, kinds in parts.items():
+        ids = [end for lists in kinds.values() for pair in lists for end in pair]
+        if ids:
+            ids = np.unique(np.concatenate(ids).astype(np.uint64))
+            total += int(np.isin(ids, np.asarray(svs[c], np.uint64)).sum())
+    return total
 
 
 def _write_info(ws_dir, spec, size):

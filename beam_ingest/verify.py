@@ -37,13 +37,21 @@ class Report:
     files_checked: int = 0  # chunks whose EDGES/COMPONENTS files were compared with their inputs
     l2cache_checked: int = 0  # L2 cache rows compared with a recomputation
     l2cache_keys: str = ""  # what the scan of every L2 cache row key found
+    requested: int = 0  # --sample
+    total: int = 0  # layer-2 chunks of the graph (or of the given coords)
 
     @property
     def ok(self) -> bool:
         return not self.mismatches
 
     def format(self) -> str:
-        lines = [f"checked {len(self.chunks)} layer-2 chunk(s) ({self.empty_chunks} sampled chunk(s) had no input), "
+        if self.requested >= self.total:
+            scope = (f"checked all {len(self.chunks)} layer-2 chunk(s) with input (the graph has {self.total}, "
+                     f"{self.empty_chunks} without input; --sample {self.requested} asks for all of them)")
+        else:
+            scope = (f"checked {len(self.chunks)} layer-2 chunk(s) with input, a sample of the graph's {self.total} "
+                     f"({self.empty_chunks} sampled chunk(s) without input skipped)")
+        lines = [f"{scope}, "
                  f"{sum(c[1] for c in self.chunks)} SVs, {sum(c[2] for c in self.chunks)} layer-2 nodes, "
                  f"{self.edges_checked} active cross-chunk edges ({self.one_sided} one-sided, tolerated)"
                  + (f", {self.lifted_checked} lifted cross-edge cells (version 3)" if self.lifted_checked else "")
@@ -176,6 +184,8 @@ def verify(table, layout, reader, sample: int = 10, seed: int = 0, coords=None, 
         return inputs_cache[coord]
 
     candidates = coords if coords is not None else _sample_coords(layout, sample, seed)
+    report.requested = len(candidates) if coords is not None else sample
+    report.total = len(candidates) if coords is not None else layout.chunk_count(2)
     for coord in candidates:
         if len(report.chunks) >= (len(candidates) if coords is not None else sample):
             break

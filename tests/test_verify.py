@@ -30,7 +30,7 @@ def test_good_table_verifies(dataset, graph_id, capsys):
     run_ingest(dataset["config"], graph_id)
     code, out = verify(dataset, graph_id, capsys)
     assert code == 0, out
-    assert "OK: the table matches" in out and "checked 24 layer-2 chunk(s)" in out
+    assert "OK: the table matches" in out and "checked all 24 layer-2 chunk(s) with input (the graph has 24, 0 without input" in out
 
 
 @pytest.fixture

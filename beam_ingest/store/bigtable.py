@@ -11,6 +11,7 @@ import random
 import re
 import threading
 import time
+import warnings
 
 import numpy as np
 
@@ -18,6 +19,10 @@ from google.api_core import exceptions as gexc
 from google.cloud.bigtable import Client, column_family, row_filters
 
 from . import cells, limits
+
+# google-cloud-bigtable warns on every client it makes for an emulator; the launcher already
+# says which Bigtable it writes to (Target.describe), in every process that makes clients
+warnings.filterwarnings("ignore", message="Connecting to Bigtable emulator", category=RuntimeWarning)
 
 log = logging.getLogger(__name__)
 

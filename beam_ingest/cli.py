@@ -30,6 +30,27 @@ def positive_float(text):
     return value
 
 
+def graph_id_type(text):
+    """A graph id is a Bigtable table id: `*` or `?` are never a pattern over graphs."""
+    from .config import ConfigError
+    from .options import check_graph_id
+    try:
+        check_graph_id(text, option="--graph_id")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--graph_id: ")) from None
+    return text
+
+
+def count_type(limit: float):
+    """A positive count, at most `limit` (beyond any dataset: a typo such as 1e30)."""
+    def parse(text):
+        value = positive_float(text)
+        if value > limit:
+            raise argparse.ArgumentTypeError(f"{text} is beyond any dataset (at most {limit:.0e})")
+        return value
+    return parse
+
+
 class OneLineParser(argparse.ArgumentParser):
     """Usage mistakes as one `error:` line (exit 2), not argparse's usage block."""
 
@@ -534,9 +555,14 @@ def cmd_estimate(args):
                                                   settings.graph_config.CHUNK_SIZE)["geometry"]
         layout = layout_for(settings.graph_config, settings.data_source, geometry)[0]
         l2_chunks = layout.chunk_count(2)
+        config_voxels = float(np.prod(np.asarray(layout.voxel_counts, np.float64)))
         if not voxels and (geometry is not None or args.l2cache):
-            voxels = float(np.prod(np.asarray(layout.voxel_counts, np.float64)))
-        print(f"{args.config}: {layout.layer_count} layers, {'x'.join(map(str, layout.n_chunks))} layer-2 chunks")
+            voxels = config_voxels
+        print(f"{args.config}: {layout.layer_count} layers, {'x'.join(map(str, layout.n_chunks))} layer-2 chunks, "
+              f"{config_voxels:.3g} voxels")
+        if args.svs > config_voxels:
+            raise CommandError(f"--svs {args.svs:.3g}: more supervoxels than the {config_voxels:.3g} voxels of "
+                               f"{args.config}; check --svs, or the config's volume")
     if not l2_chunks:
         raise CommandError("estimate needs --l2_chunks N or --config config.yml")
     for flag, wanted in (("--from_segmentation", args.from_segmentation), ("--l2cache", args.l2cache)):
@@ -544,9 +570,26 @@ def cmd_estimate(args):
             raise CommandError(f"estimate {flag} needs --voxels N or --config config.yml")
     if voxels and not (args.from_segmentation or args.l2cache):
         raise CommandError("estimate --voxels: the voxels count only with --from_segmentation or --l2cache")
+    if voxels and args.svs > voxels:
+        raise CommandError(f"--svs {args.svs:.3g}: more supervoxels than --voxels {voxels:.3g}")
+    for note in _estimate_notes(args.svs, l2_chunks, voxels):
+        print(f"note: {note}")
     print(format_estimates(args.svs, l2_chunks, tuple(args.nodes), voxels if args.from_segmentation else 0,
                            voxels if args.l2cache else 0))
     return 0
+
+
+def _estimate_notes(svs: float, l2_chunks: float, voxels: float) -> list[str]:
+    """Inputs that are possible but unlike any segmented brain: said, not refused."""
+    notes = []
+    if voxels and voxels / svs < 100:
+        notes.append(f"{voxels / svs:.3g} voxels per supervoxel (segmentations have thousands); the voxel figures "
+                     "below are for that volume")
+    if svs / l2_chunks > 1e7:
+        notes.append(f"{svs / l2_chunks:.3g} supervoxels per layer-2 chunk (typical: 1e3 to 1e5); check --l2_chunks")
+    if svs / l2_chunks < 1:
+        notes.append(f"{svs / l2_chunks:.3g} supervoxels per layer-2 chunk: most chunks would be empty")
+    return notes
 
 
 def main(argv=None) -> int:
@@ -568,7 +611,7 @@ def main(argv=None) -> int:
     sub.add_parser("ingest", help="run an ingest: the options of `python pipeline.py` (beam-ingest ingest --help)")
 
     p = sub.add_parser("inspect", help="print an SV's ancestors up to its root, read from Bigtable")
-    p.add_argument("--graph_id", required=True, help="table id of the graph")
+    p.add_argument("--graph_id", required=True, type=graph_id_type, help="table id of the graph")
     p.add_argument("--sv", type=int_in(0, (1 << 64) - 1), help="supervoxel id to follow to its root")
     p.add_argument("--summary", action="store_true", help="count rows per layer (scans the table)")
     p.add_argument("--project", help="Bigtable project (default: $BIGTABLE_PROJECT)")
@@ -605,7 +648,7 @@ def main(argv=None) -> int:
                                     "and stops, print a summary and one SV's chain")
     p.add_argument("--out", help="folder of the generated dataset (default: demo_data, or demo_segmentation with "
                                   "--segmentation, so that the two demos do not write over each other)")
-    p.add_argument("--graph_id", default="demo_graph")
+    p.add_argument("--graph_id", default="demo_graph", type=graph_id_type)
     p.add_argument("--chunks", type=int_in(1, 1 << 16), nargs=3, default=[4, 4, 2], metavar=("X", "Y", "Z"))
     p.add_argument("--svs_per_chunk", type=int_in(1), default=200)
     p.add_argument("--segmentation", action="store_true",
@@ -619,18 +662,18 @@ def main(argv=None) -> int:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("status", help="per-layer progress of an ingest (completed / total chunks), from Redis")
-    p.add_argument("--graph_id", required=True)
+    p.add_argument("--graph_id", required=True, type=graph_id_type)
     p.add_argument("--watch", type=positive_float, nargs="?", const=2.0, default=None, metavar="SECONDS",
                    help="refresh every SECONDS (default 2) until interrupted")
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("flush-redis", help="clear the Redis progress cache (all of it, or one graph's keys)")
-    p.add_argument("--graph_id", help="only this graph's progress")
+    p.add_argument("--graph_id", type=graph_id_type, help="only this graph's progress (a table id, never a pattern)")
     p.set_defaults(func=cmd_flush_redis)
 
     p = sub.add_parser("verify", help="check the table exactly against the inputs of N random layer-2 chunks")
     p.add_argument("--config", required=True, help="the ingest's config.yml")
-    p.add_argument("--graph_id", required=True)
+    p.add_argument("--graph_id", required=True, type=graph_id_type)
     p.add_argument("--sample", type=int_in(1), default=10, help="layer-2 chunks to check (default 10)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the sample")
     p.add_argument("--raw", action="store_true", help="the table was built with --raw: check the sampled chunks "
@@ -644,13 +687,13 @@ def main(argv=None) -> int:
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("estimate", help="estimate workers, Bigtable nodes, wall time and cost of an ingest")
-    p.add_argument("--svs", type=positive_float, required=True, help="number of supervoxels, e.g. 1e9")
-    p.add_argument("--l2_chunks", type=positive_float, help="number of layer-2 chunks, e.g. 1e5")
+    p.add_argument("--svs", type=count_type(1e13), required=True, help="number of supervoxels, e.g. 1e9")
+    p.add_argument("--l2_chunks", type=count_type(1e10), help="number of layer-2 chunks, e.g. 1e5")
     p.add_argument("--config", help="or: read the chunk grid from this config.yml and its watershed info "
                    "(with --from_segmentation: SUPERVOXELS' info, and the voxels from it)")
     p.add_argument("--from_segmentation", action="store_true",
                    help="the ingest reads segmentation volumes: their voxels' work, shuffle and WATERSHED are added")
-    p.add_argument("--voxels", type=positive_float, help="with --from_segmentation or --l2cache and no --config: "
+    p.add_argument("--voxels", type=count_type(1e16), help="with --from_segmentation or --l2cache and no --config: "
                    "voxels of the volumes, e.g. 1e12")
     p.add_argument("--l2cache", action="store_true",
                    help="the ingest also writes the L2 cache (--l2cache_table): its CPU, rows and storage are added")

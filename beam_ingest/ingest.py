@@ -32,7 +32,8 @@ from beam_ingest.options import IngestOptions, check_graph_id, check_l2cache_opt
 from beam_ingest.progress import L2CACHE, ProgressCache, ProgressMonitor, RedisSettings, layer_totals
 from beam_ingest.report import format_summary, ingest_counters
 from beam_ingest.runners import (check_runner, close_runner_client, dask_address, dask_connect_s,
-                                 drops_finish_bundle_outputs, final_outputs, needs_trial, trial_run)
+                                 drops_finish_bundle_outputs, final_outputs, is_dask, needs_trial, runner_name,
+                                 trial_run)
 from beam_ingest.store.bigtable import TableError
 from beam_ingest.completion import IncompleteError
 from beam_ingest.build_graph import BuildGraph, FileChunks, FromCheckpoint, FromInputs, VolumeChunks
@@ -201,6 +202,10 @@ def run(argv=None):
     dataflow = is_dataflow(options)
     dry_run = dry_run_of(options)
     check_runner(options)
+    dask_only = [a.split("=", 1)[0] for a in argv if a.startswith("--dask_")]
+    if dask_only and not is_dask(options):
+        raise ConfigError(f"{dask_only[0]}: applies to --runner=DaskRunner only (this run's runner is "
+                          f"{runner_name(options)}); add --runner=DaskRunner or drop it")
     if dataflow:
         check_dataflow_options(options)
         options.view_as(SetupOptions).save_main_session = False  # DoFns live in the package
@@ -440,12 +445,21 @@ def _causes(exc):
         exc = exc.__cause__ or exc.__context__
 
 
-def configure_logging(verbose: bool) -> None:
+def configure_logging(verbose: bool, dask: bool = False) -> None:
     """Our progress lines at INFO; Beam's own messages (and the long traceback it logs when a
-    step fails) only with --verbose, where everything goes to the log at DEBUG."""
+    step fails) only with --verbose, where everything goes to the log at DEBUG. On Dask the
+    same for distributed's (a lost scheduler's traceback): our `error:` line says what failed."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("apache_beam").setLevel(logging.DEBUG if verbose else logging.CRITICAL)
+    if dask:
+        try:
+            import distributed  # noqa: F401 - it sets its loggers' levels when imported: first, then ours
+        except ImportError:
+            return  # the runner check says how to install it
+        names = [n for n in logging.root.manager.loggerDict if n.split(".")[0] in ("distributed", "tornado")]
+        for name in names + ["distributed", "tornado", "asyncio"]:  # distributed sets some children's levels
+            logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.CRITICAL)
 
 
 def print_help() -> None:
@@ -486,7 +500,9 @@ def main(argv=None) -> int:
         verbose = parse_argv(argv).verbose
     except ConfigError:
         verbose = False  # run() reports it
-    configure_logging(verbose)
+    runners = ([a.split("=", 1)[1] for a in argv if a.startswith("--runner=")]
+               + [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--runner"])
+    configure_logging(verbose, dask=any(r.rsplit(".", 1)[-1].lower() in ("dask", "daskrunner") for r in runners))
     start = time.time()
     try:
         result, counters, plan = run(argv)

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -95,6 +96,10 @@ class ProgressCache:
     def _key(self, *parts) -> str:
         return ":".join([PREFIX, self.graph_id] + [str(p) for p in parts])
 
+    def _pattern(self) -> str:
+        """Every key of this graph, as a Redis match pattern (the id's glob characters escaped)."""
+        return ":".join([PREFIX, re.sub(r"([*?\[\]\\])", r"\\\1", self.graph_id), "*"])
+
     def _safely(self, what, fn, default=None):
         if time.time() < self._skip_until:
             return default
@@ -118,7 +123,7 @@ class ProgressCache:
             stored = client.get(self._key("identity"))
             stale = reset or (stored or b"").decode() != self.identity
             pipe = client.pipeline()
-            for key in (client.scan_iter(match=self._key("*")) if stale else ()):
+            for key in (client.scan_iter(match=self._pattern()) if stale else ()):
                 pipe.delete(key)
             pipe.set(self._key("identity"), self.identity)
             pipe.hset(self._key("total"), mapping={str(k): int(v) for k, v in totals.items()})
@@ -174,7 +179,7 @@ class ProgressCache:
 
     def flush(self) -> int:
         def go():
-            keys = list(self._redis().scan_iter(match=self._key("*")))
+            keys = list(self._redis().scan_iter(match=self._pattern()))
             return self._redis().delete(*keys) if keys else 0
         return int(self._safely("flushing", go, 0) or 0)
 

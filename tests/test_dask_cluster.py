@@ -5,6 +5,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -17,6 +18,9 @@ from helpers import TS
 from test_dask import DASK, _wait_for_workers, stop
 from test_portable import worker_environment
 from test_runs import cells_of
+from test_progress import slow_writes  # noqa: F401 - a fixture
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @contextlib.contextmanager
@@ -137,3 +141,28 @@ def test_with_its_only_worker_frozen_the_run_fails_naming_it(dataset, graph_id, 
     assert re.search(r"^error: Attempted to run task .* but timed out after 10\.00 s waiting without any running "
                      rf"workers\. \(the Dask scheduler dropped worker\(s\) {re.escape(worker)}: no heartbeat for 5 s\)$",
                      err, re.MULTILINE), err
+
+
+def test_a_scheduler_lost_mid_run_ends_in_one_error_line(dataset, graph_id, tmp_path, slow_writes):
+    """The launcher's stderr: our INFO lines, then one `error:` line; not distributed's
+    tracebacks and reconnection messages before it."""
+    env = dict(os.environ)
+    with cluster(tmp_path, [("w0", worker_environment(), [])]) as (address, procs):
+        _wait_for_workers(address, 1, list(procs.values()))
+        run = subprocess.Popen([sys.executable, os.path.join(ROOT, "pipeline.py"), "--config", dataset["config"],
+                                "--graph_id", graph_id, "--runner=DaskRunner", f"--dask_client_address={address}",
+                                "--write_batch_rows=10"], env=env, stderr=subprocess.PIPE, text=True)
+        lines = []
+        for line in run.stderr:
+            lines.append(line.rstrip("\n"))
+            if "layer 2: started" in line:
+                procs["scheduler"].kill()
+                break
+        lines += run.stderr.read().splitlines()
+        assert run.wait(300) == 1
+    assert any("layer 2: started" in line for line in lines), lines
+    assert not any("Traceback" in line or line.startswith(" ") for line in lines), "\n".join(lines)
+    lines = [line for line in lines if line.strip()]
+    (first_error,) = [i for i, line in enumerate(lines) if line.startswith("error: ")]
+    assert all(" INFO " in line or " WARNING " in line for line in lines[:first_error]), "\n".join(lines)
+    assert lines[first_error + 1:] == [lines[-1]] and "is partially written" in lines[-1], "\n".join(lines)

@@ -236,3 +236,14 @@ def test_inspect_and_status_say_what_an_empty_or_partial_table_is(dataset, graph
     *counts, last = capsys.readouterr().out.strip().splitlines()
     assert counts and all(line.startswith("layer ") for line in counts)
     assert last.startswith("table   : NOT complete (no completion mark")
+
+
+def test_flush_of_one_graph_leaves_a_graph_with_glob_characters_alone(redis_server, with_redis, capsys):
+    """Keys are matched with the id's glob characters escaped: `a*` never flushes `ab`."""
+    from beam_ingest.progress import ProgressCache, RedisSettings
+    settings = RedisSettings.from_env()
+    for graph in ("ab", "a*"):
+        assert ProgressCache(settings, graph, "id").start({2: 4}) is True
+    ProgressCache(settings, "a*").flush()
+    assert ProgressCache(settings, "ab").status() == {"2": (0, 4)}
+    assert ProgressCache(settings, "a*").status() is None

@@ -40,6 +40,9 @@ BAD_OPTIONS = [
     (["stray"], r"'stray': unexpected argument"),
     (["--raw=maybe"], r"--raw: expected true or false"),
     (["--fill_missing=maybe"], r"--fill_missing: expected true or false"),
+    (["--dask_client_address=tcp://127.0.0.1:1"], r"--dask_client_address: applies to --runner=DaskRunner only \(this "
+                                                  r"run's runner is FnApiRunner\)"),
+    (["--dask_npartitions", "4"], r"--dask_npartitions: applies to --runner=DaskRunner only"),
 ]
 
 
@@ -156,6 +159,10 @@ def test_unusable_config_paths(graph_id, tmp_path, capsys):
     (["generate", "--out", "x", "--chunks", "0", "1", "1"], r"--chunks: must be in 1\.\."),
     (["estimate", "--svs", "-1"], r"--svs: must be a positive number"),
     (["status", "--graph_id", "g", "--watch", "0"], r"--watch: must be a positive number"),
+    (["flush-redis", "--graph_id", "*"], r"argument --graph_id: '\*' is not a valid Bigtable table id"),
+    (["status", "--graph_id", "my_graph?"], r"argument --graph_id: 'my_graph\?' is not a valid Bigtable table id"),
+    (["estimate", "--svs", "1e30", "--l2_chunks", "1e5"], r"--svs: 1e30 is beyond any dataset \(at most 1e\+13\)"),
+    (["estimate", "--svs", "1e9", "--l2_chunks", "1e12"], r"--l2_chunks: 1e12 is beyond any dataset"),
 ])
 def test_operator_command_mistakes(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:

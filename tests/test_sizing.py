@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 
 from beam_ingest.cli import main
@@ -34,7 +36,7 @@ def test_segmentation_input_adds_its_voxels():
 def test_estimate_command_reads_a_segmentation_config(tmp_path, capsys):
     from beam_ingest.synthetic_segmentation import SegmentationSpec, generate_segmentation
     info = generate_segmentation(str(tmp_path / "data"), SegmentationSpec(seed=3, chunks=(3, 2, 2)))
-    assert main(["estimate", "--svs", "1e4", "--config", info["config"], "--from_segmentation"]) == 0
+    assert main(["estimate", "--svs", "100", "--config", info["config"], "--from_segmentation"]) == 0
     out = capsys.readouterr().out
     from cloudvolume import CloudVolume
     size = float(np.prod(CloudVolume(info["supervoxels"]).info["scales"][0]["size"]))
@@ -44,6 +46,24 @@ def test_estimate_command_reads_a_segmentation_config(tmp_path, capsys):
     assert "needs --voxels N or --config" in capsys.readouterr().err
     assert main(["estimate", "--svs", "1e4", "--l2_chunks", "12", "--voxels", "1e6"]) == 2
     assert "only with --from_segmentation" in capsys.readouterr().err
+
+
+def test_estimate_refuses_more_svs_than_voxels_and_notes_odd_inputs(tmp_path, capsys):
+    """The issue's case: 1e9 SVs against a config of a few thousand voxels is an error naming
+    both figures, not a ~75 GB shuffle; unusual but possible inputs get a note line."""
+    from beam_ingest.synthetic_segmentation import SegmentationSpec, generate_segmentation
+    info = generate_segmentation(str(tmp_path / "data"), SegmentationSpec(seed=3, chunks=(3, 2, 2)))
+    assert main(["estimate", "--svs", "1e9", "--config", info["config"], "--from_segmentation"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert re.fullmatch(rf"error: --svs 1e\+09: more supervoxels than the [\d.]+e\+03 voxels of {re.escape(info['config'])}; "
+                        r"check --svs, or the config's volume", err), err
+    assert main(["estimate", "--svs", "1e9", "--l2_chunks", "1e5", "--from_segmentation", "--voxels", "1e10"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("note: 10 voxels per supervoxel (segmentations have thousands)")
+    assert main(["estimate", "--svs", "1e9", "--l2_chunks", "10"]) == 0
+    assert capsys.readouterr().out.startswith("note: 1e+08 supervoxels per layer-2 chunk (typical: 1e3 to 1e5)")
+    assert main(["estimate", "--svs", "1e9", "--l2_chunks", "1e5"]) == 0
+    assert "note:" not in capsys.readouterr().out
 
 
 def test_the_l2_cache_adds_its_voxels_rows_and_storage():
@@ -72,7 +92,7 @@ def test_estimate_command_with_the_l2_cache(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "with the L2 cache of" in out and "of which the L2 cache" in out and "of which the voxels" not in out
     seg = generate_segmentation(str(tmp_path / "seg"), SegmentationSpec(seed=3, chunks=(2, 2, 1)))
-    assert main(["estimate", "--svs", "1e4", "--config", seg["config"], "--from_segmentation", "--l2cache"]) == 0
+    assert main(["estimate", "--svs", "100", "--config", seg["config"], "--from_segmentation", "--l2cache"]) == 0
     out = capsys.readouterr().out
     assert "of which the voxels" in out and "of which the L2 cache" in out
     assert main(["estimate", "--svs", "1e4", "--l2_chunks", "12", "--l2cache"]) == 2

@@ -1,4 +1,5 @@
 """Packaging for Dataflow workers (`--setup_file ./setup.py`) and local installs."""
+import glob
 import os
 import re
 
@@ -25,4 +26,8 @@ setuptools.setup(
     install_requires=REQUIREMENTS,
     extras_require={"test": ["kvdbclient==0.6.0"], "dask": requirements("requirements-dask.txt")},
     entry_points={"console_scripts": ["beam-ingest = beam_ingest.cli:main"]},
+    # what the commands' messages point to, installed under <prefix>/share/beam-chunkedgraph-ingest
+    # (beam_ingest/shipped.py finds them there)
+    data_files=[(f"share/beam-chunkedgraph-ingest/{folder}", sorted(glob.glob(f"{folder}/*.{ext}")))
+                for folder, ext in (("docs", "md"), ("examples", "py"))],
 )

@@ -11,6 +11,7 @@ import typing
 import numpy as np
 
 from .options import int_in
+from .shipped import shipped
 
 class CommandError(Exception):
     """An operator command that cannot go on: one `error:` line, exit status `code`."""
@@ -245,7 +246,7 @@ def cmd_demo(args):
         os.environ["BIGTABLE_EMULATOR_HOST"] = emulator.host
         if_exists = "fail"
         print(f"started a Bigtable emulator for the demo at {emulator.host}; it stops, and its tables are gone, "
-              "when the demo ends (to keep them: --use_configured_bigtable, docs/pychunkedgraph.md)")
+              f"when the demo ends (to keep them: --use_configured_bigtable, {shipped('docs/pychunkedgraph.md')})")
     try:
         start = time.time()
         _, counters, plan = pipeline.run(["--config", info["config"], "--graph_id", args.graph_id,
@@ -261,7 +262,7 @@ def cmd_demo(args):
         if cache:
             from .store.reader import read_node
             node = read_node(table, sv)["parent"]
-            print(f"\nthe L2 cache row of its layer-2 node {node} (table {cache}; docs/l2cache.md):")
+            print(f"\nthe L2 cache row of its layer-2 node {node} (table {cache}; {shipped('docs/l2cache.md')}):")
             from .store import bigtable
             cache_table = bigtable.open_table(bigtable.resolve_target(None, None), cache, admin=True)
             print("\n".join(describe_cache_row(cache_table, node)))
@@ -601,7 +602,7 @@ def main(argv=None) -> int:
     if argv[:1] == ["ingest"]:  # the ingest itself, with its own strict options (as pipeline.py)
         from .ingest import main as ingest_main
         return ingest_main(argv[1:])
-    parser = OneLineParser(prog="beam-ingest", epilog=EXAMPLES,
+    parser = OneLineParser(prog="beam-ingest", epilog=EXAMPLES + f"\ndocumentation: {shipped('docs')}\n",
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      description="The Beam ChunkedGraph ingest (`ingest`) and its operator commands. "
                                                  "Also runs as `python -m beam_ingest`.")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from .config import ConfigError
 from .deadline import with_deadline
+from .shipped import shipped
 
 CONNECT_S = 20.0      # reaching the scheduler
 WORKERS_S = 30.0      # waiting for a first worker
@@ -87,7 +88,7 @@ def check_cluster(address: str, connect_s: float | None = None) -> None:
             worker, why = next(iter(wrong.items()))
             also = f" (and {len(wrong) - 1} other worker(s))" if len(wrong) > 1 else ""
             raise ConfigError(f"--dask_client_address={address}: Dask worker {worker}{also}: {why}; every worker "
-                              f"needs this package, {ours} (docs/scale.md)")
+                              f"needs this package, {ours} ({shipped('docs/scale.md')})")
     finally:
         client.close()
 

@@ -14,6 +14,7 @@ import re
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
 from .config import ConfigError
+from .shipped import shipped
 
 # Bigtable's rule for table ids (the graph id is the table id).
 TABLE_ID_PATTERN = re.compile(r"[_a-zA-Z0-9][-_.a-zA-Z0-9]*")
@@ -139,7 +140,7 @@ class IngestOptions(PipelineOptions):
             parser, "--from_segmentation", False,
             help="Build from segmentation volumes (ingest_config.SUPERVOXELS, optional OBJECTS and AFFINITIES): "
                  "relabel supervoxels into chunk-encoded ids (written to data_source.WATERSHED), extract contacts "
-                 "as edges and write the EDGES/COMPONENTS files on the way (docs/segmentation-input.md).")
+                 "as edges and write the EDGES/COMPONENTS files on the way (" + shipped("docs/segmentation-input.md") + ").")
         add_flag(
             parser, "--fill_missing", False,
             help="With --from_segmentation: a storage file missing from SUPERVOXELS, OBJECTS or AFFINITIES "
@@ -149,12 +150,12 @@ class IngestOptions(PipelineOptions):
             "--pcg_version", type=int, choices=(2, 3), default=2,
             help="PyChunkedGraph table version to write: 2 (default) or 3 (adds family 4 with every non-root "
                  "node's lifted cross edges, layer-1 chunk counters and version 3.1.7, for PyChunkedGraph 3.x "
-                 "servers; docs/table-format.md, version 3).")
+                 "servers; " + shipped("docs/table-format.md") + ", version 3).")
         parser.add_argument(
             "--l2cache_table", default=None,
             help="Also write CAVE's L2 cache (per-layer-2-node volume, area, representative point, thickness, "
                  "principal axes) into this Bigtable table, in the same run, from the voxels of each layer-2 "
-                 "chunk (docs/l2cache.md). --if_exists covers it too. Default: no cache.")
+                 "chunk (" + shipped("docs/l2cache.md") + "). --if_exists covers it too. Default: no cache.")
         parser.add_argument(
             "--l2cache_cv_path", default="",
             help="With --l2cache_table: the segmentation path the cache's meta names (cv_path), e.g. "

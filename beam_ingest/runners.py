@@ -11,6 +11,7 @@ from __future__ import annotations
 from apache_beam.options.pipeline_options import DirectOptions, PortableOptions, StandardOptions
 
 from .config import ConfigError
+from .shipped import shipped
 
 IN_PROCESS = ("fnapirunner", "directrunner", "bundlebaseddirectrunner", "switchingdirectrunner")
 TRIAL_TIMEOUT_S = 300.0
@@ -97,6 +98,10 @@ def dask_connect_s(options) -> float | None:
 
 
 def dask_address(options) -> str | None:
+    """The Dask scheduler a DaskRunner job runs on (None: another runner, or a local cluster
+    the runner starts; dask need not be installed for other runners)."""
+    if not is_dask(options):
+        return None
     from apache_beam.runners.dask.dask_runner import DaskOptions
     dask = options.view_as(DaskOptions)
     return dask.address or dask.scheduler_file
@@ -157,7 +162,7 @@ def trial_run(options, timeout_s: float = TRIAL_TIMEOUT_S) -> None:
             text = f"{text[:250]} ... {text[-300:]}"
         hint = ""
         if "beam_ingest" in text and ("No module named" in text or "ModuleNotFoundError" in text):
-            hint = "; every worker needs this package installed (docs/scale.md)"
+            hint = f"; every worker needs this package installed ({shipped('docs/scale.md')})"
         raise ConfigError(f"--runner={name}: cannot run a job here ({type(exc).__name__}: {text}){hint}") from None
 
 

@@ -76,10 +76,17 @@ def test_the_wheel_runs_the_demo_and_the_ingest_outside_the_checkout(installed, 
     assert done.stdout.strip() == f"beam-ingest {__version__}", done.stderr
     done = run_outside(installed, work, str(bin_ / "python"), "-c", "import beam_ingest; print(beam_ingest.__file__)")
     assert str(installed) in done.stdout and ROOT not in done.stdout  # the installed copy, not the checkout
+    # what the messages point to is installed with the wheel: the docs and the examples
+    done = run_outside(installed, work, str(bin_ / "beam-ingest"), "--help")
+    docs = done.stdout.strip().splitlines()[-1].removeprefix("documentation: ")
+    assert docs.startswith(str(installed)) and sorted(os.listdir(docs)) == sorted(os.listdir(os.path.join(ROOT, "docs")))
+    assert os.path.exists(os.path.join(os.path.dirname(docs), "examples", "open_in_pcg.py"))
     env = {"BIGTABLE_EMULATOR_HOST": bigtable_emulator.host}
     done = run_outside(installed, work, str(bin_ / "beam-ingest"), "demo", "--chunks", "2", "2", "1",
                        "--graph_id", "wheel-demo", env=env)
     assert done.returncode == 0 and "the chain of SV" in done.stdout, done.stdout + done.stderr
+    pointed = re.search(r"--use_configured_bigtable, (\S+\.md)\)", done.stdout).group(1)
+    assert pointed == os.path.join(docs, "pychunkedgraph.md") and os.path.exists(pointed)
     done = run_outside(installed, work, str(bin_ / "beam-ingest"), "ingest", "--config",
                        str(work / "demo_data" / "config.yml"), "--graph_id", "wheel-ingest", "--pcg_version=3", env=env)
     assert done.returncode == 0 and "SVs " in done.stdout, done.stdout + done.stderr

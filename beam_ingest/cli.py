@@ -411,7 +411,10 @@ def cmd_status(args):
             print(text)
             return 0
         print("\033[2J\033[H" + f"Every {args.watch:g}s: graph {args.graph_id}\n\n" + text, flush=True)
-        time.sleep(args.watch)
+        try:
+            time.sleep(args.watch)
+        except KeyboardInterrupt:  # how --watch ends
+            return 0
         table_line, identity, _ = table_completion(args.graph_id)
 
 

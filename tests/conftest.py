@@ -159,22 +159,13 @@ def storage_url(request, tmp_path):
     return f"{base}/{request.node.name.replace('[', '-').replace(']', '')}-{next(_ids)}"
 
 
+EMULATOR_SITE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "emulator_site")
+
+
 def _number_batch_parts():
-    """fake-gcs-server ignores the parts of a batch request that carry no Content-ID header,
-    which Google's client never sends (real GCS does not need it): batched deletes, such as
-    cloud-files' `delete`, then fail with "Bad response: not multi-part". Number the parts
-    (a gap of the emulator, patched for the tests only)."""
-    import itertools
-
-    from google.cloud.storage import batch
-    if getattr(batch, "_parts_numbered", False):
-        return
-    counter = itertools.count(1)
-
-    class NumberedPart(batch.MIMEApplicationHTTP):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            self["Content-ID"] = f"<part-{next(counter)}>"
-
-    batch.MIMEApplicationHTTP = NumberedPart
-    batch._parts_numbered = True
+    """The fake-gcs-server patch of tests/emulator_site/sitecustomize.py, in this process."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("emulator_site", os.path.join(EMULATOR_SITE, "sitecustomize.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.number_batch_parts()

@@ -42,6 +42,15 @@ DEMO = SyntheticSpec(chunks=(4, 4, 2), svs_per_chunk=200)  # the dataset of `dem
 
 def blocks():
     """`(page, line, text, skip reason or None)` of every ```bash block."""
+    return [b[:4] for b in _blocks()]
+
+
+def shown_outputs() -> dict:
+    """`{(page, line): output}` for a ```bash block followed at once by its output block."""
+    return {(b[0], b[1]): b[4] for b in _blocks() if b[4] is not None}
+
+
+def _blocks():
     found = []
     for page in PAGES:
         with open(os.path.join(ROOT, page)) as fh:
@@ -50,12 +59,18 @@ def blocks():
             line = text[:match.start()].count("\n") + 1
             before = text[:match.start()].rstrip("\n").rsplit("\n", 1)[-1]
             skip = SKIP.search(before)
-            found.append((page, line, match.group(1), skip.group(1).strip() if skip else None))
+            after = re.match(r"```(?:text)?\n(.*?)```", text[match.end():].lstrip("\n") if
+                             text[match.end():].startswith("\n```") else text[match.end():], re.S)
+            found.append((page, line, match.group(1), skip.group(1).strip() if skip else None,
+                          after.group(1) if after else None))
     return found
 
 
 BLOCKS = blocks()
 RUN = [b for b in BLOCKS if b[3] is None]
+# this module runs the blocks of these pages, tests/test_docs_pages.py those of the others (two
+# modules: the test runner's workers take one each)
+HERE = ("README.md", "docs/operating.md")
 
 
 def commands(script: str) -> list[str]:
@@ -167,8 +182,17 @@ def substitute(script: str, graph: str, gcs_base: str, redis: dict, ports: dict)
     return out
 
 
-@pytest.mark.parametrize("page,line,script", [(p, n, s) for p, n, s, _ in RUN], ids=[f"{p}:{n}" for p, n, _, _ in RUN])
-def test_the_block_runs(page, line, script, tmp_path, bigtable_emulator, gcs_server, docs_redis, request):
+def block_params(pages_here: bool):
+    chosen = [(p, n, s) for p, n, s, _ in RUN if (p in HERE) == pages_here]
+    return pytest.mark.parametrize("page,line,script", chosen, ids=[f"{p}:{n}" for p, n, _ in chosen])
+
+
+@block_params(pages_here=True)
+def test_the_block_runs(page, line, script, tmp_path, bigtable_emulator, gcs_server, docs_redis):
+    run_block(page, line, script, tmp_path, gcs_server, docs_redis)
+
+
+def run_block(page, line, script, tmp_path, gcs_server, docs_redis):
     python = sys.executable
     graph = f"doc{line}_{re.sub(r'[^a-z]', '', page.lower())[:12]}"
     gcs_base = f"{gcs_server}/docs-{os.getpid()}-{line}-{re.sub(r'[^a-z]', '', page.lower())}"
@@ -186,11 +210,12 @@ def test_the_block_runs(page, line, script, tmp_path, bigtable_emulator, gcs_ser
                           start_new_session=True)
     assert done.returncode == 0, f"{page}:{line}\n{body}\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"
     assert "Traceback" not in done.stderr, done.stderr
-    request.node.user_properties.append(("stdout", done.stdout))
-    OUTPUTS[(page, line)] = done.stdout
+    shown = SHOWN.get((page, line))
+    if shown is not None:  # the output block right after the commands: what the last one prints
+        assert done.stdout.endswith(shown), f"{page}:{line} shows\n{shown}\nbut printed\n{done.stdout}"
 
 
-OUTPUTS: dict = {}
+SHOWN = shown_outputs()
 
 
 def _wait_for_background(body: str) -> str:
@@ -276,3 +301,46 @@ def test_the_benchmarks_performance_md_shows_run_at_a_small_size(command, tmp_pa
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Traceback" not in done.stderr and re.search(r"\d", done.stdout.strip().splitlines()[-1]), done.stdout
+
+
+def _source_text() -> str:
+    """The package's source with adjacent string literals joined, whitespace collapsed: the
+    static parts of every message it can print."""
+    parts = []
+    for folder, _, names in os.walk(os.path.join(ROOT, "beam_ingest")):
+        for name in names:
+            if name.endswith(".py"):
+                with open(os.path.join(folder, name)) as fh:
+                    parts.append(fh.read())
+    text = "\n".join(parts)
+    text = re.sub(r"(?:\"|')\s*\)?\s*\n\s*\+?\s*\(?\s*(?:rf|fr|f|r)?(?:\"|')", "", text)
+    return re.sub(r"\s+", " ", text)
+
+
+VARIABLE = re.compile(r"\.\.\.|…|\{[^}]*\}|'[^']*'|\([^()]*\)|\[[^\]]*\]|\S*[/:]\S*|\S*\d\S*|\bN\b|\bM\b")
+
+
+def test_every_error_the_docs_show_is_worded_as_the_code_words_it():
+    """Each `error: ...` or `MISMATCH: ...` sample: the fixed wording between its particular
+    values (names, numbers, paths, elisions) is in the code; a message reworded without its
+    sample fails here."""
+    source = _source_text()
+    checked, missing = 0, []
+    for page in PAGES:
+        with open(os.path.join(ROOT, page)) as fh:
+            text = fh.read()
+        for lang, block in re.findall(r"```(\w*)\n(.*?)```", text, re.S):
+            if lang not in ("", "text"):
+                continue
+            joined = re.sub(r"\n(?!\s*(?:error|MISMATCH):)", " ", block)
+            for line in re.findall(r"(?m)^\s*(?:error|MISMATCH): (.*)$", joined):
+                for fragment in VARIABLE.split(line):
+                    fragment = re.sub(r"\s+", " ", fragment).strip(" ,;.:")
+                    if len(fragment.split()) >= 3:
+                        checked += 1
+                        words = fragment.split()
+                        # a word at an edge may come from a value (`f"no {what}"`)
+                        if not any(" ".join(w) in source for w in (words, words[1:], words[:-1])):
+                            missing.append(f"{page}: {fragment!r} (from: {line[:100]})")
+    assert checked > 20, checked
+    assert not missing, "\n".join(missing)

@@ -99,17 +99,3 @@ def test_estimate_command_with_the_l2_cache(tmp_path, capsys):
     assert "estimate --l2cache needs --voxels N or --config" in capsys.readouterr().err
     assert main(["estimate", "--svs", "1e4", "--l2_chunks", "12", "--l2cache", "--voxels", "1e6"]) == 0
     assert "with the L2 cache of 1e+06 voxels" in capsys.readouterr().out
-
-
-def test_the_l2cache_estimate_docs_scale_md_shows_prints_what_it_shows(capsys):
-    """docs/scale.md's `estimate ... --l2cache` example, run as written, prints its output block."""
-    import os
-    import re
-    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "scale.md")) as fh:
-        page = fh.read()
-    command = (".venv/bin/python -m beam_ingest estimate --svs 1e9 --l2_chunks 1e5 --from_segmentation "
-               "--voxels 1e12 --l2cache")
-    found = re.search(re.escape(command) + r"\n```\n```\n(.*?)```", page, re.DOTALL)
-    assert found, "the example is not in docs/scale.md as written"
-    assert main(command.split()[3:]) == 0
-    assert capsys.readouterr().out == found.group(1)

@@ -512,6 +512,11 @@ def cmd_verify(args):
     if not bigtable.table_exists(table):
         raise CommandError(f"table {args.graph_id!r} does not exist in {target.describe()}")
     graph = check_graph_table(target, args.graph_id)
+    from .store import kinds
+    if graph is not None and graph.kind == kinds.EMPTY:
+        print(f"MISMATCH: table {args.graph_id!r} is empty: created, but no ingest wrote into it (its launcher "
+              "stopped before the first row); rerun the ingest with --if_exists=recreate")
+        return 1
     found = read_cell(table, cells.META_ROW, cells.FAMILY_HIERARCHY, cells.META)
     problem = "it has no meta row" if found is None else meta_mismatch(plan)(found[0])
     if problem:

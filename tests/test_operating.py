@@ -228,6 +228,8 @@ def test_inspect_and_status_say_what_an_empty_or_partial_table_is(dataset, graph
         "first row); rerun the ingest with --if_exists=recreate")
     assert cli(["status", "--graph_id", empty]) == 0
     assert capsys.readouterr().out.startswith("table   : EMPTY: created, but no ingest wrote into it")
+    assert cli(["verify", "--config", dataset["config"], "--graph_id", empty]) == 1
+    assert capsys.readouterr().out.startswith(f"MISMATCH: table {empty!r} is empty: created, but no ingest wrote")
 
     with pytest.raises(Exception, match="injected failure at layer 3"):
         run_ingest(dataset["config"], graph_id, "--fail_at_layer=3")

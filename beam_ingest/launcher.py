@@ -220,7 +220,11 @@ def prepare_table(plan: IngestPlan, if_exists: str, ingest_ms: int | None, table
     try:
         if exists:
             claim = _take_claim(meta)
-            if if_exists == "recreate":
+            if if_exists == "recreate" and _empty_as_created(found, pcg_version):
+                # another launcher may have created it a moment ago and not claimed it yet:
+                # deleting it would let both run; taking it as it is leaves one claim, one run
+                log.info("table %s is empty, with the families this run needs: writing into it", meta.table_id)
+            elif if_exists == "recreate":
                 log.warning("deleting existing table %s on %s (--if_exists=recreate)", meta.table_id,
                             plan.target.describe())
                 table.delete()  # still claimed: no other launcher can be writing into it
@@ -245,6 +249,13 @@ def prepare_table(plan: IngestPlan, if_exists: str, ingest_ms: int | None, table
         if claim is not None:
             claim.release()
         raise
+
+
+def _empty_as_created(found, pcg_version: int) -> bool:
+    """An empty table with exactly the column families `create_table` would give it."""
+    from .store import bigtable, kinds
+    return (found is not None and found.kind == kinds.EMPTY
+            and set(found.families) == set(bigtable.family_rules(pcg_version)))
 
 
 def _move_legacy_cells(meta):

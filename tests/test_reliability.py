@@ -287,3 +287,23 @@ def test_claim_is_exclusive_and_stale_claims_are_taken_over(graph_id):
     assert meta.read()[table_state.CLAIM][0] == quick.nonce
     quick.release()
     assert table_state.CLAIM not in meta.read()
+
+
+def test_recreate_takes_an_empty_table_it_could_have_created_instead_of_deleting_it(dataset, graph_id, caplog,
+                                                                                     clean_cells):
+    """An empty table with this run's families may be another launcher's, created a moment ago
+    and not claimed yet: deleting it would let both launchers run. recreate writes into it
+    (whoever claims it first runs); an empty table with other families is deleted as before."""
+    import logging
+    caplog.set_level(logging.INFO)
+    bigtable.create_table(open_table(graph_id), pcg_version=2)
+    run_ingest(dataset["config"], graph_id, "--if_exists=recreate")
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith(f"table {graph_id} is empty, with the families this run needs") for m in messages)
+    assert not any(m.startswith("deleting existing table") for m in messages)
+    assert cells_of(graph_id) == clean_cells
+    other = graph_id + "-v3"
+    bigtable.create_table(open_table(other), pcg_version=3)
+    caplog.clear()
+    run_ingest(dataset["config"], other, "--if_exists=recreate")
+    assert any(r.getMessage().startswith(f"deleting existing table {other}") for r in caplog.records)

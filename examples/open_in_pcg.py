@@ -7,9 +7,13 @@ PyChunkedGraph's attribute registry).
 PROJECT and INSTANCE default to "emulator" (what the ingest uses with BIGTABLE_EMULATOR_HOST).
 """
 import sys
+import warnings
 
 import numpy as np
 from kvdbclient import BigTableClient, BigTableConfig, attributes
+
+# google-cloud-bigtable warns on every client made for an emulator; this script knows
+warnings.filterwarnings("ignore", message="Connecting to Bigtable emulator", category=RuntimeWarning)
 
 graph_id, sv = sys.argv[1], np.uint64(sys.argv[2])
 project, instance = (sys.argv[3], sys.argv[4]) if len(sys.argv) > 4 else ("emulator", "emulator")

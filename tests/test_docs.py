@@ -209,7 +209,7 @@ def run_block(page, line, script, tmp_path, gcs_server, docs_redis):
     done = subprocess.run(["bash", "-c", wrapped], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
                           start_new_session=True)
     assert done.returncode == 0, f"{page}:{line}\n{body}\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"
-    assert "Traceback" not in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and "RuntimeWarning" not in done.stderr, done.stderr
     shown = SHOWN.get((page, line))
     if shown is not None:  # the output block right after the commands: what the last one prints
         assert done.stdout.endswith(shown), f"{page}:{line} shows\n{shown}\nbut printed\n{done.stdout}"

@@ -65,16 +65,8 @@ def test_progress_advances_as_chunks_are_acknowledged(dataset, graph_id, slow_wr
     for layer in range(3, plan.layout.layer_count + 1):  # every layer ends with its own line
         assert seen[f"layer {layer}"][-1][:3] == (plan.layout.chunk_count(layer),) * 2 + ("done",)
     assert seen["roots"][-1][:3] == (256, 256, "done")
-
-
-def test_layer_times_are_not_all_at_the_end(dataset, graph_id, slow_writes, caplog):
-    """Layer 2 starts before layer 3 and its time is most of the run's, not 0.0 s."""
-    caplog.set_level(logging.INFO, logger="beam_ingest.progress")
-    run_ingest(dataset["config"], graph_id, "--write_batch_rows=20", "--max_inflight_writes=1")
-    seen = progress_lines(caplog)
-    took2 = seen["layer 2"][-1][3]
-    took3 = seen["layer 3"][-1][3]
-    assert took2 > 0.5 and took2 > took3
+    # each layer's own time: layer 2, most of the rows, takes longest (not "0.0 s" for all)
+    assert seen["layer 2"][-1][3] > 0.5 and seen["layer 2"][-1][3] > seen["layer 3"][-1][3]
 
 
 def test_a_runner_without_a_channel_says_so_once(dataset, graph_id, caplog):

@@ -285,9 +285,11 @@ class ProgressTally:
                 self.done[layer].add(tuple(coord))
                 self.last[layer] = max(t, self.last.get(layer, t))
 
-    def counts(self) -> dict:
+    def snapshot(self) -> tuple[dict, dict, dict]:
+        """`{layer: chunks done}`, `{layer: started at}`, `{layer: last chunk done at}`."""
         with self._lock:
-            return {layer: len(chunks) for layer, chunks in self.done.items()}
+            return ({layer: len(chunks) for layer, chunks in self.done.items()}, dict(self.started),
+                    dict(self.last))
 
 
 class ProgressListener:
@@ -364,10 +366,7 @@ class ProgressMonitor:
         """`{layer: done}`, `{layer: started at}`, `{layer: last chunk done at}`."""
         if self.listener is not None:
             self.listener.poll()
-            tally = self.listener.tally
-            with tally._lock:
-                return ({layer: len(tally.done.get(layer, ())) for layer in self.totals}, dict(tally.started),
-                        dict(tally.last))
+            return self.listener.tally.snapshot()
         status = (self.cache.status() or {}) if self.cache is not None else {}
         return {str(k): v[0] for k, v in status.items()}, {}, {}
 

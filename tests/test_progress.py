@@ -71,7 +71,6 @@ def test_progress_advances_as_chunks_are_acknowledged(dataset, graph_id, slow_wr
 
 def test_a_runner_without_a_channel_says_so_once(dataset, graph_id, caplog):
     """Dataflow, Flink, Spark and portable runners: one line at the start says where progress is."""
-    import apache_beam as beam  # noqa: F401
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from beam_ingest.ingest import _progress_listener

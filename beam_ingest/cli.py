@@ -378,8 +378,7 @@ def table_completion(graph_id: str, project=None, instance=None) -> TableStatus:
 
 
 def cmd_status(args):
-    import time
-    from .progress import ProgressCache, RedisSettings, format_status
+    from .progress import RedisSettings
     settings = RedisSettings.from_env()
     table_line, identity, _ = table_completion(args.graph_id)
     if settings is None and table_line is None:
@@ -388,6 +387,17 @@ def cmd_status(args):
                            "BIGTABLE_EMULATOR_HOST) to read the table's completion mark")
     if settings is None and "does not exist" in table_line:
         raise CommandError(table_line.replace("table   : ", "table "))
+    try:
+        return _print_status(args, settings, table_line, identity)
+    except KeyboardInterrupt:  # how --watch ends, wherever in a refresh it lands
+        if args.watch is None:
+            raise
+        return 0
+
+
+def _print_status(args, settings, table_line, identity):
+    import time
+    from .progress import ProgressCache, format_status
     while True:
         lines = []
         if settings is not None:
@@ -411,10 +421,7 @@ def cmd_status(args):
             print(text)
             return 0
         print("\033[2J\033[H" + f"Every {args.watch:g}s: graph {args.graph_id}\n\n" + text, flush=True)
-        try:
-            time.sleep(args.watch)
-        except KeyboardInterrupt:  # how --watch ends
-            return 0
+        time.sleep(args.watch)
         table_line, identity, _ = table_completion(args.graph_id)
 
 

@@ -249,3 +249,21 @@ def test_flush_of_one_graph_leaves_a_graph_with_glob_characters_alone(redis_serv
     ProgressCache(settings, "a*").flush()
     assert ProgressCache(settings, "ab").status() == {"2": (0, 4)}
     assert ProgressCache(settings, "a*").status() is None
+
+
+def test_an_interrupt_anywhere_in_a_watch_refresh_ends_it_quietly(dataset, graph_id, with_redis, monkeypatch,
+                                                                   capsys):
+    run_ingest(dataset["config"], graph_id, "--skip_writes")
+    import beam_ingest.cli as cli_module
+    reads = []
+    real = cli_module.table_completion
+
+    def interrupted_on_the_second_read(graph):
+        reads.append(graph)
+        if len(reads) == 2:  # Ctrl-C while a refresh reads the table, not while it sleeps
+            raise KeyboardInterrupt
+        return real(graph)
+
+    monkeypatch.setattr(cli_module, "table_completion", interrupted_on_the_second_read)
+    assert cli(["status", "--graph_id", graph_id, "--watch", "0.01"]) == 0
+    assert len(reads) == 2 and "2       : 30 / 30" in capsys.readouterr().out

@@ -9,7 +9,7 @@ the package (`beam_ingest.ingest`), which an installed package runs as
 """
 import sys
 
-from beam_ingest.ingest import IngestFailed, IngestOptions, main, run  # noqa: F401
+from beam_ingest.ingest import IngestOptions, main, run  # noqa: F401
 
 if __name__ == "__main__":
     sys.exit(main())

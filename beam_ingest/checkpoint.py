@@ -21,12 +21,9 @@ import json
 import numpy as np
 
 from .hierarchy.types import Groups, RootBound, Summary
+from .errors import CheckpointError
 
 COMPLETE = "_COMPLETE"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that is missing or incomplete."""
 
 
 def _cloudfiles(url: str):

@@ -12,10 +12,6 @@ import numpy as np
 EDGE_KINDS = ("in_chunk", "between_chunk", "cross_chunk")
 
 
-class InputError(ValueError):
-    """An input file that cannot be read; the message names the file and chunk."""
-
-
 @dataclasses.dataclass
 class Edges:
     """Parallel arrays of one edge kind."""

@@ -12,14 +12,7 @@ import numpy as np
 
 from .options import int_in
 from .shipped import shipped
-
-class CommandError(Exception):
-    """An operator command that cannot go on: one `error:` line, exit status `code`."""
-
-    def __init__(self, message: str, code: int = 2):
-        super().__init__(message)
-        self.code = code
-
+from .errors import CommandError
 
 def positive_float(text):
     try:
@@ -33,7 +26,7 @@ def positive_float(text):
 
 def graph_id_type(text):
     """A graph id is a Bigtable table id: `*` or `?` are never a pattern over graphs."""
-    from .config import ConfigError
+    from .errors import ConfigError
     from .options import check_graph_id
     try:
         check_graph_id(text, option="--graph_id")
@@ -718,20 +711,13 @@ def main(argv=None) -> int:
 
     args = parser.parse_args(argv)
     import logging
-
-    from .checkpoint import CheckpointError
-    from .config import ConfigError
-    from .inputs.precomputed import InputError
-    from .store.bigtable import TableError
     import warnings
+    from .errors import UserError
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message="Connecting to Bigtable emulator")
     try:
         return args.func(args)
-    except CommandError as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return exc.code
-    except (ConfigError, InputError, TableError, CheckpointError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_status

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+from .errors import IncompleteError
 
 ROOTS = "roots"
 L2CACHE = "l2cache"  # the L2 cache's rows, one proof per layer-2 chunk (a table of their own)
@@ -20,10 +21,6 @@ ROWS, PARENTS, CHILDREN, SVS = range(4)
 # the supervoxels of its WATERSHED block that the graph does not know
 NO_VOXELS, UNKNOWN_SVS = PARENTS, CHILDREN
 SHOWN = 5  # missing chunks named in a message
-
-
-class IncompleteError(RuntimeError):
-    """The run's own results do not prove a complete table; the message names what is missing."""
 
 
 @dataclasses.dataclass
@@ -110,7 +107,7 @@ def check_cache(acks: Acks, expected: np.ndarray, accept_mismatch: bool = False)
              "nodes_without_voxels": proof["parents"], "unknown_svs": proof["children"]}
     if accept_mismatch or not (proof["nodes_without_voxels"] or proof["unknown_svs"]):
         return proof
-    from .chunk_inputs import InputError
+    from .errors import InputError
     keys, first = np.unique(_keys(acks.coords), return_index=True)
     coords, counts = acks.coords[first], acks.counts[first]
     bad = np.flatnonzero(counts[:, NO_VOXELS] + counts[:, UNKNOWN_SVS])

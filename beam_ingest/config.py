@@ -7,10 +7,7 @@ import os
 from typing import Any
 
 import yaml
-
-
-class ConfigError(ValueError):
-    """A bad or missing config key; the message names the key."""
+from .errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)

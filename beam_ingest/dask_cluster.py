@@ -16,7 +16,7 @@ registered with cloudpickle): they must run where this package is not installed.
 """
 from __future__ import annotations
 
-from .config import ConfigError
+from .errors import ConfigError
 from .deadline import with_deadline
 from .shipped import shipped
 

@@ -9,13 +9,9 @@ from __future__ import annotations
 
 import threading
 
-from .inputs.precomputed import InputError
+from .errors import StorageTimeout
 
 STORAGE_DEADLINE_S = 60.0  # one request, with cloud-files' own retries; healthy storage answers in far less
-
-
-class StorageTimeout(InputError):
-    pass
 
 
 def with_deadline(seconds: float, fn, *args, **kwargs):

@@ -22,9 +22,8 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOptions, SetupOptions,
                                                   StandardOptions, TestOptions)
 
-from beam_ingest.checkpoint import CheckpointError
-from beam_ingest.config import ConfigError
-from beam_ingest.inputs.precomputed import InputError, PrecomputedReader
+from beam_ingest.errors import ConfigError, IncompleteError, IngestFailed, UserError, WorkersLost, user_error_in
+from beam_ingest.inputs.precomputed import PrecomputedReader
 from beam_ingest.inputs.raw import RawReader
 from beam_ingest.credentials import require_google_credentials
 from beam_ingest.launcher import check_paths_reach_workers, plan_ingest, prepare_table, probe_outputs
@@ -34,8 +33,6 @@ from beam_ingest.report import format_summary, ingest_counters
 from beam_ingest.runners import (check_runner, close_runner_client, dask_address, dask_connect_s,
                                  drops_finish_bundle_outputs, final_outputs, is_dask, needs_trial, runner_name,
                                  trial_run)
-from beam_ingest.store.bigtable import TableError
-from beam_ingest.completion import IncompleteError
 from beam_ingest.build_graph import BuildGraph, FileChunks, FromCheckpoint, FromInputs, VolumeChunks
 from beam_ingest.sink import SinkSpec
 
@@ -45,12 +42,7 @@ from beam_ingest.sink import SinkSpec
 gc.freeze()
 
 log = logging.getLogger("beam_ingest.ingest")
-USER_ERRORS = (ConfigError, InputError, TableError, CheckpointError)
 DASK_TRIAL_TIMEOUT_S = 60.0  # after check_cluster saw workers import the package, a trial takes seconds
-
-
-class IngestFailed(RuntimeError):
-    """The pipeline failed after the table was created: says that it is partially written."""
 
 
 def check_dataflow_options(options: PipelineOptions):
@@ -439,12 +431,6 @@ def check_completion(plan, counters, identity, state):
     return mark
 
 
-def _causes(exc):
-    while exc is not None:
-        yield exc
-        exc = exc.__cause__ or exc.__context__
-
-
 def configure_logging(verbose: bool, dask: bool = False) -> None:
     """Our progress lines at INFO; Beam's own messages (and the long traceback it logs when a
     step fails) only with --verbose, where everything goes to the log at DEBUG. On Dask the
@@ -469,10 +455,6 @@ def print_help() -> None:
                "is an error.")
     IngestOptions._add_argparse_args(parser)
     parser.print_help()
-
-
-class WorkersLost(RuntimeError):
-    """A failed run on a Dask cluster whose scheduler dropped silent workers."""
 
 
 def _with_dropped_workers(exc: Exception, options) -> Exception:
@@ -506,17 +488,16 @@ def main(argv=None) -> int:
     start = time.time()
     try:
         result, counters, plan = run(argv)
-    except USER_ERRORS as exc:
+    except UserError as exc:
         log.debug("stopped", exc_info=True)
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_status
     except IngestFailed as exc:
         log.debug("the pipeline failed", exc_info=True)
-        cause = exc.__cause__
-        user_error = next((e for e in _causes(cause) if isinstance(e, USER_ERRORS)), None)
-        first = str(user_error) if user_error else _last_line(cause)
+        mistake = user_error_in(exc.__cause__)
+        first = str(mistake) if mistake else _last_line(exc.__cause__)
         print(f"error: {first}\n{str(exc).splitlines()[-1]}", file=sys.stderr)
-        return 2 if user_error else 1
+        return mistake.exit_status if mistake else exc.exit_status
     except Exception as exc:  # a failure we did not foresee: still one line, details with --verbose
         log.debug("unexpected failure", exc_info=True)
         print(f"error: {type(exc).__name__}: {_last_line(exc)} (rerun with --verbose for details)", file=sys.stderr)

@@ -6,12 +6,13 @@ import json
 import logging
 import time
 
-from .config import ConfigError, Settings, load_config
-from .inputs.precomputed import InputError
+from .errors import ConfigError
+from .config import Settings, load_config
+from .errors import InputError
 from .inputs.watershed import read_watershed_info
 from .layout import GraphLayout, LayoutError
 from .store import cells
-from .store.bigtable import TableError
+from .errors import TableError
 from .store.meta import dumps_meta, loads_meta, meta_for
 
 log = logging.getLogger(__name__)
@@ -152,7 +153,8 @@ def layout_for(graph_config, data_source, geometry=None):
 def _check_not_empty(key: str, url: str, prefix: str, what: str):
     """A folder without a single input file is a wrong path, not an empty brain."""
     from cloudfiles import CloudFiles
-    from .deadline import StorageTimeout, within
+    from .errors import StorageTimeout
+    from .deadline import within
     try:
         first = within(f"{key}: {url}", lambda: next(iter(CloudFiles(url, progress=False).list(prefix=prefix)), None))
     except StorageTimeout:

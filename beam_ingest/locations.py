@@ -16,7 +16,7 @@ import os
 import re
 import secrets
 
-from .config import ConfigError
+from .errors import ConfigError
 
 WRITABLE = ("gs", "s3", "file")
 _FORMAT_PREFIX = re.compile(r"^precomputed://")
@@ -106,7 +106,8 @@ def probe_writable(key: str, url: str) -> None:
         return
     from cloudfiles import CloudFiles
 
-    from .deadline import StorageTimeout, within
+    from .errors import StorageTimeout
+    from .deadline import within
 
     def probe():
         files = CloudFiles(url, progress=False)

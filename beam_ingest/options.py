@@ -13,7 +13,7 @@ import re
 
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
-from .config import ConfigError
+from .errors import ConfigError
 from .shipped import shipped
 
 # Bigtable's rule for table ids (the graph id is the table id).

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from apache_beam.options.pipeline_options import DirectOptions, PortableOptions, StandardOptions
 
-from .config import ConfigError
+from .errors import ConfigError
 from .shipped import shipped
 
 IN_PROCESS = ("fnapirunner", "directrunner", "bundlebaseddirectrunner", "switchingdirectrunner")

@@ -19,7 +19,8 @@ import os
 import numpy as np
 import yaml
 
-from .inputs.precomputed import Edges, components_filename, edges_filename, encode_components, encode_edges
+from .chunk_inputs import Edges
+from .inputs.precomputed import components_filename, edges_filename, encode_components, encode_edges
 from .layout import GraphLayout
 
 

@@ -12,7 +12,8 @@ import yaml
 import zstandard
 
 import pipeline
-from beam_ingest.inputs.precomputed import Edges, decode_components, decode_edges, encode_components, encode_edges
+from beam_ingest.chunk_inputs import Edges
+from beam_ingest.inputs.precomputed import decode_components, decode_edges, encode_components, encode_edges
 from beam_ingest.inputs.protos import ChunkComponentsMsg, ChunkEdgesMsg
 from beam_ingest.layout import GraphLayout
 from beam_ingest.synthetic import SyntheticSpec, generate

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from beam_ingest.config import ConfigError
+from beam_ingest.errors import ConfigError
 from beam_ingest.emulator import free_port
 from beam_ingest.synthetic import SyntheticSpec, generate
 from helpers import run_ingest

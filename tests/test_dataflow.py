@@ -10,7 +10,7 @@ import apache_beam as beam
 import pytest
 
 import pipeline
-from beam_ingest.config import ConfigError
+from beam_ingest.errors import ConfigError
 from beam_ingest.synthetic import SyntheticSpec, generate
 from helpers import copy_to_bucket
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import yaml
 
-from beam_ingest.inputs.precomputed import InputError
+from beam_ingest.errors import InputError
 from beam_ingest.inputs.raw import RawReader, decode_records, edge_dtype, sum_duplicates
 from beam_ingest.inputs.sharded import ShardReader, index_dtype, write_shard
 from beam_ingest.launcher import plan_ingest
@@ -89,7 +89,7 @@ def test_shard_corruption_is_named(tmp_path):
 
 def test_raw_needs_agglomeration_key(tmp_path):
     info = generate(str(tmp_path / "pre"), SyntheticSpec(chunks=(2, 2, 1), svs_per_chunk=5))
-    from beam_ingest.config import ConfigError
+    from beam_ingest.errors import ConfigError
     with pytest.raises(ConfigError, match="ingest_config.AGGLOMERATION: required"):
         plan_ingest(info["config"], "g", raw=True)
 

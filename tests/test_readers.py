@@ -3,9 +3,10 @@ import pytest
 import zstandard
 
 from beam_ingest.hierarchy.layer2 import build_layer2
-from beam_ingest.inputs.precomputed import (ChunkInputs, Edges, InputError, PrecomputedReader, decode_components,
-                                            decode_edges, edges_filename, components_filename, encode_components,
-                                            encode_edges)
+from beam_ingest.chunk_inputs import ChunkInputs, Edges
+from beam_ingest.inputs.precomputed import (PrecomputedReader, decode_components, decode_edges, edges_filename,
+                                            components_filename, encode_components, encode_edges)
+from beam_ingest.errors import InputError
 from beam_ingest.inputs.protos import ChunkEdgesMsg
 from beam_ingest.inputs.watershed import read_watershed_info
 from beam_ingest.layout import GraphLayout

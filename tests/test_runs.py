@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from beam_ingest.store import cells
-from beam_ingest.store.bigtable import TableError
+from beam_ingest.errors import TableError
 from beam_ingest.synthetic import SyntheticSpec, generate
 from beam_ingest.store.reader import read_all
 from helpers import TableStructure, open_table, run_ingest
@@ -90,8 +90,8 @@ def cells_of_clean(dataset, graph_id):
 
 
 def test_restart_at_layer_4_from_checkpoint_equals_clean_run(dataset, graph_id, tmp_path):
-    from beam_ingest.checkpoint import CheckpointError
-    from beam_ingest.config import ConfigError
+    from beam_ingest.errors import CheckpointError
+    from beam_ingest.errors import ConfigError
     clean = graph_id + "-clean"
     run_ingest(dataset["config"], clean)
     ckpt = "file://" + str(tmp_path / "ckpt")
@@ -113,7 +113,7 @@ def test_restart_at_layer_4_from_checkpoint_equals_clean_run(dataset, graph_id, 
 
 
 def test_incomplete_checkpoint_is_refused(dataset, graph_id, tmp_path):
-    from beam_ingest.checkpoint import CheckpointError
+    from beam_ingest.errors import CheckpointError
     ckpt = tmp_path / "ckpt"
     run_ingest(dataset["config"], graph_id, f"--checkpoint_dir={ckpt}", "--skip_writes")
     next((ckpt / "layer3").glob("*.npz")).unlink()

@@ -7,7 +7,9 @@ import yaml
 from cloudfiles import CloudFiles
 
 from beam_ingest.config import load_config
-from beam_ingest.inputs.precomputed import Edges, InputError, PrecomputedReader, edges_filename, encode_edges
+from beam_ingest.chunk_inputs import Edges
+from beam_ingest.inputs.precomputed import PrecomputedReader, edges_filename, encode_edges
+from beam_ingest.errors import InputError
 from beam_ingest.inputs.watershed import read_watershed_info
 from beam_ingest.synthetic import SyntheticSpec, generate
 from helpers import run_ingest

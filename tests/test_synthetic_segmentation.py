@@ -148,7 +148,8 @@ def test_config(default):
     for output in ("watershed", "edges", "components"):
         assert not os.path.exists(os.path.join(out, output))  # outputs of the ingest, not created here
 
-    from beam_ingest.config import ConfigError, load_config, parse_config
+    from beam_ingest.errors import ConfigError
+    from beam_ingest.config import load_config, parse_config
     without = dict(raw, ingest_config={})
     settings = parse_config(without)  # everything but the new ingest_config keys
     assert settings.graph_config.CHUNK_SIZE == (8, 8, 4) and settings.data_source.CV_MIP == 0

@@ -116,7 +116,7 @@ def test_v3_multiprocess_and_recovery_equal_a_clean_run(dataset, graph_id):
 
 
 def test_continue_refuses_to_mix_versions(dataset, graph_id):
-    from beam_ingest.store.bigtable import TableError
+    from beam_ingest.errors import TableError
     with pytest.raises(Exception, match="injected failure at layer 3"):
         run_ingest(dataset["config"], graph_id, "--fail_at_layer=3")
     with pytest.raises(TableError, match=r"--pcg_version=3.*version 2\.0\.0"):

@@ -19,7 +19,7 @@ import cloudfiles.paths
 import pytest
 from cloudfiles import CloudFiles
 
-from beam_ingest.inputs.precomputed import InputError
+from beam_ingest.errors import InputError
 from beam_ingest.inputs.watershed import WatershedInfo, read_watershed_info
 
 INFO = {

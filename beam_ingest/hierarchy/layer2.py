@@ -6,7 +6,8 @@ import dataclasses
 import numpy as np
 
 from ..arrays import distinct
-from ..chunk_inputs import ChunkInputs, InputError, off_grid_text
+from ..chunk_inputs import ChunkInputs, off_grid_text
+from ..errors import InputError
 from ..layout import GraphLayout
 from ..graph import components
 from .types import Groups, RootBound, Rows, Summary

@@ -14,7 +14,7 @@ import os
 import secrets
 
 from ..deadline import within
-from .precomputed import InputError
+from ..errors import InputError
 
 
 class OutputFolder:

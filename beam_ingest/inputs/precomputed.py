@@ -7,7 +7,8 @@ import zstandard
 from google.protobuf.message import DecodeError
 
 from ..arrays import run_starts
-from ..chunk_inputs import EDGE_KINDS, ChunkInputs, ChunkReader, Edges, InputError, off_grid, off_grid_text  # noqa: F401
+from ..chunk_inputs import EDGE_KINDS, ChunkInputs, ChunkReader, Edges
+from ..errors import InputError
 from .protos import ChunkComponentsMsg, ChunkEdgesMsg
 
 def edges_filename(coord) -> str:

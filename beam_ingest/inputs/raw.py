@@ -13,8 +13,9 @@ import numpy as np
 
 from ..chunk_inputs import ChunkReader
 from ..graph import components, pair_keys
-from .precomputed import (ChunkInputs, Edges, InputError, components_filename, edges_filename, encode_components,
-                          encode_edges, off_grid, off_grid_text)
+from ..chunk_inputs import ChunkInputs, Edges, off_grid, off_grid_text
+from .precomputed import components_filename, edges_filename, encode_components, encode_edges
+from ..errors import InputError
 from .sharded import ShardReader
 
 

@@ -21,7 +21,8 @@ import fastremap
 import numpy as np
 
 from ..arrays import distinct, run_starts
-from .precomputed import EDGE_KINDS, Edges, InputError
+from ..chunk_inputs import EDGE_KINDS, Edges
+from ..errors import InputError
 
 DENSE_PAIR_CODES = 1 << 21  # up to this many possible codes (and a few per pair), counting is a bincount, not a sort
 

@@ -14,7 +14,7 @@ import zlib
 
 import numpy as np
 
-from .precomputed import InputError
+from ..errors import InputError
 
 MAGIC = b"SO01"
 HEADER_LENGTH = 20

@@ -14,8 +14,9 @@ import io
 
 import numpy as np
 
-from .precomputed import ChunkInputs, InputError, components_filename, edges_filename, encode_components, \
-    encode_edges
+from ..chunk_inputs import ChunkInputs
+from .precomputed import components_filename, edges_filename, encode_components, encode_edges
+from ..errors import InputError
 from .segmentation import ChunkPart, boundary, check_objects_agree, finish_chunk, in_chunk_contacts, label_chunk, \
     segment_table
 from ..chunk_inputs import ChunkReader
@@ -268,7 +269,7 @@ def check_segmentation_volumes(settings, mip: int, chunk_size) -> dict:
     """The launcher's checks of `--from_segmentation`'s volumes (docs/segmentation-input.md);
     raises a ConfigError/InputError naming the key. Returns the plan: `{"geometry":
     WatershedInfo of SUPERVOXELS, "in_place": bool, "watershed_info": info to create or None}`."""
-    from ..config import ConfigError
+    from ..errors import ConfigError
     from .watershed import read_info, read_watershed_info
     ic, ds = settings.ingest, settings.data_source
     if not ic.SUPERVOXELS:

@@ -17,7 +17,7 @@ from cloudfiles import CloudFiles
 from cloudfiles import paths as cf_paths
 from cloudfiles.exceptions import UnsupportedProtocolError as CfUnsupportedProtocolError
 
-from .precomputed import InputError
+from ..errors import InputError
 
 
 @dataclasses.dataclass(frozen=True)

@@ -91,7 +91,7 @@ class WatershedVoxels:
 
     def read(self, coord) -> tuple[np.ndarray, np.ndarray]:
         """The chunk's block, `numbered`."""
-        from ..chunk_inputs import InputError
+        from ..errors import InputError
         from ..deadline import within
         self.connect()
         start, stop = self.layout.voxel_box(coord)

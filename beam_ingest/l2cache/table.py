@@ -21,7 +21,7 @@ import json
 import logging
 
 from ..store import kinds
-from ..store.bigtable import TableError
+from ..errors import TableError
 from .features import FAMILIES, meta_cells
 
 log = logging.getLogger(__name__)

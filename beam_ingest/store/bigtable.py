@@ -19,6 +19,7 @@ from google.api_core import exceptions as gexc
 from google.cloud.bigtable import Client, column_family, row_filters
 
 from . import cells, limits
+from ..errors import TableError
 
 # google-cloud-bigtable warns on every client it makes for an emulator; the launcher already
 # says which Bigtable it writes to (Target.describe), in every process that makes clients
@@ -47,10 +48,6 @@ RESOURCE_EXHAUSTED = 8
 # Google's id rules (a project may carry a domain prefix, "example.com:my-project").
 PROJECT_ID = re.compile(r"([a-z][-a-z0-9.]*[a-z0-9]:)?[a-z][-a-z0-9]{4,28}[a-z0-9]")
 INSTANCE_ID = re.compile(r"[a-z][-a-z0-9]{4,31}[a-z0-9]")
-
-
-class TableError(RuntimeError):
-    """The target table cannot be used as asked (exists, differs, missing...)."""
 
 
 class WriteError(RuntimeError):

@@ -146,7 +146,7 @@ class StateRows:
                 self.close()  # its connection may be dead: the next attempt opens another
                 timed_out += isinstance(exc, gexc.DeadlineExceeded)
                 if timed_out == self.attempts or attempt == FAST_ATTEMPTS:
-                    from .bigtable import TableError
+                    from ..errors import TableError
                     raise TableError(f"{self.target.describe()} unreachable while {what} of table "
                                      f"{self.table_id!r} ({attempt} attempts, {timed_out} of them out of their "
                                      f"{self.timeout_s:.0f} s: {type(exc).__name__})") from None

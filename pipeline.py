@@ -4,12 +4,12 @@
     python pipeline.py --config config.yml --graph_id my_graph
 
 The entry the README, Dataflow jobs and the Flex template use; the ingest itself lives in
-the package (`beam_ingest.ingest`), which an installed package runs as
+the package (`beam_ingest.launch.ingest`), which an installed package runs as
 `beam-ingest ingest ...` or `python -m beam_ingest ingest ...`.
 """
 import sys
 
-from beam_ingest.ingest import IngestOptions, main, run  # noqa: F401
+from beam_ingest.launch.ingest import IngestOptions, main, run  # noqa: F401
 
 if __name__ == "__main__":
     sys.exit(main())

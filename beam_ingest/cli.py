@@ -10,7 +10,7 @@ import typing
 
 import numpy as np
 
-from .options import int_in
+from .launch.options import int_in
 from .shipped import shipped
 from .errors import CommandError
 
@@ -27,7 +27,7 @@ def positive_float(text):
 def graph_id_type(text):
     """A graph id is a Bigtable table id: `*` or `?` are never a pattern over graphs."""
     from .errors import ConfigError
-    from .options import check_graph_id
+    from .launch.options import check_graph_id
     try:
         check_graph_id(text, option="--graph_id")
     except ConfigError as exc:
@@ -89,7 +89,7 @@ def check_graph_table(target, table_id: str, option: str = "--graph_id"):
 
 
 def _layout_of(table):
-    from .launcher import layout_for
+    from .launch.plan import layout_for
     from .store import cells
     from .store.bigtable import read_cell
     from .store.meta import loads_meta
@@ -179,7 +179,7 @@ def cmd_generate(args):
                                          ("--[no-]affinities", args.affinities)) if value is not None]
     if seg_only:
         raise CommandError(f"{seg_only[0]} applies to --segmentation only")
-    from .synthetic import SyntheticSpec, generate
+    from .synthetic.precomputed import SyntheticSpec, generate
     spec = SyntheticSpec(chunks=tuple(args.chunks), svs_per_chunk=args.svs_per_chunk, seed=args.seed,
                          raw=args.raw, data_version=args.data_version)
     info = generate(args.out, spec)
@@ -195,7 +195,7 @@ def _left_out(info) -> str:
 
 def cmd_generate_segmentation(args):
     """generate --segmentation: supervoxels/ (+ objects/, affinities/) volumes and a config.yml."""
-    from .synthetic_segmentation import SegmentationSpec, generate_segmentation
+    from .synthetic.segmentation import SegmentationSpec, generate_segmentation
     if args.raw:
         raise CommandError("--raw and --segmentation do not go together")
     fields = {"chunks": tuple(args.chunks), "seed": args.seed}
@@ -215,15 +215,15 @@ def cmd_demo(args):
     """Generate a small dataset, ingest it into an emulator, print the summary and one chain."""
     import time
 
-    from . import ingest as pipeline
-    from .emulator import Emulator
-    from .synthetic import SyntheticSpec, generate
+    from .launch import ingest as pipeline
+    from .ops.emulator import Emulator
+    from .synthetic.precomputed import SyntheticSpec, generate
 
     extra = []
     cache = f"{args.graph_id}-l2cache" if args.segmentation else None
     args.out = args.out or ("demo_segmentation" if args.segmentation else "demo_data")
     if args.segmentation:  # volumes in: relabelled, contacts as edges, then the same ingest
-        from .synthetic_segmentation import SegmentationSpec, generate_segmentation
+        from .synthetic.segmentation import SegmentationSpec, generate_segmentation
         info = generate_segmentation(args.out, SegmentationSpec(chunks=tuple(args.chunks)))
         extra = ["--from_segmentation", f"--l2cache_table={cache}"]
         print(f"generated a {'x'.join(map(str, info['size']))}-voxel segmentation ({info['n_supervoxels']} "
@@ -244,7 +244,7 @@ def cmd_demo(args):
         start = time.time()
         _, counters, plan = pipeline.run(["--config", info["config"], "--graph_id", args.graph_id,
                                           f"--if_exists={if_exists}"] + extra)
-        from .report import format_summary
+        from .ops.report import format_summary
         print(format_summary(counters, plan.layout.layer_count, time.time() - start))
         args.project = args.instance = None
         table = _table(args)
@@ -275,7 +275,7 @@ def _demo_if_exists(graph_id: str, config: str, cache: str | None) -> str:
     this same dataset; any other existing table (or L2 cache table) is refused, never deleted."""
     import json
 
-    from .config import load_config
+    from .launch.config import load_config
     from .store import bigtable, table_state
     if not (os.environ.get("BIGTABLE_EMULATOR_HOST") or
             (os.environ.get("BIGTABLE_PROJECT") and os.environ.get("BIGTABLE_INSTANCE"))):
@@ -371,7 +371,7 @@ def table_completion(graph_id: str, project=None, instance=None) -> TableStatus:
 
 
 def cmd_status(args):
-    from .progress import RedisSettings
+    from .pipeline.progress import RedisSettings
     settings = RedisSettings.from_env()
     table_line, identity, _ = table_completion(args.graph_id)
     if settings is None and table_line is None:
@@ -390,7 +390,7 @@ def cmd_status(args):
 
 def _print_status(args, settings, table_line, identity):
     import time
-    from .progress import ProgressCache, format_status
+    from .pipeline.progress import ProgressCache, format_status
     while True:
         lines = []
         if settings is not None:
@@ -419,7 +419,7 @@ def _print_status(args, settings, table_line, identity):
 
 
 def cmd_flush_redis(args):
-    from .progress import ProgressCache, RedisSettings
+    from .pipeline.progress import ProgressCache, RedisSettings
     settings = RedisSettings.from_env()
     if settings is None:
         raise CommandError("flush-redis needs REDIS_HOST (and REDIS_PORT, REDIS_DB, REDIS_PASSWORD)")
@@ -482,7 +482,7 @@ def _cache_check(table_id, graph_id, target, plan, graph_identity=None):
     """The verify.CacheCheck of the L2 cache table, or the MISMATCH line saying why there is none."""
     from .l2cache.chunks import WatershedVoxels
     from .store import bigtable, kinds
-    from .verify import CacheCheck
+    from .ops.verify import CacheCheck
     found = kinds.classify(target, table_id)
     if found is None:
         return f"MISMATCH: L2 cache table {table_id!r} does not exist"
@@ -498,10 +498,10 @@ def _cache_check(table_id, graph_id, target, plan, graph_identity=None):
 
 def cmd_verify(args):
     from .inputs.precomputed import PrecomputedReader
-    from .launcher import meta_mismatch, plan_ingest
+    from .launch.plan import meta_mismatch, plan_ingest
     from .store import bigtable, cells
     from .store.bigtable import read_cell
-    from .verify import verify
+    from .ops.verify import verify
     if args.raw and args.from_segmentation:
         raise CommandError("--raw and --from_segmentation: choose the input the table was built from")
     if args.fill_missing and not args.from_segmentation:
@@ -551,11 +551,11 @@ def cmd_verify(args):
 
 
 def cmd_estimate(args):
-    from .sizing import format_estimates
+    from .ops.sizing import format_estimates
     l2_chunks, voxels = args.l2_chunks, args.voxels or 0
     if args.config:
-        from .config import load_config
-        from .launcher import layout_for
+        from .launch.config import load_config
+        from .launch.plan import layout_for
         settings = load_config(args.config)
         geometry = None
         if args.from_segmentation:  # the grid is SUPERVOXELS', WATERSHED is an output
@@ -608,7 +608,7 @@ def main(argv=None) -> int:
         print(f"beam-ingest {__version__}")
         return 0
     if argv[:1] == ["ingest"]:  # the ingest itself, with its own strict options (as pipeline.py)
-        from .ingest import main as ingest_main
+        from .launch.ingest import main as ingest_main
         return ingest_main(argv[1:])
     parser = OneLineParser(prog="beam-ingest", epilog=EXAMPLES + f"\ndocumentation: {shipped('docs')}\n",
                                      formatter_class=argparse.RawDescriptionHelpFormatter,

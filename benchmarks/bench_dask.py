@@ -50,7 +50,7 @@ def child_overhead(address: str) -> dict:
     from apache_beam.options.pipeline_options import PipelineOptions
     from distributed import Client
 
-    from beam_ingest.runners import close_runner_client, touch
+    from beam_ingest.launch.runners import close_runner_client, touch
     start = time.perf_counter()
     Client(address, timeout=30).close()
     connect = time.perf_counter() - start
@@ -91,7 +91,7 @@ def restart_workers(address: str) -> None:
 
 
 def start_cluster(workers: int, folder: str):
-    from beam_ingest.emulator import free_port
+    from beam_ingest.ops.emulator import free_port
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BIGTABLE_", "REDIS_"))}
     env["PYTHONPATH"] = ROOT
     dask = os.path.join(os.path.dirname(sys.executable), "dask")
@@ -130,8 +130,8 @@ def main(argv=None):
     parser.add_argument("--data", default=os.path.join(ROOT, "bench_data"), help="dataset cache folder")
     args = parser.parse_args(argv)
 
-    from beam_ingest.emulator import Emulator
-    from beam_ingest.synthetic import SyntheticSpec, generate
+    from beam_ingest.ops.emulator import Emulator
+    from beam_ingest.synthetic.precomputed import SyntheticSpec, generate
     chunks, per_chunk = SIZES[args.size]
     folder = os.path.join(args.data, args.size)
     config = os.path.join(folder, "config.yml")

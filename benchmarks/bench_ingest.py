@@ -141,7 +141,7 @@ def child_replay(config: str, graph_id: str, batch_rows: int, inflight: int) -> 
     import warnings
     warnings.filterwarnings("ignore")
     import pipeline
-    from beam_ingest import ingest
+    from beam_ingest.launch import ingest
     check_completion = ingest.check_completion
     # The stand-in acknowledged the completion mark without writing it: the table cannot hold it.
     ingest.check_completion = lambda *args, **kwargs: None
@@ -181,7 +181,7 @@ def run_child(args: list[str], env=None, script: str = __file__) -> dict:
 
 def dataset(size: str, data_dir: str) -> str:
     """The config of the synthetic dataset of `size`, generated under `data_dir` unless cached."""
-    from beam_ingest.synthetic import SyntheticSpec, generate
+    from beam_ingest.synthetic.precomputed import SyntheticSpec, generate
     chunks, per_chunk = SIZES[size]
     folder = os.path.join(data_dir, size)
     config = os.path.join(folder, "config.yml")
@@ -192,7 +192,7 @@ def dataset(size: str, data_dir: str) -> str:
 
 
 def measure(size: str, data_dir: str, batch_rows: int, inflight: int, build_only: bool = False) -> dict:
-    from beam_ingest.emulator import Emulator
+    from beam_ingest.ops.emulator import Emulator
     config = dataset(size, data_dir)
     write_opts = [f"--write_batch_rows={batch_rows}", f"--max_inflight_writes={inflight}"]
     print(f"[{size}] (a) build, writes dropped", flush=True)
@@ -221,7 +221,7 @@ def measure_raw(size: str, data_dir: str) -> dict:
     """(a) from the raw agglomeration: reading sharded files and writing EDGES/COMPONENTS."""
     import shutil
 
-    from beam_ingest.synthetic import SyntheticSpec, generate
+    from beam_ingest.synthetic.precomputed import SyntheticSpec, generate
     chunks, per_chunk = SIZES[size]
     folder = os.path.join(data_dir, f"{size}-raw")
     config = os.path.join(folder, "config.yml")

@@ -14,7 +14,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from beam_ingest.inputs.outputs import OutputFolder  # noqa: E402
+from beam_ingest.outputs.files import OutputFolder  # noqa: E402
 
 
 def timed(fn, names, payload):

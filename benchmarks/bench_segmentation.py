@@ -76,7 +76,7 @@ def child(config: str, extra: list) -> dict:
 
 def dataset(args, chunks, storage) -> str:
     """The config of synthetic volumes of `chunks` layer-2 chunks (generated once, then cached)."""
-    from beam_ingest.synthetic_segmentation import SegmentationSpec, generate_segmentation
+    from beam_ingest.synthetic.segmentation import SegmentationSpec, generate_segmentation
     size = [n * c for n, c in zip(chunks, args.chunk_size)]
     folder = os.path.join(args.data, "seg_" + "x".join(map(str, size)) + "_chunk_"
                           + "x".join(map(str, args.chunk_size)) + "_storage_" + "x".join(map(str, storage))
@@ -123,7 +123,7 @@ def sharded_copy(url: str, dest: str) -> str:
     were (gzip or not), so that reads compare like for like."""
     from cloudfiles import CloudFiles
     from cloudvolume import CloudVolume
-    from beam_ingest.synthetic_segmentation import copy_volume
+    from beam_ingest.synthetic.segmentation import copy_volume
     key = CloudVolume(url, progress=False).info["scales"][0]["key"]
     gzipped = any(name.endswith(".gz") for name in CloudFiles(url).list(prefix=key))
     return copy_volume(url, dest, sharded=True, data_encoding="gzip" if gzipped else "raw", minishard_bits=6)

@@ -81,7 +81,7 @@ def _run_pipeline(build) -> dict:
 
 
 def _sink_spec(target, batch_rows: int, inflight: int):
-    from beam_ingest.sink import SinkSpec
+    from beam_ingest.pipeline.sink import SinkSpec
     return SinkSpec(target=target, table_id=TABLE_ID, ingest_ms=INGEST_MS, batch_rows=batch_rows,
                     max_inflight=inflight)
 
@@ -89,7 +89,7 @@ def _sink_spec(target, batch_rows: int, inflight: int):
 def _ours(pipeline, batches, sink):
     import apache_beam as beam
 
-    from beam_ingest.sink import WriteRowsFn
+    from beam_ingest.pipeline.sink import WriteRowsFn
     (pipeline | "Rows" >> beam.Create(batches) | "Stamp" >> beam.Map(_stamp)
      | "Write" >> beam.ParDo(WriteRowsFn(sink)))
 
@@ -154,7 +154,7 @@ def child_capture(config: str, out: str, batch_rows: int, inflight: int) -> dict
     from google.cloud.bigtable_v2.types import MutateRowsRequest
 
     import pipeline
-    from beam_ingest import sink
+    from beam_ingest.pipeline import sink
     from beam_ingest.store import bigtable
     batches = []
     process = sink.WriteRowsFn.process
@@ -305,8 +305,8 @@ def main(argv=None):
 
     import tempfile
 
-    from beam_ingest.emulator import Emulator
-    from beam_ingest.synthetic import SyntheticSpec, generate
+    from beam_ingest.ops.emulator import Emulator
+    from beam_ingest.synthetic.precomputed import SyntheticSpec, generate
     bench_ingest.pin_cpus(args.no_pin)
     chunks, per_chunk = bench_ingest.SIZES[args.size]
     folder = os.path.join(args.data, args.size)

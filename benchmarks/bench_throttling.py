@@ -46,7 +46,7 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
 
-    from beam_ingest.emulator import Emulator
+    from beam_ingest.ops.emulator import Emulator
     from bigtable_front import BigtableFront, Faults
     config = dataset(args.size, args.data)
     results = {}

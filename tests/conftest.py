@@ -21,7 +21,7 @@ import itertools  # noqa: E402
 
 import pytest  # noqa: E402
 
-from beam_ingest.emulator import Emulator  # noqa: E402
+from beam_ingest.ops.emulator import Emulator  # noqa: E402
 from bigtable_front import BigtableFront, Faults  # noqa: E402
 
 _ids = itertools.count()
@@ -82,7 +82,7 @@ def redis_server():
     import subprocess
     import time
 
-    from beam_ingest.emulator import free_port
+    from beam_ingest.ops.emulator import free_port
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server not found: install Debian's redis-server (tools/install.sh does)")

@@ -16,7 +16,7 @@ from beam_ingest.chunk_inputs import Edges
 from beam_ingest.inputs.precomputed import decode_components, decode_edges, encode_components, encode_edges
 from beam_ingest.inputs.protos import ChunkComponentsMsg, ChunkEdgesMsg
 from beam_ingest.layout import GraphLayout
-from beam_ingest.synthetic import SyntheticSpec, generate
+from beam_ingest.synthetic.precomputed import SyntheticSpec, generate
 from helpers import open_table
 
 SPEC = SyntheticSpec(chunks=(2, 2, 2), svs_per_chunk=12, seed=3, empty_chunk_fraction=0)

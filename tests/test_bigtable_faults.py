@@ -5,9 +5,9 @@ import re
 
 import pytest
 
-from beam_ingest.ingest import main
+from beam_ingest.launch.ingest import main
 from beam_ingest.store import bigtable
-from beam_ingest.synthetic import SyntheticSpec, generate
+from beam_ingest.synthetic.precomputed import SyntheticSpec, generate
 from bigtable_front import Faults
 from helpers import TS
 from test_runs import cells_of
@@ -83,7 +83,7 @@ def test_the_session_front_injects_faults_into_every_run(strict_front, small, cl
 
 @pytest.fixture(scope="module")
 def seg(tmp_path_factory):
-    from beam_ingest.synthetic_segmentation import SegmentationSpec, generate_segmentation
+    from beam_ingest.synthetic.segmentation import SegmentationSpec, generate_segmentation
     return generate_segmentation(str(tmp_path_factory.mktemp("faults-seg") / "data"), SegmentationSpec(seed=57))
 
 

@@ -162,14 +162,14 @@ def test_a_row_key_over_4_kib_fails_naming_it(graph_id):
 
 @pytest.fixture(scope="module")
 def v3_data(tmp_path_factory):
-    from beam_ingest.synthetic import SyntheticSpec, generate
+    from beam_ingest.synthetic.precomputed import SyntheticSpec, generate
     return generate(str(tmp_path_factory.mktemp("limits") / "data"),
                     SyntheticSpec(chunks=(4, 3, 2), svs_per_chunk=30, seed=6))
 
 
 @pytest.fixture(scope="module")
 def seg_data(tmp_path_factory):
-    from beam_ingest.synthetic_segmentation import SegmentationSpec, generate_segmentation
+    from beam_ingest.synthetic.segmentation import SegmentationSpec, generate_segmentation
     return generate_segmentation(str(tmp_path_factory.mktemp("limits-seg") / "data"), SegmentationSpec(seed=33))
 
 
@@ -209,7 +209,7 @@ def test_the_widest_rows_of_the_most_layers_the_ids_allow_are_cut_within_the_lim
     and lifted-edge cells per layer; a row's cells span at most the few layers at which its
     chunk's neighbours join, 3 here). With the request limit lowered to ten times the widest
     row, every request is cut below it and the table equals a plain run's."""
-    from beam_ingest.synthetic import SyntheticSpec, generate
+    from beam_ingest.synthetic.precomputed import SyntheticSpec, generate
     from helpers import run_ingest
     from test_runs import cells_of
     info = generate(str(tmp_path / "wide"), SyntheticSpec(chunks=(1024, 1, 1), svs_per_chunk=6, chunk_size=(8, 8, 8),

@@ -4,8 +4,8 @@ several MutateRows requests (7 rows a request), through the session's strict, fa
 Bigtable front; the tables equal those of a plain run, cell for cell."""
 import pytest
 
-from beam_ingest.synthetic import SyntheticSpec, generate
-from beam_ingest.synthetic_segmentation import SegmentationSpec, generate_segmentation
+from beam_ingest.synthetic.precomputed import SyntheticSpec, generate
+from beam_ingest.synthetic.segmentation import SegmentationSpec, generate_segmentation
 from helpers import run_ingest
 from test_l2cache import cache_cells
 from test_runs import cells_of

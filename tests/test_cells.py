@@ -4,7 +4,7 @@ import pickle
 
 import numpy as np
 
-from beam_ingest.config import parse_config
+from beam_ingest.launch.config import parse_config
 from beam_ingest.store import cells
 from beam_ingest.store.meta import dumps_meta, meta_for
 import pcg_standins

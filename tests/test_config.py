@@ -2,7 +2,7 @@ import pytest
 import yaml
 
 from beam_ingest.errors import ConfigError
-from beam_ingest.config import load_config, parse_config
+from beam_ingest.launch.config import load_config, parse_config
 
 
 def good():

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from beam_ingest.store import bigtable, wire
-from beam_ingest.synthetic import SyntheticSpec, generate
+from beam_ingest.synthetic.precomputed import SyntheticSpec, generate
 from faultproxy import FaultProxy
 from helpers import TS, open_table, run_ingest
 from test_end_to_end import check_against_reference

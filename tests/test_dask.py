@@ -10,8 +10,8 @@ import time
 import pytest
 
 from beam_ingest.errors import ConfigError
-from beam_ingest.emulator import free_port
-from beam_ingest.synthetic import SyntheticSpec, generate
+from beam_ingest.ops.emulator import free_port
+from beam_ingest.synthetic.precomputed import SyntheticSpec, generate
 from helpers import run_ingest
 from test_progress import slow_writes  # noqa: F401 - a fixture
 from test_end_to_end import check_against_reference
@@ -88,7 +88,7 @@ def dask_args(address):
 
 
 def in_process_layers(layout):
-    from beam_ingest.progress import layer_totals
+    from beam_ingest.pipeline.progress import layer_totals
     return layer_totals(layout)
 
 
@@ -139,7 +139,7 @@ def test_raw_input_on_the_dask_cluster(tmp_path, graph_id, dask_cluster):
 def test_segmentation_input_on_the_dask_cluster(tmp_path, graph_id, dask_cluster):
     """--from_segmentation on the cluster: chunk parts cross between worker processes; the
     table, WATERSHED, EDGES and COMPONENTS equal the in-process run's."""
-    from beam_ingest.synthetic_segmentation import SegmentationSpec, generate_segmentation
+    from beam_ingest.synthetic.segmentation import SegmentationSpec, generate_segmentation
     from test_segmentation import check_outputs
     info = generate_segmentation(str(tmp_path / "data"), SegmentationSpec(seed=22))
     run_ingest(info["config"], graph_id + "-inproc", "--from_segmentation")
@@ -165,7 +165,7 @@ def test_checkpoint_and_restart_on_the_dask_cluster(dataset, graph_id, dask_clus
 
 def test_runner_names_and_dask_options_are_checked_before_anything_is_created(dataset, graph_id, capsys):
     import pipeline
-    from beam_ingest.runners import known_runner_names
+    from beam_ingest.launch.runners import known_runner_names
     from helpers import open_table
     assert "DaskRunner" in known_runner_names()
     assert pipeline.main(["--config", dataset["config"], "--graph_id", graph_id, "--runner=NoSuchRunner"]) == 2
@@ -186,7 +186,7 @@ def test_runner_names_and_dask_options_are_checked_before_anything_is_created(da
 
 
 def test_every_option_of_every_runner_beam_ships_is_accepted():
-    from beam_ingest.options import parse_argv
+    from beam_ingest.launch.options import parse_argv
     known = parse_argv(["--config=x", "--graph_id=g", "--runner=DaskRunner", "--dask_client_address=tcp://h:1",
                         "--dask_connection_timeout=5", "--dask_scheduler_file=/tmp/s.json", "--dask_client_name=n",
                         "--dask_connection_limit=64", "--dask_npartitions=8", "--flink_master=h:8081",
@@ -199,8 +199,8 @@ def test_every_option_of_every_runner_beam_ships_is_accepted():
 
 def test_without_dask_a_dask_option_says_what_to_install():
     code = ("import sys; sys.modules['dask'] = sys.modules['distributed'] = None\n"
-            "from beam_ingest.options import parse_argv\n"
-            "from beam_ingest.config import ConfigError\n"
+            "from beam_ingest.launch.options import parse_argv\n"
+            "from beam_ingest.errors import ConfigError\n"
             "try:\n    parse_argv(['--config=x', '--graph_id=g', '--dask_client_address=tcp://h:1'])\n"
             "except ConfigError as e:\n    print(e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=os.path.dirname(
@@ -210,7 +210,7 @@ def test_without_dask_a_dask_option_says_what_to_install():
 
 def test_l2cache_on_the_dask_cluster(tmp_path, graph_id, dask_cluster):
     """--l2cache_table on the cluster: the cache rows go through their own sink and proof."""
-    from beam_ingest.synthetic_segmentation import SegmentationSpec, generate_segmentation
+    from beam_ingest.synthetic.segmentation import SegmentationSpec, generate_segmentation
     from test_l2cache import cache_cells
     info = generate_segmentation(str(tmp_path / "data"), SegmentationSpec(seed=23))
     run_ingest(info["config"], graph_id + "-inproc", "--from_segmentation", f"--l2cache_table={graph_id[:36]}-l2in")
@@ -226,7 +226,7 @@ def test_progress_on_the_dask_cluster(dataset, graph_id, dask_cluster, slow_writ
     import logging
 
     from test_progress import check_layer2_moves, progress_lines
-    caplog.set_level(logging.INFO, logger="beam_ingest.progress")
+    caplog.set_level(logging.INFO, logger="beam_ingest.pipeline.progress")
     _, _, plan = run_ingest(dataset["config"], graph_id, "--write_batch_rows=20", *dask_args(dask_cluster))
     seen = progress_lines(caplog)
     check_layer2_moves(seen, plan.layout.chunk_count(2))

@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from beam_ingest import dask_cluster
-from beam_ingest.emulator import free_port
-from beam_ingest.ingest import main
-from beam_ingest.synthetic import SyntheticSpec, generate
+from beam_ingest.launch import dask_cluster
+from beam_ingest.ops.emulator import free_port
+from beam_ingest.launch.ingest import main
+from beam_ingest.synthetic.precomputed import SyntheticSpec, generate
 from helpers import TS
 from test_dask import DASK, _wait_for_workers, stop
 from test_portable import worker_environment

@@ -11,7 +11,7 @@ import pytest
 
 import pipeline
 from beam_ingest.errors import ConfigError
-from beam_ingest.synthetic import SyntheticSpec, generate
+from beam_ingest.synthetic.precomputed import SyntheticSpec, generate
 from helpers import copy_to_bucket
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -144,7 +144,7 @@ def test_dry_run_of_segmentation_input(tmp_path, gcs_server):
     between them travel with their zstd coder, and a dry run creates no WATERSHED."""
     from cloudfiles import CloudFiles
 
-    from beam_ingest.synthetic_segmentation import SegmentationSpec, generate_segmentation
+    from beam_ingest.synthetic.segmentation import SegmentationSpec, generate_segmentation
     generate_segmentation(str(tmp_path / "seg"), SegmentationSpec(seed=30))
     base = f"{gcs_server}/df-seg-{os.getpid()}"
     config = copy_to_bucket(tmp_path / "seg", base)
@@ -186,8 +186,8 @@ def test_an_invalid_temp_bucket_is_refused_at_once(dataset, capsys):
 @pytest.fixture
 def no_google_credentials(monkeypatch, tmp_path):
     """No credentials file anywhere, no storage emulator, and a metadata server that refuses."""
-    from beam_ingest import credentials
-    from beam_ingest.emulator import free_port
+    from beam_ingest.launch import credentials
+    from beam_ingest.ops.emulator import free_port
     for name in ("STORAGE_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
@@ -212,7 +212,7 @@ def test_a_gs_config_without_credentials_says_so(no_google_credentials, capsys):
 
 def test_a_dry_run_needs_no_credentials_for_the_temp_location(dataset, monkeypatch):
     """Inputs readable (here: the emulator), temp_location never touched by a dry run."""
-    from beam_ingest import credentials
+    from beam_ingest.launch import credentials
     monkeypatch.setattr(credentials, "_on_google_cloud", lambda: pytest.fail("probed the metadata server"))
     result, counters, _ = pipeline.run(["--config", dataset["config"], "--graph_id", "g"] + DATAFLOW
                                        + ["--dry_run=True"])

@@ -24,9 +24,9 @@ import sys
 
 import pytest
 
-from beam_ingest.emulator import free_port
-from beam_ingest.synthetic import SyntheticSpec, generate
-from beam_ingest.synthetic_segmentation import SegmentationSpec, generate_segmentation
+from beam_ingest.ops.emulator import free_port
+from beam_ingest.synthetic.precomputed import SyntheticSpec, generate
+from beam_ingest.synthetic.segmentation import SegmentationSpec, generate_segmentation
 from conftest import EMULATOR_SITE
 from helpers import copy_to_bucket
 

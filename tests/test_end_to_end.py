@@ -1,7 +1,7 @@
 """Whole ingests into the Bigtable emulator, checked against the independent reference."""
 import pytest
 
-from beam_ingest.synthetic import SyntheticSpec, generate
+from beam_ingest.synthetic.precomputed import SyntheticSpec, generate
 from helpers import TableStructure, run_ingest
 from reference import Reference
 

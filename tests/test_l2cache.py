@@ -15,7 +15,7 @@ from cloudvolume import CloudVolume
 import pipeline
 from beam_ingest.l2cache.features import CELL_DTYPES, chunk_features, chunk_volume, row_cells
 from beam_ingest.store.reader import read_all
-from beam_ingest.synthetic_segmentation import SegmentationSpec, generate_segmentation
+from beam_ingest.synthetic.segmentation import SegmentationSpec, generate_segmentation
 from helpers import open_table, run_ingest, state_rows, target
 from l2cache_reference import QUALIFIERS, reference_rows
 from test_runs import cells_of
@@ -238,7 +238,7 @@ def test_verify_checks_the_cache_rows_of_the_sampled_chunks(seg, graph_id, capsy
 def test_raw_input_reads_watershed_for_the_cache(tmp_path, graph_id):
     """--raw: the layer-2 stage reads each chunk's WATERSHED block (painted here with the
     dataset's supervoxels, as a real watershed holds them) and writes its cache rows."""
-    from beam_ingest.synthetic import SyntheticSpec, generate
+    from beam_ingest.synthetic.precomputed import SyntheticSpec, generate
     info = generate(str(tmp_path / "raw"), SyntheticSpec(chunks=(3, 2, 2), svs_per_chunk=20, seed=45, raw=True,
                                                          data_version=4))
     _, _, plan = run_ingest(info["config"], graph_id + "-plain", "--raw")
@@ -271,7 +271,7 @@ def test_progress_and_status_show_the_cache_chunks(seg, graph_id, with_redis, ca
     import logging
 
     from beam_ingest.cli import main as cli
-    caplog.set_level(logging.INFO, logger="beam_ingest.progress")
+    caplog.set_level(logging.INFO, logger="beam_ingest.pipeline.progress")
     args = ["--from_segmentation", f"--l2cache_table={graph_id}-l2"]
     with pytest.raises(Exception, match="injected failure at layer 3"):
         run_ingest(seg["config"], graph_id, *args, "--fail_at_layer=3")

@@ -10,7 +10,7 @@ import yaml
 
 import pipeline
 from beam_ingest.cli import main as cli
-from beam_ingest.synthetic_segmentation import SegmentationSpec, generate_segmentation
+from beam_ingest.synthetic.segmentation import SegmentationSpec, generate_segmentation
 from helpers import open_table, run_ingest
 from test_l2cache import cache_cells, expected_cache
 
@@ -166,7 +166,7 @@ def test_watershed_of_another_segmentation_fails_the_run_naming_chunks_unless_ac
     assert without > 0 and unknown > 0
     cells, named = cache_cells(cache)
     assert counters["layer2_nodes"] - without == len(cells) == counters["l2cache_rows"]
-    from beam_ingest.report import format_summary
+    from beam_ingest.ops.report import format_summary
     assert "accepted by --l2cache_accept_mismatch" in format_summary(counters, plan.layout.layer_count, 1.0)
     # the same run over consistent inputs disagrees nowhere
     same = precomputed_config(seg, seg, tmp_path)

@@ -6,7 +6,7 @@ import pytest
 import redis
 
 from beam_ingest.cli import main as cli
-from beam_ingest.synthetic import SyntheticSpec, generate
+from beam_ingest.synthetic.precomputed import SyntheticSpec, generate
 from helpers import run_ingest
 
 
@@ -54,7 +54,7 @@ def test_flush_one_graph_then_everything(dataset, graph_id, with_redis, capsys):
 
 
 def test_redis_down_does_not_fail_the_ingest(dataset, graph_id, monkeypatch, caplog, capsys):
-    from beam_ingest.emulator import free_port
+    from beam_ingest.ops.emulator import free_port
     monkeypatch.setenv("REDIS_HOST", "127.0.0.1")
     monkeypatch.setenv("REDIS_PORT", str(free_port()))  # nothing listens there
     with caplog.at_level(logging.WARNING):
@@ -73,7 +73,7 @@ def test_status_without_redis_or_bigtable_is_a_clear_error(monkeypatch, capsys):
 
 
 def test_marks_made_while_redis_was_away_are_sent_later(with_redis, monkeypatch):
-    from beam_ingest.progress import ProgressCache, RedisSettings
+    from beam_ingest.pipeline.progress import ProgressCache, RedisSettings
     settings = RedisSettings.from_env()
     cache = ProgressCache(settings, "away")
     assert cache.start({2: 3})
@@ -87,7 +87,7 @@ def test_marks_made_while_redis_was_away_are_sent_later(with_redis, monkeypatch)
 
 def test_marks_kept_during_an_outage_are_sent_by_the_teardown_flush(with_redis):
     """A worker's last marks, made while Redis was away, go out in its teardown's flush."""
-    from beam_ingest.progress import ProgressCache, RedisSettings
+    from beam_ingest.pipeline.progress import ProgressCache, RedisSettings
     settings = RedisSettings.from_env()
     cache = ProgressCache(settings, "teardown")
     assert cache.start({2: 4, 3: 1})
@@ -242,7 +242,7 @@ def test_inspect_and_status_say_what_an_empty_or_partial_table_is(dataset, graph
 
 def test_flush_of_one_graph_leaves_a_graph_with_glob_characters_alone(redis_server, with_redis, capsys):
     """Keys are matched with the id's glob characters escaped: `a*` never flushes `ab`."""
-    from beam_ingest.progress import ProgressCache, RedisSettings
+    from beam_ingest.pipeline.progress import ProgressCache, RedisSettings
     settings = RedisSettings.from_env()
     for graph in ("ab", "a*"):
         assert ProgressCache(settings, graph, "id").start({2: 4}) is True

@@ -7,7 +7,7 @@ import pytest
 
 import pipeline
 from beam_ingest.cli import main as cli
-from beam_ingest.synthetic import SyntheticSpec, generate
+from beam_ingest.synthetic.precomputed import SyntheticSpec, generate
 from helpers import open_table
 
 
@@ -55,7 +55,7 @@ def test_bad_option_is_one_error_line_and_creates_nothing(dataset, graph_id, cap
 
 
 def test_beam_and_runner_options_stay_accepted(dataset, graph_id):
-    from beam_ingest.options import parse_argv
+    from beam_ingest.launch.options import parse_argv
     known = parse_argv(["--config=x", "--graph_id=g", "--runner=PortableRunner", "--job_endpoint=embed",
                         "--environment_type=LOOPBACK", "--direct_num_workers=2", "--direct_running_mode=in_memory",
                         "--project=p", "--region=r", "--temp_location=gs://b/t", "--sdk_container_image=img",
@@ -90,7 +90,7 @@ def test_graph_id_with_test_suffix_must_fit(dataset, bigtable_emulator, capsys):
     code = pipeline.main(["--config", dataset["config"], "--graph_id", "x" * 46, "--test"])
     assert re.search(r"so 45 with --test's '-test'", _one_error(capsys, code))
     # the longest valid ids are accepted
-    from beam_ingest.options import check_graph_id
+    from beam_ingest.launch.options import check_graph_id
     check_graph_id("_" + "a-b.c" * 9 + "0123")  # 50 characters
     check_graph_id("x" * 45, test=True)
 

@@ -11,8 +11,8 @@ import yaml
 
 import pipeline
 from beam_ingest.store.reader import read_all
-from beam_ingest.synthetic import SyntheticSpec, generate
-from beam_ingest.synthetic_segmentation import SegmentationSpec, generate_segmentation
+from beam_ingest.synthetic.precomputed import SyntheticSpec, generate
+from beam_ingest.synthetic.segmentation import SegmentationSpec, generate_segmentation
 from helpers import open_table, run_ingest
 from test_runs import cells_of
 

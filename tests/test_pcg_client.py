@@ -19,10 +19,10 @@ from kvdbclient import BigTableClient, BigTableConfig
 import pcg_standins
 import pipeline
 from beam_ingest.cli import main as cli
-from beam_ingest.launcher import plan_ingest
+from beam_ingest.launch.plan import plan_ingest
 from beam_ingest.store import cells, table_state
-from beam_ingest.synthetic import SyntheticSpec, generate
-from beam_ingest.synthetic_segmentation import SegmentationSpec, generate_segmentation
+from beam_ingest.synthetic.precomputed import SyntheticSpec, generate
+from beam_ingest.synthetic.segmentation import SegmentationSpec, generate_segmentation
 from helpers import TS, TableStructure, open_table, run_ingest, state_rows, target
 from reference import Reference
 from test_end_to_end import check_against_reference

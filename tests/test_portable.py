@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from beam_ingest.emulator import free_port
-from beam_ingest.progress import ProgressCache, RedisSettings
-from beam_ingest.synthetic import SyntheticSpec, generate
+from beam_ingest.ops.emulator import free_port
+from beam_ingest.pipeline.progress import ProgressCache, RedisSettings
+from beam_ingest.synthetic.precomputed import SyntheticSpec, generate
 from helpers import run_ingest
 from test_end_to_end import check_against_reference
 from test_runs import cells_of
@@ -102,7 +102,7 @@ def test_a_worker_that_cannot_reach_the_target_names_it(monkeypatch):
 def test_segmentation_input_on_the_worker_pool(tmp_path, graph_id, worker_pool):
     """--from_segmentation on workers of their own: the reader and the chunk parts (with their
     zstd coder) cross the process boundary; table and files equal the in-process run's."""
-    from beam_ingest.synthetic_segmentation import SegmentationSpec, generate_segmentation
+    from beam_ingest.synthetic.segmentation import SegmentationSpec, generate_segmentation
     from test_segmentation import check_outputs
     info = generate_segmentation(str(tmp_path / "data"), SegmentationSpec(seed=21))
     run_ingest(info["config"], graph_id + "-inproc", "--from_segmentation")

@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from beam_ingest import progress
-from beam_ingest.synthetic import SyntheticSpec, generate
+from beam_ingest.pipeline import progress
+from beam_ingest.synthetic.precomputed import SyntheticSpec, generate
 from helpers import run_ingest
 
 LINE = re.compile(r"^(layer \d+|roots|L2 cache): (\d+) / (\d+) chunks done(?: \((\d+)%\) after ([\d.]+) s| in ([\d.]+) s)$")
@@ -34,7 +34,7 @@ def progress_lines(caplog):
     """Per label: [(done, total, kind, seconds)] in the order the launcher logged them."""
     seen = {}
     for record in caplog.records:
-        if record.name != "beam_ingest.progress":
+        if record.name != "beam_ingest.pipeline.progress":
             continue
         match = LINE.match(record.getMessage())
         if match:
@@ -57,7 +57,7 @@ def check_layer2_moves(seen, total):
 
 @pytest.mark.parametrize("runner", ["in_process", "multi_processing"])
 def test_progress_advances_as_chunks_are_acknowledged(dataset, graph_id, slow_writes, caplog, runner):
-    caplog.set_level(logging.INFO, logger="beam_ingest.progress")
+    caplog.set_level(logging.INFO, logger="beam_ingest.pipeline.progress")
     extra = ["--direct_running_mode=multi_processing", "--direct_num_workers=2"] if runner != "in_process" else []
     _, _, plan = run_ingest(dataset["config"], graph_id, "--write_batch_rows=20", "--max_inflight_writes=1", *extra)
     seen = progress_lines(caplog)
@@ -73,8 +73,8 @@ def test_a_runner_without_a_channel_says_so_once(dataset, graph_id, caplog):
     """Dataflow, Flink, Spark and portable runners: one line at the start says where progress is."""
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from beam_ingest.ingest import _progress_listener
-    caplog.set_level(logging.INFO, logger="beam_ingest.ingest")
+    from beam_ingest.launch.ingest import _progress_listener
+    caplog.set_level(logging.INFO, logger="beam_ingest.launch.ingest")
     with _progress_listener(PipelineOptions(["--runner=FlinkRunner"]), None) as listener:
         assert listener is None
     (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("progress:")]

@@ -9,8 +9,8 @@ import yaml
 from beam_ingest.errors import InputError
 from beam_ingest.inputs.raw import RawReader, decode_records, edge_dtype, sum_duplicates
 from beam_ingest.inputs.sharded import ShardReader, index_dtype, write_shard
-from beam_ingest.launcher import plan_ingest
-from beam_ingest.synthetic import SyntheticSpec, generate
+from beam_ingest.launch.plan import plan_ingest
+from beam_ingest.synthetic.precomputed import SyntheticSpec, generate
 from helpers import run_ingest
 from test_end_to_end import check_against_reference
 from test_runs import cells_of

@@ -12,10 +12,10 @@ import pytest
 
 import pipeline
 from beam_ingest.cli import main as cli
-from beam_ingest.config import load_config
-from beam_ingest.launcher import layout_for
+from beam_ingest.launch.config import load_config
+from beam_ingest.launch.plan import layout_for
 from beam_ingest.store import bigtable, cells, table_state
-from beam_ingest.synthetic import SyntheticSpec, generate
+from beam_ingest.synthetic.precomputed import SyntheticSpec, generate
 from helpers import TS, TableStructure, state_rows, open_table, run_ingest
 from test_end_to_end import check_against_reference
 from test_runs import cells_of
@@ -140,7 +140,7 @@ def test_acknowledgements_of_many_bundles_are_merged_and_other_runs_ignored(tmp_
     """A run with many sink bundles leaves one acks file per bundle: a resume merges them all,
     and files another run left in the same folder count for nothing."""
     import numpy as np
-    from beam_ingest import checkpoint
+    from beam_ingest.pipeline import checkpoint
     url = f"file://{tmp_path}/ckpt"
     bundles = [([(0, 0, 0), (1, 0, 0)], [[5, 1, 2, 3], [6, 1, 2, 3]]), ([(0, 1, 0)], [[7, 1, 2, 3]]),
                ([(1, 1, 0), (2, 1, 0), (0, 0, 1)], [[1, 0, 0, 1], [2, 0, 0, 2], [3, 0, 0, 3]])]
@@ -249,7 +249,7 @@ def test_status_after_a_redis_stall_shows_the_finished_ingest(dataset, graph_id,
 
 
 def test_unreachable_bigtable_is_an_error_within_seconds(dataset, graph_id, monkeypatch, capsys):
-    from beam_ingest.emulator import free_port
+    from beam_ingest.ops.emulator import free_port
     monkeypatch.setenv("BIGTABLE_EMULATOR_HOST", f"127.0.0.1:{free_port()}")  # nothing listens there
     monkeypatch.setattr(bigtable, "REACH_DEADLINE_S", 3.0)
     start = time.time()

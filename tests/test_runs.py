@@ -4,7 +4,7 @@ import pytest
 
 from beam_ingest.store import cells
 from beam_ingest.errors import TableError
-from beam_ingest.synthetic import SyntheticSpec, generate
+from beam_ingest.synthetic.precomputed import SyntheticSpec, generate
 from beam_ingest.store.reader import read_all
 from helpers import TableStructure, open_table, run_ingest
 from test_end_to_end import check_against_reference
@@ -90,8 +90,7 @@ def cells_of_clean(dataset, graph_id):
 
 
 def test_restart_at_layer_4_from_checkpoint_equals_clean_run(dataset, graph_id, tmp_path):
-    from beam_ingest.errors import CheckpointError
-    from beam_ingest.errors import ConfigError
+    from beam_ingest.errors import CheckpointError, ConfigError
     clean = graph_id + "-clean"
     run_ingest(dataset["config"], clean)
     ckpt = "file://" + str(tmp_path / "ckpt")

@@ -14,9 +14,8 @@ import yaml
 from cloudvolume import CloudVolume
 
 import pipeline
-from beam_ingest.errors import ConfigError
-from beam_ingest.errors import InputError
-from beam_ingest.synthetic_segmentation import SegmentationSpec, copy_volume, generate_segmentation
+from beam_ingest.errors import ConfigError, InputError
+from beam_ingest.synthetic.segmentation import SegmentationSpec, copy_volume, generate_segmentation
 from helpers import run_ingest
 from seg_reference import diff_edges, read_seg_outputs, seg_reference
 from test_end_to_end import check_against_reference

@@ -3,7 +3,7 @@ import re
 import numpy as np
 
 from beam_ingest.cli import main
-from beam_ingest.sizing import Rates, estimate
+from beam_ingest.ops.sizing import Rates, estimate
 
 
 def test_estimate_follows_bigtable_and_the_measured_rates():
@@ -34,7 +34,7 @@ def test_segmentation_input_adds_its_voxels():
 
 
 def test_estimate_command_reads_a_segmentation_config(tmp_path, capsys):
-    from beam_ingest.synthetic_segmentation import SegmentationSpec, generate_segmentation
+    from beam_ingest.synthetic.segmentation import SegmentationSpec, generate_segmentation
     info = generate_segmentation(str(tmp_path / "data"), SegmentationSpec(seed=3, chunks=(3, 2, 2)))
     assert main(["estimate", "--svs", "100", "--config", info["config"], "--from_segmentation"]) == 0
     out = capsys.readouterr().out
@@ -51,7 +51,7 @@ def test_estimate_command_reads_a_segmentation_config(tmp_path, capsys):
 def test_estimate_refuses_more_svs_than_voxels_and_notes_odd_inputs(tmp_path, capsys):
     """The issue's case: 1e9 SVs against a config of a few thousand voxels is an error naming
     both figures, not a ~75 GB shuffle; unusual but possible inputs get a note line."""
-    from beam_ingest.synthetic_segmentation import SegmentationSpec, generate_segmentation
+    from beam_ingest.synthetic.segmentation import SegmentationSpec, generate_segmentation
     info = generate_segmentation(str(tmp_path / "data"), SegmentationSpec(seed=3, chunks=(3, 2, 2)))
     assert main(["estimate", "--svs", "1e9", "--config", info["config"], "--from_segmentation"]) == 2
     err = capsys.readouterr().err.strip()
@@ -85,8 +85,8 @@ def test_the_l2_cache_adds_its_voxels_rows_and_storage():
 
 
 def test_estimate_command_with_the_l2_cache(tmp_path, capsys):
-    from beam_ingest.synthetic import SyntheticSpec, generate
-    from beam_ingest.synthetic_segmentation import SegmentationSpec, generate_segmentation
+    from beam_ingest.synthetic.precomputed import SyntheticSpec, generate
+    from beam_ingest.synthetic.segmentation import SegmentationSpec, generate_segmentation
     files = generate(str(tmp_path / "files"), SyntheticSpec(chunks=(2, 2, 2), svs_per_chunk=10))
     assert main(["estimate", "--svs", "1e4", "--config", files["config"], "--l2cache"]) == 0
     out = capsys.readouterr().out

@@ -6,12 +6,12 @@ import pytest
 import yaml
 from cloudfiles import CloudFiles
 
-from beam_ingest.config import load_config
+from beam_ingest.launch.config import load_config
 from beam_ingest.chunk_inputs import Edges
 from beam_ingest.inputs.precomputed import PrecomputedReader, edges_filename, encode_edges
 from beam_ingest.errors import InputError
 from beam_ingest.inputs.watershed import read_watershed_info
-from beam_ingest.synthetic import SyntheticSpec, generate
+from beam_ingest.synthetic.precomputed import SyntheticSpec, generate
 from helpers import run_ingest
 from test_end_to_end import check_against_reference
 

@@ -1,4 +1,4 @@
-"""The synthetic segmentation input (beam_ingest/synthetic_segmentation.py).
+"""The synthetic segmentation input (beam_ingest/synthetic/segmentation.py).
 
 Every check reads the volumes back with cloud-volume and verifies the claim with numpy on
 the read-back arrays, independently of how the generator built them.
@@ -11,7 +11,7 @@ import yaml
 from cloudvolume import CloudVolume
 from scipy import ndimage
 
-from beam_ingest.synthetic_segmentation import SegmentationSpec, generate_segmentation
+from beam_ingest.synthetic.segmentation import SegmentationSpec, generate_segmentation
 
 SIX = ndimage.generate_binary_structure(3, 1)     # 6-connectivity
 TWENTY_SIX = np.ones((3, 3, 3), bool)
@@ -149,7 +149,7 @@ def test_config(default):
         assert not os.path.exists(os.path.join(out, output))  # outputs of the ingest, not created here
 
     from beam_ingest.errors import ConfigError
-    from beam_ingest.config import load_config, parse_config
+    from beam_ingest.launch.config import load_config, parse_config
     without = dict(raw, ingest_config={})
     settings = parse_config(without)  # everything but the new ingest_config keys
     assert settings.graph_config.CHUNK_SIZE == (8, 8, 4) and settings.data_source.CV_MIP == 0

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from beam_ingest.store import cells
-from beam_ingest.synthetic import SyntheticSpec, generate
+from beam_ingest.synthetic.precomputed import SyntheticSpec, generate
 from helpers import TableStructure, open_table, run_ingest
 from reference import Reference
 from test_end_to_end import SHAPES, check_against_reference

@@ -4,7 +4,7 @@ import pytest
 
 from beam_ingest.cli import main as cli
 from beam_ingest.store import bigtable, cells
-from beam_ingest.synthetic import SyntheticSpec, generate
+from beam_ingest.synthetic.precomputed import SyntheticSpec, generate
 from helpers import TS, TableStructure, run_ingest, target
 
 

@@ -7,7 +7,7 @@ from google.api_core import exceptions as gexc
 from google.cloud.bigtable_v2.types import MutateRowsRequest, MutateRowsResponse
 
 from beam_ingest.store import bigtable
-from beam_ingest.synthetic import SyntheticSpec, generate
+from beam_ingest.synthetic.precomputed import SyntheticSpec, generate
 from helpers import TableStructure, run_ingest
 from test_end_to_end import check_against_reference
 from test_runs import cells_of
@@ -102,7 +102,7 @@ def test_pooled_encoding_in_many_parts_and_batches_writes_the_exact_table(small,
     """The graph sink pools chunks until ENCODE_ROWS rows, encodes them, and sends batches while
     the bundle goes on: here pools of a few chunks (chunk labels past the first), sent 7 rows a
     request, so every chunk's acknowledgements come from several requests and several pools."""
-    from beam_ingest import sink
+    from beam_ingest.pipeline import sink
     monkeypatch.setattr(sink, "ENCODE_ROWS", 30)
     run_ingest(small["config"], graph_id + "-clean")
     _, counters, plan = run_ingest(small["config"], graph_id, "--write_batch_rows=7",

@@ -11,9 +11,8 @@ import itertools
 
 import numpy as np
 
-from ..chunk_inputs import ChunkReader
+from ..chunk_inputs import ChunkReader, ChunkInputs, Edges, off_grid, off_grid_text
 from ..graph import components, pair_keys
-from ..chunk_inputs import ChunkInputs, Edges, off_grid, off_grid_text
 from .precomputed import components_filename, edges_filename, encode_components, encode_edges
 from ..errors import InputError
 from .sharded import ShardReader
@@ -196,7 +195,7 @@ class RawReader(ChunkReader):
     def _write_precomputed(self, inputs: ChunkInputs):
         """The chunk's EDGES and COMPONENTS files, exactly (a retry finds them equal and keeps
         them; a chunk without edges or components has no file)."""
-        from .outputs import OutputFolder
+        from ..outputs.files import OutputFolder
         if self.edges_out:
             OutputFolder("data_source.EDGES", self.edges_out).sync(
                 edges_filename(inputs.coord),

@@ -92,7 +92,7 @@ class SegmentationReader(ChunkReader):
     def _folder(self, key):
         """One OutputFolder per output folder and worker (each opens connections of its own)."""
         if key not in self._files:
-            from .outputs import OutputFolder
+            from ..outputs.files import OutputFolder
             config_key = {"edges": "data_source.EDGES", "components": "data_source.COMPONENTS",
                           "sv_map": "ingest_config.SV_MAP"}[key]
             self._files[key] = OutputFolder(config_key, self.urls[key])

@@ -13,8 +13,7 @@ import hashlib
 import json
 import re
 
-from cloudfiles import CloudFiles
-from cloudfiles import paths as cf_paths
+from cloudfiles import CloudFiles, paths as cf_paths
 from cloudfiles.exceptions import UnsupportedProtocolError as CfUnsupportedProtocolError
 
 from ..errors import InputError

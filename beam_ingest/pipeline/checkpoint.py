@@ -20,8 +20,8 @@ import json
 
 import numpy as np
 
-from .hierarchy.types import Groups, RootBound, Summary
-from .errors import CheckpointError
+from ..hierarchy.types import Groups, RootBound, Summary
+from ..errors import CheckpointError
 
 COMPLETE = "_COMPLETE"
 

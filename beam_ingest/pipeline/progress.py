@@ -35,7 +35,7 @@ class RedisSettings:
     def from_env(cls, environ=None) -> "RedisSettings | None":
         """The settings of REDIS_HOST/PORT/DB/PASSWORD, checked (ConfigError naming the variable);
         None when REDIS_HOST is unset. Read once by the launcher; workers get them from the job."""
-        from .errors import ConfigError
+        from ..errors import ConfigError
         env = os.environ if environ is None else environ
         host = env.get("REDIS_HOST", "").strip()
         if not host:

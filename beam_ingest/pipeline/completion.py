@@ -4,14 +4,14 @@ The sink reports, per chunk, how many entries it queued and how many Bigtable ac
 (`Acks`); a chunk counts only when the two are equal. Per layer, the acknowledged chunks
 must be exactly the layer's chunks (`check_layer`); over the whole run, the cell totals
 must agree: every supervoxel and every non-root node has a parent cell
-(`check_totals`). Pure functions on numpy arrays; the Beam wiring is in sink.py and build_graph.py.
+(`check_totals`). Pure functions on numpy arrays; the Beam wiring is in sink.py and build.py.
 """
 from __future__ import annotations
 
 import dataclasses
 
 import numpy as np
-from .errors import IncompleteError
+from ..errors import IncompleteError
 
 ROOTS = "roots"
 L2CACHE = "l2cache"  # the L2 cache's rows, one proof per layer-2 chunk (a table of their own)
@@ -58,7 +58,7 @@ def describe(layer, coord) -> str:
 def expected_chunks(layout, layer, coords=None) -> np.ndarray:
     """The chunks a run must acknowledge for `layer`: the whole grid, or the given ones."""
     if layer == ROOTS:
-        from .layout import ROOT_COUNTER_BUCKETS
+        from ..layout import ROOT_COUNTER_BUCKETS
         return np.arange(ROOT_COUNTER_BUCKETS, dtype=np.int64).reshape(-1, 1)
     if coords is not None:
         return np.asarray(coords, np.int64).reshape(-1, 3)
@@ -107,7 +107,7 @@ def check_cache(acks: Acks, expected: np.ndarray, accept_mismatch: bool = False)
              "nodes_without_voxels": proof["parents"], "unknown_svs": proof["children"]}
     if accept_mismatch or not (proof["nodes_without_voxels"] or proof["unknown_svs"]):
         return proof
-    from .errors import InputError
+    from ..errors import InputError
     keys, first = np.unique(_keys(acks.coords), return_index=True)
     coords, counts = acks.coords[first], acks.counts[first]
     bad = np.flatnonzero(counts[:, NO_VOXELS] + counts[:, UNKNOWN_SVS])

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from apache_beam.metrics.metric import MetricsFilter
 
-from .metrics import NAMESPACE
+from ..metrics import NAMESPACE
 
 
 def ingest_counters(result) -> dict[str, int] | None:

@@ -21,9 +21,9 @@ import numpy as np
 from google.cloud.bigtable import row_filters
 from google.cloud.bigtable.row_set import RowSet
 
-from .hierarchy.layer2 import build_layer2
-from .store import cells
-from .store.reader import decode_row
+from ..hierarchy.layer2 import build_layer2
+from ..store import cells
+from ..store.reader import decode_row
 
 
 @dataclasses.dataclass
@@ -210,7 +210,7 @@ def verify(table, layout, reader, sample: int = 10, seed: int = 0, coords=None, 
 def _check_cache(coord, rows, layout, cache: CacheCheck, report):
     """The chunk's cache rows equal those recomputed from its WATERSHED block and its layer-2
     parents; its other layer-2 nodes (no voxel in the chunk) have none."""
-    from .l2cache.chunks import cache_rows
+    from ..l2cache.chunks import cache_rows
     expected = {key: {q: v for _, q, v in found}
                 for key, found in cache_rows(cache.voxels.read(coord), layout.chunk_size, rows, cache.resolution)[0]}
     keys = sorted(set(expected) | {cells.row_key(int(n)) for n in np.unique(rows.parent_ids)})
@@ -230,8 +230,8 @@ def _check_cache(coord, rows, layout, cache: CacheCheck, report):
 
 def _check_files(coord, inputs, files, report):
     """The chunk's EDGES and COMPONENTS files against the bytes its inputs give."""
-    from .inputs.outputs import OutputFolder
-    from .inputs.precomputed import components_filename, edges_filename, encode_components, encode_edges
+    from ..outputs.files import OutputFolder
+    from ..inputs.precomputed import components_filename, edges_filename, encode_components, encode_edges
     report.files_checked += 1
     expected = {
         "edges": (edges_filename(coord), encode_edges(inputs.edges) if any(len(e) for e in inputs.edges.values())

@@ -19,9 +19,9 @@ import os
 import numpy as np
 import yaml
 
-from .chunk_inputs import Edges
-from .inputs.precomputed import components_filename, edges_filename, encode_components, encode_edges
-from .layout import GraphLayout
+from ..chunk_inputs import Edges
+from ..inputs.precomputed import components_filename, edges_filename, encode_components, encode_edges
+from ..layout import GraphLayout
 
 
 @dataclasses.dataclass
@@ -234,7 +234,7 @@ def _write_config(out_dir, spec, layout, svs, coords, n_edges):
 
 def _records(a, b, spec, rng):
     """Raw edge records of DATA_VERSION spec.data_version for the pairs (a, b)."""
-    from .inputs.raw import edge_dtype
+    from ..inputs.raw import edge_dtype
     rec = np.zeros(len(a), edge_dtype(spec.data_version))
     rec["sv1"], rec["sv2"] = a, b
     for name in rec.dtype.names[2:]:
@@ -249,8 +249,8 @@ def _write_raw(out_dir, spec, layout, svs, objs, parts, pair_records, rng, size)
     in the file of a lower neighbour; a between payload keyed either way round), and some
     records are split in two to exercise the summing of duplicate pairs.
     """
-    from .inputs.sharded import write_shard
-    from .inputs.raw import _between_files
+    from ..inputs.sharded import write_shard
+    from ..inputs.raw import _between_files
     files: dict = {}
 
     def put(name, key, data, pair_keys):

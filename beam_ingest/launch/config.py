@@ -7,7 +7,7 @@ import os
 from typing import Any
 
 import yaml
-from .errors import ConfigError
+from ..errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,7 +180,7 @@ def load_config(path: str) -> Settings:
             from cloudfiles import CloudFile
 
             from .credentials import require_google_credentials
-            from .deadline import within
+            from ..deadline import within
             require_google_credentials("--config", path)
             data = within(path, lambda: CloudFile(path).get())
             if data is None:

@@ -21,9 +21,9 @@ import typing
 import apache_beam as beam
 
 from . import checkpoint, completion
-from .chunk_inputs import ChunkReader
-from .inputs.segmentation import ChunkPart
-from .layout import ROOT_COUNTER_BUCKETS, GraphLayout
+from ..chunk_inputs import ChunkReader
+from ..inputs.segmentation import ChunkPart
+from ..layout import ROOT_COUNTER_BUCKETS, GraphLayout
 from .restart import NOTHING, SavedWork
 from .sink import ProveCompleteFn, ProveLayer, SinkSpec, WriteCacheRowsFn, WriteRowsFn
 from .transforms import (CHECKPOINTED, L2CACHE, ROOTS, ROWS, SAVED, SUMMARY, BuildLayer2Fn, BuildParentLayerFn,

@@ -25,23 +25,23 @@ from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOp
 from beam_ingest.errors import ConfigError, IncompleteError, IngestFailed, UserError, WorkersLost, user_error_in
 from beam_ingest.inputs.precomputed import PrecomputedReader
 from beam_ingest.inputs.raw import RawReader
-from beam_ingest.credentials import require_google_credentials
-from beam_ingest.launcher import check_paths_reach_workers, plan_ingest, prepare_table, probe_outputs
-from beam_ingest.options import IngestOptions, check_graph_id, check_l2cache_options, parse_argv
-from beam_ingest.progress import L2CACHE, ProgressCache, ProgressMonitor, RedisSettings, layer_totals
-from beam_ingest.report import format_summary, ingest_counters
-from beam_ingest.runners import (check_runner, close_runner_client, dask_address, dask_connect_s,
-                                 drops_finish_bundle_outputs, final_outputs, is_dask, needs_trial, runner_name,
-                                 trial_run)
-from beam_ingest.build_graph import BuildGraph, FileChunks, FromCheckpoint, FromInputs, VolumeChunks
-from beam_ingest.sink import SinkSpec
+from beam_ingest.launch.credentials import require_google_credentials
+from beam_ingest.launch.plan import check_paths_reach_workers, plan_ingest, prepare_table, probe_outputs
+from beam_ingest.launch.options import IngestOptions, check_graph_id, check_l2cache_options, parse_argv
+from beam_ingest.pipeline.progress import L2CACHE, ProgressCache, ProgressMonitor, RedisSettings, layer_totals
+from beam_ingest.ops.report import format_summary, ingest_counters
+from beam_ingest.launch.runners import (check_runner, close_runner_client, dask_address, dask_connect_s,
+                                        drops_finish_bundle_outputs, final_outputs, is_dask, needs_trial,
+                                        runner_name, trial_run)
+from beam_ingest.pipeline.build import BuildGraph, FileChunks, FromCheckpoint, FromInputs, VolumeChunks
+from beam_ingest.pipeline.sink import SinkSpec
 
 # The objects of the imports above (~230k) live as long as the process: moved out of the
 # collector's reach, full collections (cloud-volume's import alone runs two) no longer walk
 # them, 0.2 s of a run's CPU.
 gc.freeze()
 
-log = logging.getLogger("beam_ingest.ingest")
+log = logging.getLogger(__name__)
 DASK_TRIAL_TIMEOUT_S = 60.0  # after check_cluster saw workers import the package, a trial takes seconds
 
 
@@ -100,7 +100,7 @@ def make_reader(plan, raw: bool):
 def starting_point(plan, opts, coords, identity: str, resuming: bool):
     """Where the build starts, with what an earlier run left in the checkpoint (read here,
     before the job is built)."""
-    from beam_ingest import restart
+    from beam_ingest.pipeline import restart
     if opts.start_layer > 2:
         return FromCheckpoint(opts.start_layer, restart.restart_at(opts.checkpoint_dir, identity, opts.start_layer))
     saved = restart.NOTHING
@@ -234,7 +234,7 @@ def run(argv=None):
         if needs_trial(options):
             address = dask_address(options)
             if address:  # a cluster of its own: workers that can run the job, liveness deadlines set
-                from beam_ingest.dask_cluster import check_cluster, set_liveness
+                from beam_ingest.launch.dask_cluster import check_cluster, set_liveness
                 check_cluster(address, dask_connect_s(options))
                 trial_run(options, timeout_s=DASK_TRIAL_TIMEOUT_S)
                 set_liveness(address)
@@ -370,7 +370,7 @@ def _partial_advice(graph_id, opts, identity, top_layer) -> str:
               "(same cells as a clean run) or --if_exists=recreate.")
     if not opts.checkpoint_dir or opts.test:
         return advice
-    from beam_ingest.restart import restartable_layer
+    from beam_ingest.pipeline.restart import restartable_layer
     layer = restartable_layer(opts.checkpoint_dir, identity, top_layer)
     if layer is None or layer <= opts.start_layer:
         return advice + (" With the same --checkpoint_dir, continue reads back the layer-2 chunks already "
@@ -383,8 +383,8 @@ def _partial_advice(graph_id, opts, identity, top_layer) -> str:
 @contextlib.contextmanager
 def _progress_listener(options, cache):
     """The channel this runner's workers report progress on (None where they cannot: said once)."""
-    from beam_ingest.progress import ProgressListener
-    from beam_ingest.runners import dask_address, progress_kind
+    from beam_ingest.pipeline.progress import ProgressListener
+    from beam_ingest.launch.runners import dask_address, progress_kind
     kind = progress_kind(options)
     if kind is None:
         _say_where_progress_is(options, cache)
@@ -395,7 +395,7 @@ def _progress_listener(options, cache):
 
 
 def _say_where_progress_is(options, cache):
-    from beam_ingest.runners import runner_name
+    from beam_ingest.launch.runners import runner_name
     where = ("follow it with `status`, from the Redis progress cache" if cache is not None
              else "set REDIS_HOST to follow it with `status`")
     extra = " or in the Dataflow console" if "dataflow" in runner_name(options).lower() else ""
@@ -462,7 +462,7 @@ def _with_dropped_workers(exc: Exception, options) -> Exception:
     address = dask_address(options)
     if not address:
         return exc
-    from beam_ingest.dask_cluster import WORKER_TTL_S, dropped_workers
+    from beam_ingest.launch.dask_cluster import WORKER_TTL_S, dropped_workers
     dropped = dropped_workers(address)
     if not dropped:
         return exc

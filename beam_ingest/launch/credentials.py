@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 METADATA_TIMEOUT_S = 1.0
 _found: dict = {}

@@ -1,7 +1,7 @@
 """The build stages: DoFns around the pure layer builds (hierarchy/), one chunk at a time.
 
 Each build emits its rows (for the sink, sink.py), its summary keyed by the parent chunk (for
-the layer above) and its root-bound components (for the root assignment); build_graph.py
+the layer above) and its root-bound components (for the root assignment); build.py
 wires them into one pipeline.
 """
 from __future__ import annotations
@@ -15,15 +15,15 @@ import typing
 import apache_beam as beam
 
 from . import checkpoint
-from .hierarchy.layer2 import build_layer2
-from .hierarchy.parents import build_parent_layer
-from .hierarchy.roots import build_roots, root_bucket
-from .inputs.segmentation import ChunkPart
-from .layout import GraphLayout
-from .metrics import count as _count
+from ..hierarchy.layer2 import build_layer2
+from ..hierarchy.parents import build_parent_layer
+from ..hierarchy.roots import build_roots, root_bucket
+from ..inputs.segmentation import ChunkPart
+from ..layout import GraphLayout
+from ..metrics import count as _count
 from .progress import ROOTS as ROOTS_PROGRESS
 
-# A build stage has one output of `(tag, value)` pairs, which build_graph.py splits by tag
+# A build stage has one output of `(tag, value)` pairs, which build.py splits by tag
 # (not `with_outputs`: Beam's DaskRunner hands every output of a multi-output ParDo to every
 # consumer of any of its tags).
 ROWS = "rows"          # Rows for the sink
@@ -92,12 +92,12 @@ class BuildLayer2Fn(_BuildFn):
         self.reader.connect()
         self.voxels = None
         if self.cache is not None and self.cache.watershed:
-            from .l2cache.chunks import WatershedVoxels
+            from ..l2cache.chunks import WatershedVoxels
             self.voxels = WatershedVoxels(self.cache.watershed, self.cache.mip, self.layout)
             self.voxels.connect()
 
     def _cache_rows(self, inputs, rows, coord):
-        from .l2cache.chunks import cache_rows
+        from ..l2cache.chunks import cache_rows
         start = time.perf_counter()
         voxels = inputs.voxels if inputs.voxels is not None else self.voxels.read(coord)
         found, (without, unknown) = cache_rows(voxels, self.layout.chunk_size, rows, self.cache.resolution)

@@ -14,8 +14,8 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
 from . import checkpoint, completion
-from .hierarchy.types import Rows
-from .metrics import count as _count
+from ..hierarchy.types import Rows
+from ..metrics import count as _count
 
 ENCODE_ROWS = 20_000  # rows pooled per encoding call, at most; at most 4 requests' worth too: a
 # chunk's entries spread over its pool (they are sent in key order), so a pool is what
@@ -118,7 +118,7 @@ class WriteRowsFn(beam.DoFn):
         self.writer = None
         self.progress = _ChunkProgress(sink)
         if not sink.skip_writes:
-            from .store.bigtable import RowWriter
+            from ..store.bigtable import RowWriter
             self.writer = RowWriter(sink.target, sink.table_id, sink.ingest_ms,
                                     batch_rows=sink.batch_rows, max_inflight=sink.max_inflight)
 
@@ -267,7 +267,7 @@ class WriteCacheRowsFn(beam.DoFn):
         self.writer = None
         self.progress = _ChunkProgress(self.sink)  # the graph's progress, not the cache table's
         if not self.sink.skip_writes:
-            from .store.bigtable import RowWriter
+            from ..store.bigtable import RowWriter
             self.writer = RowWriter(self.sink.target, self.table_id, self.sink.ingest_ms,
                                     batch_rows=self.sink.batch_rows, max_inflight=self.sink.max_inflight)
 
@@ -374,9 +374,9 @@ class ProveCompleteFn(beam.DoFn):
         if not self.sink.skip_writes:  # through the sink's writer: keepalive, deadlines, checked status
             import json
 
-            from .store import cells, table_state
+            from ..store import cells, table_state
             if self.cache_table is not None:  # the cache's first: the graph's mark says the cache is done too
-                from .l2cache.table import mark_cells
+                from ..l2cache.table import mark_cells
                 self._write(self.cache_table, mark_cells(self.sink.identity, completion.cache_totals(mark)))
             self._write(self.sink.table_id, (cells.BOOKKEEPING_ROW, [(cells.FAMILY_HIERARCHY, table_state.COMPLETE,
                                                                       json.dumps(mark, sort_keys=True).encode())]))
@@ -384,7 +384,7 @@ class ProveCompleteFn(beam.DoFn):
         yield mark
 
     def _write(self, table_id: str, row):
-        from .store.bigtable import RowWriter
+        from ..store.bigtable import RowWriter
         writer = RowWriter(self.sink.target, table_id, self.sink.ingest_ms, max_inflight=1)
         try:
             writer.write([row])

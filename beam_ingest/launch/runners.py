@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from apache_beam.options.pipeline_options import DirectOptions, PortableOptions, StandardOptions
 
-from .errors import ConfigError
-from .shipped import shipped
+from ..errors import ConfigError
+from ..shipped import shipped
 
 IN_PROCESS = ("fnapirunner", "directrunner", "bundlebaseddirectrunner", "switchingdirectrunner")
 TRIAL_TIMEOUT_S = 300.0
@@ -138,7 +138,7 @@ def trial_run(options, timeout_s: float = TRIAL_TIMEOUT_S) -> None:
     """Run a one-element job on the requested runner; ConfigError naming it if it cannot."""
     import apache_beam as beam
 
-    from .deadline import with_deadline
+    from ..deadline import with_deadline
     name = runner_name(options)
 
     def attempt():
@@ -171,7 +171,7 @@ def progress_kind(options) -> str | None:
     a directory on this machine for the in-process runner, its worker processes and a Dask
     cluster the runner starts here; the scheduler's events for a Dask cluster elsewhere;
     None for runners whose workers are out of reach (Dataflow, Flink, Spark, portable)."""
-    from .progress import PROGRESS_DASK, PROGRESS_FILES
+    from ..pipeline.progress import PROGRESS_DASK, PROGRESS_FILES
     short = _short(runner_name(options))
     if short in IN_PROCESS:
         return PROGRESS_FILES

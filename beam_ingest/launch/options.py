@@ -13,8 +13,8 @@ import re
 
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
-from .errors import ConfigError
-from .shipped import shipped
+from ..errors import ConfigError
+from ..shipped import shipped
 
 # Bigtable's rule for table ids (the graph id is the table id).
 TABLE_ID_PATTERN = re.compile(r"[_a-zA-Z0-9][-_.a-zA-Z0-9]*")

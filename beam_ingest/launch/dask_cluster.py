@@ -16,9 +16,9 @@ registered with cloudpickle): they must run where this package is not installed.
 """
 from __future__ import annotations
 
-from .errors import ConfigError
-from .deadline import with_deadline
-from .shipped import shipped
+from ..errors import ConfigError
+from ..deadline import with_deadline
+from ..shipped import shipped
 
 CONNECT_S = 20.0      # reaching the scheduler
 WORKERS_S = 30.0      # waiting for a first worker
@@ -66,7 +66,7 @@ def check_cluster(address: str, connect_s: float | None = None) -> None:
     """ConfigError, within about a minute, unless the cluster at `address` (reached within
     `connect_s`, --dask_connection_timeout) has a worker and every worker imports this
     package at this version."""
-    from . import __version__
+    from .. import __version__
     client = _client(address, connect_s)
     try:
         try:

@@ -6,14 +6,12 @@ import json
 import logging
 import time
 
-from .errors import ConfigError
+from ..errors import ConfigError, InputError, TableError
 from .config import Settings, load_config
-from .errors import InputError
-from .inputs.watershed import read_watershed_info
-from .layout import GraphLayout, LayoutError
-from .store import cells
-from .errors import TableError
-from .store.meta import dumps_meta, loads_meta, meta_for
+from ..inputs.watershed import read_watershed_info
+from ..layout import GraphLayout, LayoutError
+from ..store import cells
+from ..store.meta import dumps_meta, loads_meta, meta_for
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +60,7 @@ def plan_ingest(config_path: str, graph_id: str, raw: bool = False, segmentation
 def output_keys(settings, raw: bool, segmentation: bool) -> dict:
     """Check every path of the config (scheme, outputs not being inputs); returns the outputs
     this run writes, `{config key: url}` (probed for writability by `probe_outputs`)."""
-    from . import locations
+    from .. import locations
     ds, ic = settings.data_source, settings.ingest
     inputs = {"data_source.WATERSHED": ds.WATERSHED}
     outputs = {}
@@ -96,7 +94,7 @@ def check_paths_reach_workers(settings, raw: bool, segmentation: bool, l2cache: 
                               checkpoint_dir: str | None) -> None:
     """For a runner whose workers are other machines (Dataflow): no path the workers read or
     write may be on the launcher's disk (the config and WATERSHED's info are read here)."""
-    from . import locations
+    from .. import locations
     ds, ic = settings.data_source, settings.ingest
     paths = {"data_source.EDGES": ds.EDGES, "data_source.COMPONENTS": ds.COMPONENTS,
              "--checkpoint_dir": checkpoint_dir}
@@ -115,7 +113,7 @@ def check_paths_reach_workers(settings, raw: bool, segmentation: bool, l2cache: 
 
 def probe_outputs(plan: IngestPlan, raw: bool, checkpoint_dir: str | None = None) -> None:
     """Every output location writable (a file written and removed), before the table is created."""
-    from . import locations
+    from .. import locations
     outputs = output_keys(plan.settings, raw, plan.segmentation is not None)
     if checkpoint_dir:
         outputs["--checkpoint_dir"] = checkpoint_dir
@@ -124,7 +122,7 @@ def probe_outputs(plan: IngestPlan, raw: bool, checkpoint_dir: str | None = None
 
 
 def _plan_segmentation(graph_id, settings) -> IngestPlan:
-    from .inputs.volumes import check_segmentation_volumes
+    from ..inputs.volumes import check_segmentation_volumes
     ds = settings.data_source
     checked = check_segmentation_volumes(settings, ds.CV_MIP, settings.graph_config.CHUNK_SIZE)
     layout, ws = layout_for(settings.graph_config, ds, checked["geometry"])
@@ -153,8 +151,8 @@ def layout_for(graph_config, data_source, geometry=None):
 def _check_not_empty(key: str, url: str, prefix: str, what: str):
     """A folder without a single input file is a wrong path, not an empty brain."""
     from cloudfiles import CloudFiles
-    from .errors import StorageTimeout
-    from .deadline import within
+    from ..errors import StorageTimeout
+    from ..deadline import within
     try:
         first = within(f"{key}: {url}", lambda: next(iter(CloudFiles(url, progress=False).list(prefix=prefix)), None))
     except StorageTimeout:
@@ -198,13 +196,13 @@ def prepare_table(plan: IngestPlan, if_exists: str, ingest_ms: int | None, table
                   raw: bool = False, restart_layer: int | None = None, pcg_version: int = 2) -> TableState:
     """Create or check the table, take this launcher's claim on it, write meta/version and the
     run record. Every refusal is a TableError; the claim is released on any failure."""
-    from .store import bigtable, table_state
+    from ..store import bigtable, table_state
     plan.target = bigtable.resolve_target(plan.project, plan.instance)
     table = bigtable.open_table(plan.target, plan.graph_id, admin=True)
     meta = table_state.StateRows(plan.target, plan.graph_id)
     exists = bigtable.table_exists(table)
     if exists:
-        from .store import kinds
+        from ..store import kinds
         found = kinds.classify(plan.target, plan.graph_id)
         if found is not None and found.kind in (kinds.L2CACHE, kinds.FOREIGN):
             raise TableError(f"--graph_id: table {meta.table_id!r} is {found.detail}, not a graph table; refusing to "
@@ -255,13 +253,13 @@ def prepare_table(plan: IngestPlan, if_exists: str, ingest_ms: int | None, table
 
 def _empty_as_created(found, pcg_version: int) -> bool:
     """An empty table with exactly the column families `create_table` would give it."""
-    from .store import bigtable, kinds
+    from ..store import bigtable, kinds
     return (found is not None and found.kind == kinds.EMPTY
             and set(found.families) == set(bigtable.family_rules(pcg_version)))
 
 
 def _move_legacy_cells(meta):
-    from .store.table_state import ClaimLost
+    from ..store.table_state import ClaimLost
     try:
         meta.move_legacy_cells()
     except ClaimLost as exc:
@@ -269,7 +267,7 @@ def _move_legacy_cells(meta):
 
 
 def _take_claim(meta):
-    from .store.table_state import Claim, ClaimLost
+    from ..store.table_state import Claim, ClaimLost
     from google.api_core.exceptions import NotFound
     claim = Claim(meta)
     try:
@@ -283,7 +281,7 @@ def _take_claim(meta):
 
 
 def _start_fresh(plan, meta, claim, ingest_ms, inputs) -> TableState:
-    from .store import table_state
+    from ..store import table_state
     if ingest_ms is None:
         ingest_ms = int(time.time() * 1000)
     record = table_state.RunRecord.new(plan.graph_id, ingest_ms, inputs)
@@ -297,7 +295,7 @@ def _start_fresh(plan, meta, claim, ingest_ms, inputs) -> TableState:
 
 
 def _continue(plan, meta, claim, ingest_ms, inputs, state) -> TableState:
-    from .store import table_state
+    from ..store import table_state
     existing_meta, table_ms = meta.read(cells.META_ROW)[cells.META]
     reason = meta_mismatch(plan)(existing_meta)
     if reason:

@@ -1,0 +1,2 @@
+"""Operator tools beside the ingest: verify a table, report a run, estimate a build, start a
+local Bigtable emulator."""

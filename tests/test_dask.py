@@ -88,8 +88,8 @@ def dask_args(address):
 
 
 def in_process_layers(layout):
-    from beam_ingest.pipeline.progress import layer_totals
-    return layer_totals(layout)
+    from beam_ingest.pipeline.stages import chunk_totals
+    return chunk_totals(layout)
 
 
 def test_cluster_workers_know_no_target(dask_cluster):

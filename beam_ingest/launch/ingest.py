@@ -28,7 +28,8 @@ from beam_ingest.inputs.raw import RawReader
 from beam_ingest.launch.credentials import require_google_credentials
 from beam_ingest.launch.plan import check_paths_reach_workers, plan_ingest, prepare_table, probe_outputs
 from beam_ingest.launch.options import IngestOptions, check_graph_id, check_l2cache_options, parse_argv
-from beam_ingest.pipeline.progress import L2CACHE, ProgressCache, ProgressMonitor, RedisSettings, layer_totals
+from beam_ingest.pipeline import stages
+from beam_ingest.pipeline.progress import ProgressCache, ProgressMonitor, RedisSettings
 from beam_ingest.ops.report import format_summary, ingest_counters
 from beam_ingest.launch.runners import (check_runner, close_runner_client, dask_address, dask_connect_s,
                                         drops_finish_bundle_outputs, final_outputs, is_dask, needs_trial,
@@ -289,10 +290,8 @@ def run(argv=None):
 
 def _run_pipeline(options, opts, plan, layout, coords, top_layer, redis, ingest_ms, identity, state, dataflow,
                   dry_run):
-    totals = layer_totals(layout) if not opts.test else {2: len(coords), top_layer: 1}
-    totals = {k: v for k, v in totals.items() if k == "roots" or k >= opts.start_layer}
-    if plan.l2cache is not None:  # the cache's chunks: every layer-2 chunk the run builds
-        totals[L2CACHE] = totals[2]
+    totals = stages.chunk_totals(layout, opts.start_layer, coords if opts.test else None, top_layer,
+                                 cache=plan.l2cache is not None)
     cache = ProgressCache(redis, plan.graph_id, identity) if redis else None
     resuming = state is not None and not state.fresh and opts.start_layer == 2 and not opts.test
     if cache is not None and not dry_run and cache.start(totals, reset=not resuming):

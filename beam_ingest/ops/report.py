@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from apache_beam.metrics.metric import MetricsFilter
 
+from ..layout import ROOT_COUNTER_BUCKETS
 from ..metrics import NAMESPACE
 
 
@@ -36,7 +37,7 @@ def format_summary(counters: dict[str, int], layer_count: int, seconds: float) -
             f"{counters.get(f'layer{layer}_us', 0) / 1e6:>8.2f}  "
             f"{counters.get(f'rows_written_Layer{layer}', 0):>10}")
     if "roots_us" in counters:
-        lines.append(f"{'roots':>5}  {256:>8}  {counters.get('roots', 0):>10}  {'':>8}  {'':>8}  "
+        lines.append(f"{'roots':>5}  {ROOT_COUNTER_BUCKETS:>8}  {counters.get('roots', 0):>10}  {'':>8}  {'':>8}  "
                      f"{counters.get('roots_us', 0) / 1e6:>8.2f}  {counters.get('rows_written_Roots', 0):>10}")
     svs, built = counters.get("proven_svs", counters.get("layer2_svs", 0)), counters.get("layer2_svs", 0)
     carried = svs != built  # a restart: chunks built by the earlier run are not read again

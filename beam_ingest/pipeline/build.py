@@ -20,13 +20,14 @@ import typing
 
 import apache_beam as beam
 
-from . import checkpoint, completion
+from . import checkpoint, completion, stages
 from ..chunk_inputs import ChunkReader
 from ..inputs.segmentation import ChunkPart
-from ..layout import ROOT_COUNTER_BUCKETS, GraphLayout
+from ..layout import GraphLayout
 from .restart import NOTHING, SavedWork
 from .sink import ProveCompleteFn, ProveLayer, SinkSpec, WriteCacheRowsFn, WriteRowsFn
-from .transforms import (CHECKPOINTED, L2CACHE, ROOTS, ROWS, SAVED, SUMMARY, BuildLayer2Fn, BuildParentLayerFn,
+from .stages import L2CACHE, ROOTS
+from .transforms import (CACHE_ROWS, CHECKPOINTED, ROOT_BOUND, ROWS, SAVED, SUMMARY, BuildLayer2Fn, BuildParentLayerFn,
                          BuildRootsFn, BuiltChunks, ReadSegmentationChunkFn)
 
 
@@ -171,11 +172,11 @@ class BuildGraph(beam.PTransform):
             built = self._parent_layer(built, layer)
         if built.marked is not None:  # the top layer's checkpoint complete too, before the completion mark
             built.proofs.append(built.marked)
-        layers = list(range(2, self.top_layer + 1)) + ([completion.L2CACHE] if self.cache is not None else [])
+        layers = list(range(2, self.top_layer + 1)) + ([L2CACHE] if self.cache is not None else [])
         with_roots = self.top_layer == self.layout.layer_count
         if with_roots:
             built.proofs.append(self._roots(pbegin, built.roots))
-            layers.append(completion.ROOTS)
+            layers.append(ROOTS)
         if self.start.saved.proofs:
             built.proofs.append(pbegin | "CarriedProofs" >> beam.Create(list(self.start.saved.proofs),
                                                                         reshuffle=False))
@@ -191,24 +192,26 @@ class BuildGraph(beam.PTransform):
         start, saved = self.start, self.start.saved
         built = BuiltChunks(start.coords, saved.done_chunks)
         reader = start.layer2.reader
+        stage = stages.step_name(2)
         chunks = (start.layer2.elements(pbegin, self.layout, built)
-                  | "BuildLayer2" >> beam.ParDo(
+                  | f"Build{stage}" >> beam.ParDo(
                       BuildLayer2Fn(self.layout, reader, self.fail_at_layer, self.checkpoint_url,
                                     self.sink.identity, self.lifted, self.cache)))
-        proof = self._write_and_prove(_select(chunks, "Layer2", ROWS), "Layer2", 2,
-                                      completion.expected_chunks(self.layout, 2, start.coords), saved.acks)
-        summaries, roots = _select(chunks, "Layer2", SUMMARY), [_select(chunks, "Layer2", ROOTS)]
+        proof = self._write_and_prove(_select(chunks, stage, ROWS), 2,
+                                      stages.expected_chunks(self.layout, 2, start.coords), saved.acks)
+        summaries, roots = _select(chunks, stage, SUMMARY), [_select(chunks, stage, ROOT_BOUND)]
         if saved.done_chunks:
-            saved_summaries, saved_roots = self._read_checkpoint(pbegin, "DoneLayer2", saved)
-            summaries = (summaries, saved_summaries) | "Layer2Summaries" >> beam.Flatten()
+            saved_summaries, saved_roots = self._read_checkpoint(pbegin, f"Done{stage}", saved)
+            summaries = (summaries, saved_summaries) | f"{stage}Summaries" >> beam.Flatten()
             roots.append(saved_roots)
-        marked = self._mark_saved(chunks, "Layer2", 2, proof, (len(saved.summaries), len(saved.roots)))
+        marked = self._mark_saved(chunks, 2, proof, (len(saved.summaries), len(saved.roots)))
         proofs = [proof]
         if self.cache is not None:
-            proofs.append(_select(chunks, "Layer2", L2CACHE)
-                          | "WriteL2Cache" >> beam.ParDo(WriteCacheRowsFn(self.sink, self.cache.table_id))
-                          | "ProveL2Cache" >> ProveLayer(completion.L2CACHE,
-                                                         completion.expected_chunks(self.layout, 2, start.coords),
+            cache = stages.step_name(L2CACHE)
+            proofs.append(_select(chunks, stage, CACHE_ROWS)
+                          | f"Write{cache}" >> beam.ParDo(WriteCacheRowsFn(self.sink, self.cache.table_id))
+                          | f"Prove{cache}" >> ProveLayer(L2CACHE,
+                                                         stages.expected_chunks(self.layout, 2, start.coords),
                                                          functools.partial(completion.check_cache,
                                                                            accept_mismatch=self.cache.accept_mismatch)))
         return _Built(summaries, roots, proofs, marked)
@@ -225,49 +228,49 @@ class BuildGraph(beam.PTransform):
         every task that reads it)."""
         summaries = below.summaries
         if below.marked is not None:
-            summaries = (summaries, below.marked) | f"Layer{layer}Inputs" >> beam.Flatten()
-        stage = f"Layer{layer}"
+            summaries = (summaries, below.marked) | f"{stages.step_name(layer)}Inputs" >> beam.Flatten()
+        stage = stages.step_name(layer)
         chunks = (summaries
-                  | f"GroupLayer{layer}" >> beam.GroupByKey()
-                  | f"BuildLayer{layer}" >> beam.ParDo(
+                  | f"Group{stage}" >> beam.GroupByKey()
+                  | f"Build{stage}" >> beam.ParDo(
                       BuildParentLayerFn(self.layout, layer, self.fail_at_layer, self.checkpoint_url,
                                          self.sink.identity, self.lifted)))
         test_chunk = None if self.coords is None else [tuple(int(c) >> 1 for c in self.coords[0])]
-        proof = self._write_and_prove(_select(chunks, stage, ROWS), stage, layer,
-                                      completion.expected_chunks(self.layout, layer, test_chunk))
-        return _Built(_select(chunks, stage, SUMMARY), below.roots + [_select(chunks, stage, ROOTS)],
-                      below.proofs + [proof], self._mark_saved(chunks, stage, layer, proof))
+        proof = self._write_and_prove(_select(chunks, stage, ROWS), layer,
+                                      stages.expected_chunks(self.layout, layer, test_chunk))
+        return _Built(_select(chunks, stage, SUMMARY), below.roots + [_select(chunks, stage, ROOT_BOUND)],
+                      below.proofs + [proof], self._mark_saved(chunks, layer, proof))
 
     def _roots(self, pbegin, roots: list):
-        seeds = pbegin | "RootBuckets" >> beam.Create([(n, None) for n in range(ROOT_COUNTER_BUCKETS)],
+        seeds = pbegin | "RootBuckets" >> beam.Create([(n, None) for n in range(stages.ROOT_BUCKETS)],
                                                       reshuffle=False)
         root_rows = ((roots + [seeds])
                      | "AllRootBound" >> beam.Flatten()
                      | "GroupRootBuckets" >> beam.GroupByKey()
                      | "AssignRootIds" >> beam.ParDo(BuildRootsFn(self.layout)))
-        return self._write_and_prove(root_rows, "Roots", completion.ROOTS,
-                                     completion.expected_chunks(self.layout, completion.ROOTS))
+        return self._write_and_prove(root_rows, ROOTS, stages.expected_chunks(self.layout, ROOTS))
 
-    def _mark_saved(self, chunks, stage, layer, proof, already=(0, 0)):
+    def _mark_saved(self, chunks, layer, proof, already=(0, 0)):
         """Write the layer's checkpoint markers once its summaries are saved and its rows
         proven written; returns `(CHECKPOINTED, layer)` once they are (None without a
         checkpoint), for the next layer's grouping or, for the top layer, the completion proof.
         `already`: summary and root-bound files saved by an earlier run and reused."""
         if not self.checkpoint_url:
             return None
-        seeds = chunks.pipeline | f"SavedSeedLayer{layer}" >> beam.Create([("summaries", already[0]),
+        stage = stages.step_name(layer)
+        seeds = chunks.pipeline | f"SavedSeed{stage}" >> beam.Create([("summaries", already[0]),
                                                                             ("roots", already[1])], reshuffle=False)
         counts = ((_select(chunks, stage, SAVED), seeds)
-                  | f"AllSavedLayer{layer}" >> beam.Flatten()
-                  | f"CountSavedLayer{layer}" >> beam.CombinePerKey(sum)
-                  | f"KeySavedLayer{layer}" >> beam.Map(lambda kv, layer=layer: (layer, kv)).with_output_types(
+                  | f"AllSaved{stage}" >> beam.Flatten()
+                  | f"CountSaved{stage}" >> beam.CombinePerKey(sum)
+                  | f"KeySaved{stage}" >> beam.Map(lambda kv, layer=layer: (layer, kv)).with_output_types(
                       typing.Any))
-        proved = proof | f"KeyProofLayer{layer}" >> beam.Map(
+        proved = proof | f"KeyProof{stage}" >> beam.Map(
             lambda p, layer=layer: (layer, ("proof", p))).with_output_types(typing.Any)
         return ((counts, proved)
-                | f"SavedAndProvenLayer{layer}" >> beam.Flatten()
-                | f"GatherSavedLayer{layer}" >> beam.GroupByKey()
-                | f"MarkCheckpointLayer{layer}" >> beam.FlatMap(
+                | f"SavedAndProven{stage}" >> beam.Flatten()
+                | f"GatherSaved{stage}" >> beam.GroupByKey()
+                | f"MarkCheckpoint{stage}" >> beam.FlatMap(
                     _write_markers, self.checkpoint_url, self.sink.identity).with_output_types(typing.Any))
 
     def _read_checkpoint(self, pbegin, label, saved: SavedWork):
@@ -284,7 +287,8 @@ class BuildGraph(beam.PTransform):
                      lambda name: checkpoint.decode_root_bound(checkpoint.read_file(url, name), identity, name)))
         return summaries, roots
 
-    def _write_and_prove(self, rows, stage, layer, expected, carried=None):
+    def _write_and_prove(self, rows, layer, expected, carried=None):
+        stage = stages.step_name(layer)
         acks = rows | f"Write{stage}" >> beam.ParDo(WriteRowsFn(self.sink, stage=stage))
         if carried is not None and len(carried.coords):
             acks = ((acks, rows.pipeline | f"Carried{stage}Acks" >> beam.Create([carried]))

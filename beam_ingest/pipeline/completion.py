@@ -4,66 +4,58 @@ The sink reports, per chunk, how many entries it queued and how many Bigtable ac
 (`Acks`); a chunk counts only when the two are equal. Per layer, the acknowledged chunks
 must be exactly the layer's chunks (`check_layer`); over the whole run, the cell totals
 must agree: every supervoxel and every non-root node has a parent cell
-(`check_totals`). Pure functions on numpy arrays; the Beam wiring is in sink.py and build.py.
+(`check_totals`). Pure functions on numpy arrays; the Beam wiring is in sink.py and build.py;
+the stages, their names and what their sinks count are in stages.py.
 """
 from __future__ import annotations
 
 import dataclasses
 
 import numpy as np
-from ..errors import IncompleteError
 
-ROOTS = "roots"
-L2CACHE = "l2cache"  # the L2 cache's rows, one proof per layer-2 chunk (a table of their own)
-# columns of Acks.counts
-ROWS, PARENTS, CHILDREN, SVS = range(4)
-# and of the L2 cache's: its rows, the chunk's layer-2 nodes without a voxel in WATERSHED, and
-# the supervoxels of its WATERSHED block that the graph does not know
-NO_VOXELS, UNKNOWN_SVS = PARENTS, CHILDREN
+from ..errors import IncompleteError
+from . import stages
+from .stages import L2CACHE, ROOTS
+
 SHOWN = 5  # missing chunks named in a message
 
 
 @dataclasses.dataclass
 class Acks:
-    """Chunks of one layer (or root buckets) whose every row was acknowledged."""
-    layer: object  # int, or ROOTS
+    """Chunks of one stage whose every entry Bigtable acknowledged, with what the sink counted
+    for each: `counts` has one int64 field per name of `stages.counted(stage)`."""
+    stage: object  # a layer, stages.ROOTS or stages.L2CACHE
     coords: np.ndarray  # (k, 3) chunk coordinates; (k, 1) bucket numbers for ROOTS
-    counts: np.ndarray  # (k, 4): rows, parent cells, children cells, supervoxels
+    counts: np.ndarray  # (k,) structured
+
+    @staticmethod
+    def dtype(stage) -> np.dtype:
+        return np.dtype([(name, np.int64) for name in stages.counted(stage)])
 
     @classmethod
-    def empty(cls, layer):
-        width = 1 if layer == ROOTS else 3
-        return cls(layer, np.empty((0, width), np.int64), np.empty((0, 4), np.int64))
+    def of(cls, stage, coords, columns) -> "Acks":
+        """From coordinates and the counts as columns in `stages.counted(stage)` order (k, n)."""
+        columns = np.asarray(columns, np.int64).reshape(-1, len(stages.counted(stage)))
+        counts = np.zeros(len(columns), cls.dtype(stage))
+        for i, name in enumerate(stages.counted(stage)):
+            counts[name] = columns[:, i]
+        return cls(stage, np.asarray(coords, np.int64).reshape(-1, stages.coord_width(stage)), counts)
+
+    def columns(self) -> np.ndarray:
+        """The counts as plain columns (k, n), in `stages.counted` order."""
+        return np.stack([self.counts[name] for name in self.counts.dtype.names], axis=1).reshape(len(self.counts), -1)
 
     @classmethod
-    def concat(cls, layer, parts) -> "Acks":
+    def empty(cls, stage):
+        return cls.of(stage, np.empty((0, stages.coord_width(stage)), np.int64),
+                      np.empty((0, len(stages.counted(stage))), np.int64))
+
+    @classmethod
+    def concat(cls, stage, parts) -> "Acks":
         parts = [p for p in parts if len(p.coords)]
         if not parts:
-            return cls.empty(layer)
-        return cls(layer, np.concatenate([p.coords for p in parts]), np.concatenate([p.counts for p in parts]))
-
-
-def layer_label(layer) -> str:
-    return {ROOTS: "root buckets", L2CACHE: "L2 cache"}.get(layer, f"layer {layer}")
-
-
-def describe(layer, coord) -> str:
-    if layer == ROOTS:
-        return f"root bucket {int(coord[0])}"
-    if layer == L2CACHE:
-        return f"the L2 cache of layer-2 chunk {tuple(int(c) for c in coord)}"
-    return f"layer-{layer} chunk {tuple(int(c) for c in coord)}"
-
-
-def expected_chunks(layout, layer, coords=None) -> np.ndarray:
-    """The chunks a run must acknowledge for `layer`: the whole grid, or the given ones."""
-    if layer == ROOTS:
-        from ..layout import ROOT_COUNTER_BUCKETS
-        return np.arange(ROOT_COUNTER_BUCKETS, dtype=np.int64).reshape(-1, 1)
-    if coords is not None:
-        return np.asarray(coords, np.int64).reshape(-1, 3)
-    shape = layout.chunks_per_axis(layer)
-    return np.stack(np.unravel_index(np.arange(int(np.prod(shape))), shape), axis=1).astype(np.int64)
+            return cls.empty(stage)
+        return cls(stage, np.concatenate([p.coords for p in parts]), np.concatenate([p.counts for p in parts]))
 
 
 def _keys(coords: np.ndarray) -> np.ndarray:
@@ -75,8 +67,9 @@ def _keys(coords: np.ndarray) -> np.ndarray:
 
 
 def check_layer(acks: Acks, expected: np.ndarray) -> dict:
-    """The proof of one layer, `{"layer", "chunks", "rows", "parents", "children", "svs"}`;
-    raises IncompleteError naming the chunks without acknowledgement (or unexpected ones)."""
+    """The proof of one stage, `{"layer", "chunks"}` and the sum of each of its counts (for a
+    layer: "rows", "parents", "children", "svs"); raises IncompleteError naming the chunks
+    without acknowledgement (or unexpected ones)."""
     keys = _keys(acks.coords)
     # a retried bundle acknowledges a chunk twice, with the same counts: count it once
     keys, first = np.unique(keys, return_index=True)
@@ -84,18 +77,17 @@ def check_layer(acks: Acks, expected: np.ndarray) -> dict:
     want = _keys(expected)
     missing = np.flatnonzero(~np.isin(want, keys))
     if len(missing):
-        names = ", ".join(describe(acks.layer, expected[i]) for i in missing[:SHOWN])
+        names = ", ".join(stages.describe(acks.stage, expected[i]) for i in missing[:SHOWN])
         more = f" and {len(missing) - SHOWN} more" if len(missing) > SHOWN else ""
-        raise IncompleteError(f"{layer_label(acks.layer)}: {len(missing)} of {len(want)} chunks were not built "
-                              f"and acknowledged by Bigtable: {names}{more}")
+        raise IncompleteError(f"{stages.proof_label(acks.stage)}: {len(missing)} of {len(want)} chunks were not "
+                              f"built and acknowledged by Bigtable: {names}{more}")
     stray = np.flatnonzero(~np.isin(keys, want))
     if len(stray):
         coords = acks.coords[first][stray[0]]
-        raise IncompleteError(f"{layer_label(acks.layer)}: acknowledged {describe(acks.layer, coords)}, which this "
-                              "run does not build")
-    total = counts.sum(axis=0)
-    return {"layer": acks.layer, "chunks": int(len(keys)), "rows": int(total[ROWS]),
-            "parents": int(total[PARENTS]), "children": int(total[CHILDREN]), "svs": int(total[SVS])}
+        raise IncompleteError(f"{stages.proof_label(acks.stage)}: acknowledged {stages.describe(acks.stage, coords)}, "
+                              "which this run does not build")
+    return {"layer": acks.stage, "chunks": int(len(keys)),
+            **{name: int(counts[name].sum()) for name in counts.dtype.names}}
 
 
 def check_cache(acks: Acks, expected: np.ndarray, accept_mismatch: bool = False) -> dict:
@@ -103,16 +95,14 @@ def check_cache(acks: Acks, expected: np.ndarray, accept_mismatch: bool = False)
     "unknown_svs"}`. Unless `accept_mismatch`, a chunk whose WATERSHED block and layer-2 build
     disagree fails it (InputError naming the first such chunks and their counts)."""
     proof = check_layer(acks, expected)
-    proof = {"layer": proof["layer"], "chunks": proof["chunks"], "rows": proof["rows"],
-             "nodes_without_voxels": proof["parents"], "unknown_svs": proof["children"]}
     if accept_mismatch or not (proof["nodes_without_voxels"] or proof["unknown_svs"]):
         return proof
     from ..errors import InputError
     keys, first = np.unique(_keys(acks.coords), return_index=True)
     coords, counts = acks.coords[first], acks.counts[first]
-    bad = np.flatnonzero(counts[:, NO_VOXELS] + counts[:, UNKNOWN_SVS])
-    named = "; ".join(f"{tuple(int(c) for c in coords[i])}: {counts[i, NO_VOXELS]} node(s) without voxels, "
-                      f"{counts[i, UNKNOWN_SVS]} unknown supervoxel(s)" for i in bad[:SHOWN])
+    bad = np.flatnonzero(counts["nodes_without_voxels"] + counts["unknown_svs"])
+    named = "; ".join(f"{tuple(int(c) for c in coords[i])}: {counts['nodes_without_voxels'][i]} node(s) without "
+                      f"voxels, {counts['unknown_svs'][i]} unknown supervoxel(s)" for i in bad[:SHOWN])
     more = f"; and {len(bad) - SHOWN} more chunks" if len(bad) > SHOWN else ""
     raise InputError(
         f"data_source.WATERSHED disagrees with the graph's inputs in {len(bad)} of {len(keys)} layer-2 chunks "
@@ -135,7 +125,7 @@ def check_totals(proofs: list[dict], layers: list, roots: bool) -> dict:
     by_layer = {p["layer"]: p for p in proofs}
     absent = [layer for layer in layers if layer not in by_layer]
     if absent:
-        raise IncompleteError(f"no proof for {', '.join(layer_label(a) for a in absent)}")
+        raise IncompleteError(f"no proof for {', '.join(stages.proof_label(a) for a in absent)}")
     cache = by_layer.pop(L2CACHE, None)  # another table's rows: not in the graph's totals
     total = {k: sum(p[k] for p in by_layer.values()) for k in ("chunks", "rows", "parents", "children", "svs")}
     if cache is not None:

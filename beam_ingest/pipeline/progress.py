@@ -18,11 +18,11 @@ import sys
 import threading
 import time
 
+from . import stages
+
 log = logging.getLogger(__name__)
 
 PREFIX = "beam_ingest"
-ROOTS = "roots"  # the root-id buckets, shown after the layers
-L2CACHE = "l2cache"  # the L2 cache's layer-2 chunks (--l2cache_table), shown after layer 2
 
 @dataclasses.dataclass(frozen=True)
 class RedisSettings:
@@ -166,7 +166,7 @@ class ProgressCache:
             if not totals:
                 return None
             pipe = self._redis().pipeline()
-            layers = sorted((k.decode() for k in totals), key=display_order)
+            layers = sorted((k.decode() for k in totals), key=stages.display_order)
             pipe.get(self._key("complete"))
             pipe.get(self._key("identity"))
             for layer in layers:
@@ -184,26 +184,8 @@ class ProgressCache:
         return int(self._safely("flushing", go, 0) or 0)
 
 
-def display_order(layer) -> tuple:
-    """Layers ascending, the L2 cache right after layer 2, the root buckets last."""
-    layer = str(layer)
-    if layer == ROOTS:
-        return (float("inf"), 0)
-    return (2, 1) if layer == L2CACHE else (int(layer), 0)
-
-
-def _label(layer) -> str:
-    return {ROOTS: "roots", L2CACHE: "L2 cache"}.get(str(layer), f"layer {layer}")
-
-
 def format_status(status: dict) -> str:
     return "\n".join(f"{layer:<8}: {done} / {total}" for layer, (done, total) in status.items())
-
-
-def layer_totals(layout) -> dict:
-    totals = {layer: layout.chunk_count(layer) for layer in range(2, layout.layer_count + 1)}
-    totals[ROOTS] = 256
-    return totals
 
 
 PROGRESS_FILES = "files"  # a directory on the launcher's machine, one file per worker process
@@ -352,7 +334,7 @@ class ProgressMonitor:
 
     def __init__(self, totals: dict, listener: ProgressListener | None = None, cache: ProgressCache | None = None,
                  interval: float | None = None, bars: bool | None = None):
-        totals = {str(layer): totals[layer] for layer in sorted(totals, key=display_order)}
+        totals = {str(layer): totals[layer] for layer in sorted(totals, key=stages.display_order)}
         self.totals, self.listener, self.cache = totals, listener, cache
         self.interval = POLL_S if interval is None else interval
         self.bars_enabled = sys.stderr.isatty() if bars is None else bars
@@ -378,15 +360,15 @@ class ProgressMonitor:
             if (done or layer in started_at) and layer not in self.started:
                 self.started[layer] = started_at.get(layer, now)
                 self._logged[layer] = now
-                log.info("%s: started", _label(layer))
+                log.info("%s: started", stages.label(layer))
             if total and done >= total and layer not in self.finished:
                 self.finished[layer] = last_at.get(layer, now)
-                log.info("%s: %d / %d chunks done in %.1f s", _label(layer), done, total,
+                log.info("%s: %d / %d chunks done in %.1f s", stages.label(layer), done, total,
                          self.finished[layer] - self.started.get(layer, now))
             elif (not self.bars_enabled and layer in self.started and layer not in self.finished
                   and now - self._logged[layer] >= LOG_EVERY_S):
                 self._logged[layer] = now
-                log.info("%s: %d / %d chunks done (%.0f%%) after %.1f s", _label(layer), done, total,
+                log.info("%s: %d / %d chunks done (%.0f%%) after %.1f s", stages.label(layer), done, total,
                          100.0 * done / max(total, 1), now - self.started[layer])
             bar = bars.get(layer)
             if bar is not None and done > bar.n:
@@ -396,7 +378,7 @@ class ProgressMonitor:
         bars = {}
         if self.bars_enabled:
             from tqdm import tqdm
-            bars = {layer: tqdm(total=total, desc=_label(layer), position=i, leave=True, unit="chunk",
+            bars = {layer: tqdm(total=total, desc=stages.label(layer), position=i, leave=True, unit="chunk",
                                 dynamic_ncols=True)
                     for i, (layer, total) in enumerate(self.totals.items())}
         while True:

@@ -58,7 +58,7 @@ def resume_layer2(url: str, identity: str, layout) -> SavedWork:
     root_files = {checkpoint.roots_file(2, layout.chunk_id(2, *c)) for c in done}
     roots = [name for name in checkpoint.list_roots(url, 2) if name in root_files]
     return SavedWork(summaries=tuple(saved[c] for c in sorted(done)), roots=tuple(roots), done_chunks=done,
-                     acks=completion.Acks(2, coords[keep], counts[keep]))
+                     acks=completion.Acks.of(2, coords[keep], counts[keep]))
 
 
 def restartable_layer(url: str, identity: str, top_layer: int) -> int | None:

@@ -9,11 +9,10 @@ import time
 import typing
 
 import apache_beam as beam
-import numpy as np
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
-from . import checkpoint, completion
+from . import checkpoint, completion, stages
 from ..hierarchy.types import Rows
 from ..metrics import count as _count
 
@@ -97,55 +96,172 @@ class _WriterTroubles:
 
 
 @_untyped_output
-class WriteRowsFn(beam.DoFn):
-    """Writes `Rows` batches to Bigtable (or only counts them with `skip_writes`) and reports,
-    per chunk, that every one of its rows was acknowledged (`completion.Acks`).
+class _SinkFn(beam.DoFn):
+    """What every sink does: write rows to one Bigtable table (or only count them with
+    `skip_writes`) and report, per chunk, that every one of its entries was acknowledged
+    (`completion.Acks`, with the counts `stages.counted` names).
 
-    Rows are encoded as they arrive and sent in the background; a bundle is complete only
-    once every one of its rows is acknowledged (`finish_bundle` drains the writer), so a
-    failed write fails the bundle and Beam's retry rewrites identical cells. A chunk is
-    reported only when the entries Bigtable acknowledged equal the entries queued for it.
-    """
+    Each chunk of a bundle is labelled by its place in the bundle, and the writer counts the
+    acknowledged entries of each label, whichever request carried them; a chunk is done once
+    they equal the entries queued for it, and the progress channel and Redis are told at
+    once. A bundle is complete only once every one of its entries is acknowledged
+    (`finish_bundle` drains the writer), so a failed write fails the bundle and Beam's retry
+    rewrites identical cells; a chunk still short after the drain is left out of the `Acks`
+    (the proof then names it) and counted as `unacknowledged_chunks`.
 
-    def __init__(self, sink: SinkSpec, stage=None):
-        self.sink = sink
-        self.stage = stage
+    Subclasses queue their rows in `process` (`_add_chunk`, `_queued`) and may hold them
+    until `_send_held`; `name` is the stage's step name (per-sink metrics)."""
+
+    def __init__(self, sink: SinkSpec, table_id: str, name: str):
+        self.sink, self.table_id, self.name = sink, table_id, name
 
     def setup(self):
-        import zstandard
-        sink = self.sink
-        self.compressor = zstandard.ZstdCompressor(level=3)
         self.writer = None
-        self.progress = _ChunkProgress(sink)
-        if not sink.skip_writes:
+        self.progress = _ChunkProgress(self.sink)  # the graph's progress, whichever table is written
+        if not self.sink.skip_writes:
             from ..store.bigtable import RowWriter
-            self.writer = RowWriter(sink.target, sink.table_id, sink.ingest_ms,
-                                    batch_rows=sink.batch_rows, max_inflight=sink.max_inflight)
+            self.writer = RowWriter(self.sink.target, self.table_id, self.sink.ingest_ms,
+                                    batch_rows=self.sink.batch_rows, max_inflight=self.sink.max_inflight)
 
     def start_bundle(self):
         self._reported = ((0, 0, 0.0) if self.writer is None
                           else (self.writer.rows_written, self.writer.bytes_written, self.writer.wait_s))
-        self._troubles = _WriterTroubles(self.writer, self.stage or "rows")
-        self._buffer, self._buffered, self._buffered_since = [], 0, 0.0
-        self._chunks = []  # (layer, coord) of each chunk of the bundle: its label in the writer
-        self._counts = []  # per chunk: [queued entries, parent cells, children cells, supervoxels]
-        self._encoded = 0  # chunks handed to the writer (their entry counts known)
-        self._acked = collections.Counter()  # entries acknowledged per chunk, so far
-        self._told = set()  # chunks already reported done to the progress channel
+        self._troubles = _WriterTroubles(self.writer, self.name)
+        self._reset_chunks()
         if self.writer is not None:
             self.writer.take_acked()
 
+    def _reset_chunks(self):
+        self._chunks = []  # (stage, coord) of each chunk since the last flush: its label is its place here
+        self._counts = []  # per chunk: [entries queued, then the stage's other counts]
+        self._known = 0  # chunks whose queued entries are known (handed to the writer)
+        self._acked = collections.Counter()  # entries acknowledged per chunk, so far
+        self._told = set()  # chunks already reported done to the progress channel
+
+    def _add_chunk(self, stage, coord, counts) -> int:
+        """A chunk of the bundle, with its counts after the queued entries; returns its label."""
+        self.progress.started(stage)
+        self._chunks.append((stage, coord))
+        self._counts.append([0, *counts])
+        return len(self._chunks) - 1
+
+    def _queued(self, first: int, queued) -> None:
+        """Entries queued for the chunks `first`, `first + 1`, ... (with `skip_writes`: the
+        entries they would have been); those with none, or all dropped, are done."""
+        queued = list(queued)
+        for i, n in enumerate(queued):
+            self._counts[first + i][0] = int(n)
+        self._known = max(self._known, first + len(queued))
+        self._tell(range(first, first + len(queued)))
+
+    def _send_held(self):
+        """Hand the writer what the subclass holds back (pooled for encoding)."""
+
+    def _count_written(self, rows: int, nbytes: int, drain_s: float, wait_s: float):
+        """The sink's metrics for what was written since the last count: rows, bytes, time
+        spent draining the writer and waiting for a free request slot."""
+
+    def _take_acked(self):
+        """The chunks with acknowledgements since the last call (all are added to `_acked`)."""
+        newly = self.writer.take_acked()
+        self._acked.update(newly)
+        return newly.keys()
+
+    def _tell_acked(self):
+        if self.writer is not None:
+            self._tell(self._take_acked())
+
+    def _tell(self, candidates):
+        """Report to the progress channel the `candidates` now fully acknowledged."""
+        by_stage = {}
+        for i in candidates:
+            if i < self._known and i not in self._told and (self.writer is None
+                                                            or self._acked.get(i, 0) == self._counts[i][0]):
+                self._told.add(i)
+                stage, coord = self._chunks[i]
+                by_stage.setdefault(stage, []).append(coord)
+        for stage, coords in by_stage.items():
+            self.progress.done(stage, coords)
+
+    def finish_bundle(self):
+        _count(f"sink_bundles_{self.name}")
+        for acks in self._flush():
+            yield WindowedValue(acks, 0, [GlobalWindow()])
+
+    def _flush(self):
+        """Drain the writer and acknowledge the chunks sent since the last flush."""
+        if self.writer is not None:
+            self._send_held()
+            start = time.perf_counter()
+            self.writer.drain(while_waiting=self._tell_acked)
+            drain_s = time.perf_counter() - start
+            rows, nbytes, wait_s = self.writer.rows_written, self.writer.bytes_written, self.writer.wait_s
+            self._count_written(rows - self._reported[0], nbytes - self._reported[1], drain_s,
+                                wait_s - self._reported[2])
+            self._reported = (rows, nbytes, wait_s)
+            self._troubles.count()
+            self._take_acked()
+        yield from self._acknowledge()
+
+    def _acknowledge(self):
+        """The `Acks` of the chunks whose every entry was acknowledged, one per stage; the
+        progress channel is told of those it was not told of yet."""
+        by_stage = {}
+        for i, ((stage, coord), counts) in enumerate(zip(self._chunks, self._counts)):
+            if self.writer is not None and self._acked.get(i, 0) != counts[0]:
+                _count("unacknowledged_chunks")
+                log.error("%s: not every row was acknowledged by Bigtable (%d of %d entries)",
+                          stages.describe(stage, coord), self._acked.get(i, 0), counts[0])
+                continue
+            coords, columns, untold = by_stage.setdefault(stage, ([], [], []))
+            coords.append(coord)
+            columns.append(counts)
+            if i not in self._told:
+                untold.append(coord)
+        for stage, (coords, columns, untold) in by_stage.items():
+            acks = completion.Acks.of(stage, coords, columns)
+            self.progress.done(stage, untold)
+            self._acknowledged(acks)
+            yield acks
+        self._reset_chunks()
+
+    def _acknowledged(self, acks: completion.Acks):
+        """Called with each stage's `Acks` of a flush, before they are handed on."""
+
+    def teardown(self):
+        if getattr(self, "progress", None) is not None:
+            self.progress.close()
+        if getattr(self, "writer", None) is not None:
+            self.writer.close()
+
+
+class WriteRowsFn(_SinkFn):
+    """The graph's sink: `Rows` batches of one stage, pooled and encoded as they arrive and
+    sent in the background; counts per chunk its parent cells, children cells and supervoxels
+    (the completion proof's totals). With a checkpoint, layer 2's `Acks` are saved, so that a
+    continued run reads those chunks back instead of building them again."""
+
+    def __init__(self, sink: SinkSpec, stage=None):
+        super().__init__(sink, sink.table_id, stage or "rows")
+        self.stage = stage
+
+    def setup(self):
+        import zstandard
+        super().setup()
+        self.compressor = zstandard.ZstdCompressor(level=3)
+
+    def start_bundle(self):
+        super().start_bundle()
+        self._buffer, self._buffered, self._buffered_since = [], 0, 0.0
+
     def process(self, rows):
-        for layer, coord in rows.done:
-            self.progress.started(layer)
-            self._chunks.append((layer, coord))
-            self._counts.append([0, len(rows.node_ids), len(rows.children_of), rows.svs])
+        first = len(self._chunks)
+        for stage, coord in rows.done:
+            self._add_chunk(stage, coord, [len(rows.node_ids), len(rows.children_of), rows.svs])
         if self.writer is None:
             count = rows.row_count()  # dropped unencoded: the build alone is measured
-            self._counts[-1][0] = count
             self._count_rows(count, 0)
-            self._encoded = len(self._chunks)
-            self._tell(range(len(self._chunks) - len(rows.done), len(self._chunks)))
+            self._queued(first, [0] * (len(rows.done) - 1) + [count])
         else:
             # Small batches are pooled so encoding works on large arrays.
             if not self._buffer:
@@ -154,88 +270,24 @@ class WriteRowsFn(beam.DoFn):
             self._buffered += len(rows.node_ids) + len(rows.children_of)
             if (self._buffered >= min(ENCODE_ROWS, 4 * self.sink.batch_rows)
                     or time.monotonic() - self._buffered_since >= ENCODE_WAIT_S):
-                self._encode()
-            self._tell(self._take_acked())
+                self._send_held()
+            self._tell_acked()
         if self.sink.ack_each_element:
             yield from self._flush()
 
-    def _encode(self):
+    def _send_held(self):
         start = time.perf_counter()
         if self._buffer:
             base = len(self._chunks) - len(self._buffer)
-            queued = self.writer.write_rows(Rows.concat(self._buffer), self.compressor, label_base=base)
-            for i, n in enumerate(queued.tolist()):
-                self._counts[base + i][0] = n
-            self._encoded = len(self._chunks)
-            self._tell([base + i for i, n in enumerate(queued.tolist()) if n == 0])
+            self._queued(base, self.writer.write_rows(Rows.concat(self._buffer), self.compressor,
+                                                      label_base=base).tolist())
         self._buffer, self._buffered = [], 0
         _count("write_us", (time.perf_counter() - start) * 1e6)
 
-    def _take_acked(self):
-        """The chunks with acknowledgements since the last call (all are added to `_acked`)."""
-        newly = self.writer.take_acked()
-        self._acked.update(newly)
-        return newly.keys()
-
-    def _tell(self, candidates):
-        """Report to the progress channel the `candidates` now fully acknowledged."""
-        by_layer = {}
-        for i in candidates:
-            if i < self._encoded and i not in self._told and self._acked.get(i, 0) == self._counts[i][0]:
-                self._told.add(i)
-                layer, coord = self._chunks[i]
-                by_layer.setdefault(layer, []).append(coord)
-        for layer, coords in by_layer.items():
-            self.progress.done(layer, coords)
-
-    def finish_bundle(self):
-        _count(f"sink_bundles_{self.stage or 'rows'}")
-        for acks in self._flush():
-            yield WindowedValue(acks, 0, [GlobalWindow()])
-
-    def _flush(self):
-        """Drain the writer and acknowledge the chunks sent since the last flush."""
-        if self.writer is not None:
-            self._encode()
-            start = time.perf_counter()
-            self.writer.drain(while_waiting=lambda: self._tell(self._take_acked()))
-            _count("write_us", (time.perf_counter() - start) * 1e6)
-            rows, nbytes = self.writer.rows_written, self.writer.bytes_written
-            self._count_rows(rows - self._reported[0], nbytes - self._reported[1])
-            _count("write_wait_us", (self.writer.wait_s - self._reported[2]) * 1e6)
-            self._reported = (rows, nbytes, self.writer.wait_s)
-            self._troubles.count()
-        yield from self._acknowledge()
-
-    def _acknowledged(self) -> list[bool]:
-        if self.writer is None:
-            return [True] * len(self._chunks)
-        self._take_acked()
-        return [self._acked.get(i, 0) == counts[0] for i, counts in enumerate(self._counts)]
-
-    def _acknowledge(self):
-        """Report the chunks whose every entry was acknowledged (the proof's `Acks`); tell the
-        progress channel of those not told yet."""
-        by_layer = {}
-        for i, (ok, (layer, coord), counts) in enumerate(zip(self._acknowledged(), self._chunks, self._counts)):
-            if not ok:
-                _count("unacknowledged_chunks")
-                log.error("%s: not every row was acknowledged by Bigtable", completion.describe(layer, coord))
-                continue
-            by_layer.setdefault(layer, ([], [], []))
-            by_layer[layer][0].append(coord)
-            by_layer[layer][1].append(counts)
-            if i not in self._told:
-                by_layer[layer][2].append(coord)
-        for layer, (coords, counts, untold) in by_layer.items():
-            acks = completion.Acks(layer, np.asarray(coords, np.int64).reshape(len(coords), -1),
-                                   np.asarray(counts, np.int64).reshape(-1, 4))
-            self.progress.done(layer, untold)
-            if self.sink.checkpoint_url and layer == 2 and not self.sink.skip_writes:
-                checkpoint.write_acks(self.sink.checkpoint_url, self.sink.identity, acks.coords, acks.counts)
-            yield acks
-        self._chunks, self._counts, self._encoded, self._told = [], [], 0, set()
-        self._acked = collections.Counter()
+    def _count_written(self, rows: int, nbytes: int, drain_s: float, wait_s: float):
+        _count("write_us", drain_s * 1e6)
+        self._count_rows(rows, nbytes)
+        _count("write_wait_us", wait_s * 1e6)
 
     def _count_rows(self, rows: int, nbytes: int):
         """Totals, and per stage (`rows_written_Layer2`, ..., `rows_written_Roots`)."""
@@ -245,93 +297,30 @@ class WriteRowsFn(beam.DoFn):
             _count(f"rows_written_{self.stage}", rows)
             _count(f"bytes_written_{self.stage}", nbytes)
 
-    def teardown(self):
-        if getattr(self, "progress", None) is not None:
-            self.progress.close()
-        if getattr(self, "writer", None) is not None:
-            self.writer.close()
+    def _acknowledged(self, acks: completion.Acks):
+        if self.sink.checkpoint_url and acks.stage == 2 and not self.sink.skip_writes:
+            checkpoint.write_acks(self.sink.checkpoint_url, self.sink.identity, acks.coords, acks.columns())
 
 
-@_untyped_output
-class WriteCacheRowsFn(beam.DoFn):
-    """Writes each layer-2 chunk's L2 cache rows into the cache table (or only counts them with
-    `skip_writes`) and reports the chunks whose rows Bigtable acknowledged, as `Acks` of
-    `completion.L2CACHE` (columns: the chunk's cache rows, and its nodes without voxels and
-    unknown supervoxels). Each chunk's entries carry its own label, so its acknowledgements are
-    counted whichever batch sent them; a chunk not fully acknowledged fails the bundle."""
+class WriteCacheRowsFn(_SinkFn):
+    """The L2 cache's sink: each layer-2 chunk's cache rows into the cache table; counts per
+    chunk its rows, and its nodes without voxels and unknown supervoxels
+    (`stages.CACHE_COUNTS`)."""
 
     def __init__(self, sink: SinkSpec, table_id: str):
-        self.sink, self.table_id = sink, table_id
-
-    def setup(self):
-        self.writer = None
-        self.progress = _ChunkProgress(self.sink)  # the graph's progress, not the cache table's
-        if not self.sink.skip_writes:
-            from ..store.bigtable import RowWriter
-            self.writer = RowWriter(self.sink.target, self.table_id, self.sink.ingest_ms,
-                                    batch_rows=self.sink.batch_rows, max_inflight=self.sink.max_inflight)
-
-    def start_bundle(self):
-        self._coords, self._rows, self._disagree = [], [], []
-        self._acked = collections.Counter()
-        self._troubles = _WriterTroubles(self.writer, "L2Cache")
-        if self.writer is not None:
-            self.writer.take_acked()
+        super().__init__(sink, table_id, stages.step_name(stages.L2CACHE))
 
     def process(self, element):
         coord, rows, disagreement = element
-        self.progress.started(completion.L2CACHE)
-        self._coords.append(coord)
-        self._rows.append(len(rows))
-        self._disagree.append(disagreement)
-        if self.writer is not None and rows:
-            # labelled by the chunk's place since the last flush: its acknowledgements are
-            # counted per chunk, whenever its batches are sent (here, or in the drain)
-            self.writer.write(rows, label=len(self._coords) - 1)
-            self._tell_acked()
+        label = self._add_chunk(stages.L2CACHE, coord, list(disagreement))
+        _count("l2cache_rows_written", len(rows))
+        if self.writer is None:
+            self._queued(label, [len(rows)])  # counted, not written
         else:
-            self.progress.done(completion.L2CACHE, [coord])
+            self._queued(label, [self.writer.write(rows, label=label) if rows else 0])
+            self._tell_acked()
         if self.sink.ack_each_element:
             yield from self._flush()
-
-    def _tell_acked(self):
-        """Tell the progress channel of the chunks whose last rows were just acknowledged."""
-        newly = self.writer.take_acked()
-        self._acked.update(newly)
-        self.progress.done(completion.L2CACHE, [self._coords[i] for i in newly if self._acked[i] == self._rows[i]])
-
-    def finish_bundle(self):
-        _count("sink_bundles_L2Cache")
-        for acks in self._flush():
-            yield WindowedValue(acks, 0, [GlobalWindow()])
-
-    def _flush(self):
-        if not self._coords:
-            return
-        if self.writer is not None:
-            self.writer.drain(while_waiting=self._tell_acked)
-            self._troubles.count()
-            self._tell_acked()
-            acked = self._acked
-            short = [(coord, acked.get(i, 0), n) for i, (coord, n) in enumerate(zip(self._coords, self._rows))
-                     if acked.get(i, 0) != n]
-            if short:
-                coord, got, sent = short[0]
-                raise RuntimeError(f"L2 cache: {len(short)} layer-2 chunk(s) not fully acknowledged by Bigtable, "
-                                   f"first {tuple(coord)}: {got} of {sent} rows")
-        _count("l2cache_rows_written", sum(self._rows))
-        counts = np.zeros((len(self._rows), 4), np.int64)
-        counts[:, completion.ROWS] = self._rows
-        counts[:, [completion.NO_VOXELS, completion.UNKNOWN_SVS]] = np.asarray(self._disagree, np.int64).reshape(-1, 2)
-        yield completion.Acks(completion.L2CACHE, np.asarray(self._coords, np.int64).reshape(-1, 3), counts)
-        self._coords, self._rows, self._disagree = [], [], []
-        self._acked = collections.Counter()
-
-    def teardown(self):
-        if getattr(self, "progress", None) is not None:
-            self.progress.close()
-        if getattr(self, "writer", None) is not None:
-            self.writer.close()
 
 
 class ProveLayer(beam.PTransform):

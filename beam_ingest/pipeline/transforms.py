@@ -21,16 +21,16 @@ from ..hierarchy.roots import build_roots, root_bucket
 from ..inputs.segmentation import ChunkPart
 from ..layout import GraphLayout
 from ..metrics import count as _count
-from .progress import ROOTS as ROOTS_PROGRESS
+from . import stages
 
 # A build stage has one output of `(tag, value)` pairs, which build.py splits by tag
 # (not `with_outputs`: Beam's DaskRunner hands every output of a multi-output ParDo to every
 # consumer of any of its tags).
 ROWS = "rows"          # Rows for the sink
 SAVED = "saved"        # ("summaries" | "roots", 1): a checkpoint file saved
-ROOTS = "roots"        # (bucket, RootBound) for the root assignment
+ROOT_BOUND = "roots"   # (bucket, RootBound) for the root assignment
 SUMMARY = "summary"    # (parent chunk, Summary) for the layer above
-L2CACHE = "l2cache"    # (chunk, its L2 cache rows) for the cache's sink
+CACHE_ROWS = "l2cache"  # (chunk, its L2 cache rows) for the cache's sink
 CHECKPOINTED = "checkpointed"  # the key of a layer's "checkpoint complete" element (never a chunk)
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class _BuildFn(beam.DoFn):
                 checkpoint.write_file(self.checkpoint_url, checkpoint.roots_name(self.layer, root_bound),
                                       checkpoint.encode_root_bound(bucket, root_bound, self.identity))
                 yield SAVED, ("roots", 1)
-            yield ROOTS, (bucket, root_bound)
+            yield ROOT_BOUND, (bucket, root_bound)
         if self.layer < self.layout.layer_count:
             if self.checkpoint_url:
                 checkpoint.write_file(self.checkpoint_url, checkpoint.summary_name(self.layer, coord),
@@ -132,7 +132,7 @@ class BuildLayer2Fn(_BuildFn):
             log.warning("layer-2 chunk %s: %d edges to a chunk that is not a neighbour (kept as given)",
                         tuple(coord), stats.far_edges)
         if self.cache is not None:  # before the rows: the build's outputs may be consumed in place
-            yield L2CACHE, (tuple(int(c) for c in coord), *self._cache_rows(inputs, rows, coord))
+            yield CACHE_ROWS, (tuple(int(c) for c in coord), *self._cache_rows(inputs, rows, coord))
         yield from self._emit(rows, summary, root_bound, coord)
 
 
@@ -233,7 +233,7 @@ class BuildRootsFn(beam.DoFn):
         bucket, parts = element
         start = time.perf_counter()
         rows = build_roots(bucket, [p for p in parts if p is not None], self.layout)
-        rows.done = [(ROOTS_PROGRESS, (bucket,))]
+        rows.done = [(stages.ROOTS, (bucket,))]
         _count("roots_us", (time.perf_counter() - start) * 1e6)
         _count("roots", len(rows.children_of))
         yield rows

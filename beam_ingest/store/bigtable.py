@@ -433,13 +433,14 @@ class RowWriter:
             acked, self.acked = self.acked, collections.Counter()
         return acked
 
-    def write(self, row_cells, label: int | None = None):
+    def write(self, row_cells, label: int | None = None) -> int:
         """Queue `(row key, [(family, qualifier, value), ...])` rows; with `label`, their
-        acknowledgements are counted under it (`take_acked`)."""
+        acknowledgements are counted under it (`take_acked`). Returns the entries queued."""
         entries = self._wire.encode_cells(row_cells, self.timestamp_micros)
         if label is not None:
             entries.labels = np.full(len(entries), label, np.int32)
         self._add(entries)
+        return len(entries)
 
     def _add(self, entries):
         if len(entries):

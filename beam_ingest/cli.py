@@ -475,7 +475,7 @@ def verify_reader(plan, raw: bool, fill_missing: bool = False):
     from .inputs.volumes import SegmentationReader
     return _PreviewReader(SegmentationReader(
         plan.layout, ds.CV_MIP, ic.SUPERVOXELS, ds.WATERSHED, ds.EDGES, ds.COMPONENTS, objects=ic.OBJECTS,
-        affinities=ic.AFFINITIES, in_place=plan.segmentation["in_place"], fill_missing=fill_missing))
+        affinities=ic.AFFINITIES, in_place=plan.segmentation.in_place, fill_missing=fill_missing))
 
 
 def _cache_check(table_id, graph_id, target, plan, graph_identity=None):
@@ -498,7 +498,8 @@ def _cache_check(table_id, graph_id, target, plan, graph_identity=None):
 
 def cmd_verify(args):
     from .inputs.precomputed import PrecomputedReader
-    from .launch.plan import meta_mismatch, plan_ingest
+    from .launch.plan import plan_ingest
+    from .launch.table import meta_mismatch
     from .store import bigtable, cells
     from .store.bigtable import read_cell
     from .ops.verify import verify
@@ -561,7 +562,7 @@ def cmd_estimate(args):
         if args.from_segmentation:  # the grid is SUPERVOXELS', WATERSHED is an output
             from .inputs.volumes import check_segmentation_volumes
             geometry = check_segmentation_volumes(settings, settings.data_source.CV_MIP,
-                                                  settings.graph_config.CHUNK_SIZE)["geometry"]
+                                                  settings.graph_config.CHUNK_SIZE).geometry
         layout = layout_for(settings.graph_config, settings.data_source, geometry)[0]
         l2_chunks = layout.chunk_count(2)
         config_voxels = float(np.prod(np.asarray(layout.voxel_counts, np.float64)))

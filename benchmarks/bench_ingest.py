@@ -141,16 +141,16 @@ def child_replay(config: str, graph_id: str, batch_rows: int, inflight: int) -> 
     import warnings
     warnings.filterwarnings("ignore")
     import pipeline
-    from beam_ingest.launch import ingest
-    check_completion = ingest.check_completion
+    from beam_ingest.launch import job
+    check_completion = job.check_completion
     # The stand-in acknowledged the completion mark without writing it: the table cannot hold it.
-    ingest.check_completion = lambda *args, **kwargs: None
+    job.check_completion = lambda *args, **kwargs: None
     try:
         with capturing_requests() as captured:
             pipeline.run(["--config", config, "--graph_id", graph_id, f"--write_batch_rows={batch_rows}",
                           f"--max_inflight_writes={inflight}"])
     finally:
-        ingest.check_completion = check_completion
+        job.check_completion = check_completion
     return replay(captured, inflight)
 
 

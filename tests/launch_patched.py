@@ -14,7 +14,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import pipeline  # noqa: E402
-from beam_ingest.launch import plan as launcher  # noqa: E402
+from beam_ingest.launch import table as launcher  # noqa: E402
 from beam_ingest.store import bigtable  # noqa: E402
 
 

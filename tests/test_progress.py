@@ -73,8 +73,8 @@ def test_a_runner_without_a_channel_says_so_once(dataset, graph_id, caplog):
     """Dataflow, Flink, Spark and portable runners: one line at the start says where progress is."""
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from beam_ingest.launch.ingest import _progress_listener
-    caplog.set_level(logging.INFO, logger="beam_ingest.launch.ingest")
+    from beam_ingest.launch.job import _progress_listener
+    caplog.set_level(logging.INFO, logger="beam_ingest.launch.job")
     with _progress_listener(PipelineOptions(["--runner=FlinkRunner"]), None) as listener:
         assert listener is None
     (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("progress:")]

@@ -10,17 +10,17 @@ writes identical bytes.
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import numpy as np
 
-from ..chunk_inputs import ChunkInputs
-from .precomputed import components_filename, edges_filename, encode_components, encode_edges
+from ..chunk_inputs import ChunkInputs, ChunkReader
+from ..deadline import within
 from ..errors import InputError
+from .precomputed import components_filename, edges_filename, encode_components, encode_edges
 from .segmentation import ChunkPart, boundary, check_objects_agree, finish_chunk, in_chunk_contacts, label_chunk, \
     segment_table
-from ..chunk_inputs import ChunkReader
-from ..deadline import within
 from .storage_blocks import StorageBlocks
 
 FACES = [tuple(d * (k == axis) for k in range(3)) for axis in range(3) for d in (-1, 1)]
@@ -265,10 +265,19 @@ def _scale(info: dict, mip: int) -> dict:
     return info["scales"][mip]
 
 
-def check_segmentation_volumes(settings, mip: int, chunk_size) -> dict:
+@dataclasses.dataclass(frozen=True)
+class CheckedVolumes:
+    """What `check_segmentation_volumes` found: the volumes' geometry (a WatershedInfo), whether
+    WATERSHED is SUPERVOXELS itself (`in_place`: relabelled ids are checked, never written),
+    and the info to create WATERSHED with (None when it exists already or is in place)."""
+    geometry: object
+    in_place: bool
+    watershed_info: dict | None = None
+
+
+def check_segmentation_volumes(settings, mip: int, chunk_size) -> CheckedVolumes:
     """The launcher's checks of `--from_segmentation`'s volumes (docs/segmentation-input.md);
-    raises a ConfigError/InputError naming the key. Returns the plan: `{"geometry":
-    WatershedInfo of SUPERVOXELS, "in_place": bool, "watershed_info": info to create or None}`."""
+    raises a ConfigError/InputError naming the key."""
     from ..errors import ConfigError
     from .watershed import read_info, read_watershed_info
     ic, ds = settings.ingest, settings.data_source
@@ -313,7 +322,7 @@ def check_segmentation_volumes(settings, mip: int, chunk_size) -> dict:
         if sv_info.get("data_type") != "uint64":
             raise InputError(f"data_source.WATERSHED names SUPERVOXELS, whose ids are {sv_info.get('data_type')}; "
                              "chunk-encoded ids need uint64: give WATERSHED a path of its own")
-        return {"geometry": geometry, "in_place": True, "watershed_info": None}
+        return CheckedVolumes(geometry, in_place=True)
     if mip != 0:
         raise InputError(f"data_source.CV_MIP: {mip} with --from_segmentation: the WATERSHED the ingest writes has one "
                          "scale (the volumes' at CV_MIP), which PyChunkedGraph opens at mip CV_MIP; use CV_MIP: 0 on "
@@ -328,7 +337,7 @@ def check_segmentation_volumes(settings, mip: int, chunk_size) -> dict:
     except InputError as exc:
         if "not found" not in str(exc):
             raise
-        return {"geometry": geometry, "in_place": False, "watershed_info": wanted}
+        return CheckedVolumes(geometry, in_place=False, watershed_info=wanted)
     scales = existing.get("scales") or [{}]
     scale = scales[0]
     same = (existing.get("data_type") == "uint64" and list(scale.get("voxel_offset", [])) == list(geometry.voxel_offset)
@@ -354,7 +363,7 @@ def check_segmentation_volumes(settings, mip: int, chunk_size) -> dict:
             raise InputError(f"data_source.WATERSHED: its storage chunk size {list(sizes)} does not divide "
                              f"graph_config.CHUNK_SIZE {list(chunk_size)} (two layer-2 chunks would write one "
                              "storage chunk)")
-    return {"geometry": geometry, "in_place": False, "watershed_info": None}
+    return CheckedVolumes(geometry, in_place=False)
 
 
 def _channels(info: dict) -> int:
@@ -380,8 +389,3 @@ def _check_codec(key, url, info, mip, section="ingest_config"):
 def _storage_chunk(chunk_size) -> list:
     """The WATERSHED output's storage chunk: the largest divisor of CHUNK_SIZE up to 128 per axis."""
     return [max(d for d in range(1, min(int(c), 128) + 1) if int(c) % d == 0) for c in chunk_size]
-
-
-def create_watershed(url: str, info: dict) -> None:
-    from cloudvolume import CloudVolume
-    CloudVolume(url, info=info, progress=False).commit_info()

@@ -1,17 +1,21 @@
-"""The ingest's pipeline options, and a strict parse of the whole command line.
+"""The ingest's pipeline options: a strict parse of the whole command line, and every rule
+between options, in one place (`parse` -> `IngestOptions.validate`).
 
 Beam drops arguments it does not know with a warning; for an ingest a mistyped option
 (`--skip_write`) must stop the run before anything is created. `parse_argv` parses the
 command line with every registered Beam option class (so every Beam and runner option
-stays accepted) and turns unknown options and bad values into one `ConfigError`.
+stays accepted) and turns unknown options and bad values into one `ConfigError`. Rules that
+need the graph (the layers `--start_layer` may name) are `IngestOptions.validate_for`.
 """
 from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import re
 
-from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOptions, SetupOptions, StandardOptions,
+                                                  TestOptions, _BeamArgumentParser)
 
 from ..errors import ConfigError
 from ..shipped import shipped
@@ -94,6 +98,87 @@ def add_flag(parser, name: str, default, help: str) -> None:
 
 
 class IngestOptions(PipelineOptions):
+    """The ingest's own options; `validate` holds every rule between them and Beam's."""
+
+    def validate(self, argv) -> None:
+        """Every rule of the command line that needs no config: required options, their
+        combinations, the runner and Dataflow's options. Also settles what Beam would read
+        otherwise (the in-process runner by default, `--dry_run=false` as false). Raises
+        ConfigError naming the option."""
+        if not self.config:
+            raise ConfigError("--config: required (path or URL of config.yml)")
+        if not self.graph_id:
+            raise ConfigError("--graph_id: required (the table id of the graph)")
+        check_graph_id(self.graph_id, self.test)
+        check_l2cache_options(self)
+        if self.checkpoint_dir:
+            from ..locations import check_output
+            check_output("--checkpoint_dir", self.checkpoint_dir)
+        if self.raw and self.from_segmentation:
+            raise ConfigError("--raw and --from_segmentation: choose one input")
+        if self.fill_missing and not self.from_segmentation:
+            raise ConfigError("--fill_missing: applies to --from_segmentation only")
+        if self.l2cache_table and self.start_layer > 2:
+            raise ConfigError("--start_layer: a restart above layer 2 cannot write the L2 cache (it is written by the "
+                              "layer-2 stage); continue with --if_exists=continue instead, which rebuilds layer 2")
+        self._validate_runner(argv)
+
+    def _validate_runner(self, argv) -> None:
+        from .runners import check_runner, is_dask, runner_name
+        standard = self.view_as(StandardOptions)
+        if standard.runner is None:
+            standard.runner = "FnApiRunner"  # in process; no attempt to download the Prism runner
+        self.is_dry_run()  # a bad --dry_run value stops here
+        check_runner(self)
+        dask_only = [a.split("=", 1)[0] for a in argv if a.startswith("--dask_")]
+        if dask_only and not is_dask(self):
+            raise ConfigError(f"{dask_only[0]}: applies to --runner=DaskRunner only (this run's runner is "
+                              f"{runner_name(self)}); add --runner=DaskRunner or drop it")
+        if self.is_dataflow():
+            check_dataflow_options(self)
+            self.view_as(SetupOptions).save_main_session = False  # DoFns live in the package
+
+    def validate_for(self, layer_count: int) -> None:
+        """The rules that need the graph's layer count (`--start_layer`)."""
+        if self.start_layer == 2:
+            return
+        if not self.checkpoint_dir:
+            raise ConfigError("--start_layer: needs --checkpoint_dir (the checkpoint of the earlier run)")
+        if not 3 <= self.start_layer <= layer_count:
+            raise ConfigError(f"--start_layer: must be in 3..{layer_count} for this graph, got {self.start_layer}")
+        if self.if_exists != "continue" and not self.skip_writes:
+            raise ConfigError("--start_layer: continues an earlier run's table; pass --if_exists=continue")
+        if self.test:
+            raise ConfigError("--start_layer: cannot be combined with --test")
+
+    def table_id(self) -> str:
+        """The graph's table: `<graph_id>-test` with --test."""
+        return self.graph_id + TEST_SUFFIX if self.test else self.graph_id
+
+    def cache_table_id(self) -> str | None:
+        if not self.l2cache_table:
+            return None
+        return self.l2cache_table + TEST_SUFFIX if self.test else self.l2cache_table
+
+    def is_dataflow(self) -> bool:
+        runner = self.view_as(StandardOptions).runner or ""
+        return "dataflow" in str(runner).lower()
+
+    def is_dry_run(self) -> bool:
+        """`--dry_run`: Beam reads any value as "dry run" (it is a string option), so only
+        true/false spellings are accepted, and false means false."""
+        test = self.view_as(TestOptions)
+        value = test.dry_run
+        if value in (None, False):
+            return False
+        lowered = str(value).strip().lower()
+        if lowered in ("true", "1", "yes"):
+            return True
+        if lowered in ("false", "0", "no"):
+            test.dry_run = False  # Beam would take the string "false" as a dry run
+            return False
+        raise ConfigError(f"--dry_run: expected true or false, got {value!r}")
+
     @classmethod
     def _add_argparse_args(cls, parser):
         parser.add_argument("--config", type=non_empty, help="Path or URL of the ingest config.yml (required).")
@@ -233,3 +318,38 @@ def parse_argv(argv) -> argparse.Namespace:
         hint = f"; did you mean {close[0]}?" if close else ""
         raise ConfigError(f"{name}: unknown option{hint} (python pipeline.py --help lists them)")
     return known
+
+
+def check_dataflow_options(options: PipelineOptions):
+    """Clear errors for what a Dataflow job needs, before Beam's own checks."""
+    from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
+
+    from .credentials import require_google_credentials
+    gcp = options.view_as(GoogleCloudOptions)
+    for name in ("project", "region", "temp_location"):
+        if not getattr(gcp, name):
+            raise ConfigError(f"--{name}: required with --runner=DataflowRunner")
+    validator = PipelineOptionsValidator(options, None)
+    for name in ("temp_location", "staging_location"):
+        value = getattr(gcp, name)
+        if value and not value.startswith("gs://"):
+            raise ConfigError(f"--{name}: must be a gs:// path for Dataflow, got {value!r}")
+        # Beam, given no valid gs:// path, creates a default bucket (network, minutes offline)
+        errors = validator.validate_gcs_path(gcp, name) if value else []
+        if errors:
+            raise ConfigError(f"--{name}: {value!r} is not a valid gs://bucket/path ({errors[0]})")
+    if not options.view_as(IngestOptions).is_dry_run():  # a dry run stages nothing
+        require_google_credentials("--temp_location", gcp.temp_location)
+    setup = options.view_as(SetupOptions)
+    if setup.setup_file and not os.path.exists(setup.setup_file):
+        raise ConfigError(f"--setup_file: {setup.setup_file} does not exist")
+
+
+def parse(argv) -> IngestOptions:
+    """The command line as the ingest's options, every rule checked (`IngestOptions.validate`);
+    raises ConfigError naming the first bad option, before anything is created."""
+    argv = list(argv)
+    parse_argv(argv)  # unknown options and bad values
+    options = PipelineOptions(argv).view_as(IngestOptions)
+    options.validate(argv)
+    return options

@@ -1,60 +1,84 @@
-"""Before the pipeline: validate the config, derive the layout, and prepare the table."""
+"""Before the pipeline: validate the config and every path, read the watershed info and
+derive the layout; the result is a frozen `IngestPlan`."""
 from __future__ import annotations
 
 import dataclasses
-import json
-import logging
-import time
 
-from ..errors import ConfigError, InputError, TableError
-from .config import Settings, load_config
+from ..errors import ConfigError, InputError
 from ..inputs.watershed import read_watershed_info
 from ..layout import GraphLayout, LayoutError
-from ..store import cells
-from ..store.meta import dumps_meta, loads_meta, meta_for
-
-log = logging.getLogger(__name__)
+from .config import Settings, load_config
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
+class CachePlan:
+    """`--l2cache_table`: the cache's table, the cv_path its meta names, and whether a
+    disagreement of WATERSHED and the graph is accepted (not part of the run identity)."""
+    table: str
+    cv_path: str = ""
+    accept_mismatch: bool = False
+
+    def identity(self) -> dict:
+        """What of the cache defines the run (`table_state.run_inputs`)."""
+        return {"table": self.table, "cv_path": self.cv_path}
+
+
+@dataclasses.dataclass(frozen=True)
 class IngestPlan:
+    """What the run builds, from the options and the config; nothing in it changes after."""
     graph_id: str
     settings: Settings
     layout: GraphLayout
     project: str | None
     instance: str | None
     resolution: tuple = (1.0, 1.0, 1.0)
-    ingest_ms: int | None = None
+    raw: bool = False  # --raw: the raw agglomeration
+    segmentation: object = None  # --from_segmentation: inputs.volumes.CheckedVolumes
+    fill_missing: bool = False  # --fill_missing (with --from_segmentation)
     pcg_version: int = 2  # the PyChunkedGraph table version written (2 or 3)
-    segmentation: dict | None = None  # --from_segmentation: volumes.check_segmentation_volumes' plan
-    target: object = None  # the bigtable.Target, resolved once by the launcher
-    l2cache: dict | None = None  # --l2cache_table: {"table": its id, "cv_path": the meta's cv_path}
-    l2cache_accept_mismatch: bool = False  # --l2cache_accept_mismatch (not in the run identity)
+    cache: CachePlan | None = None  # --l2cache_table
+
+    def run_inputs(self) -> dict:
+        """What defines the graph's content and outputs (the run identity)."""
+        from ..store.table_state import run_inputs
+        segmentation = {"fill_missing": self.fill_missing} if self.segmentation is not None else None
+        return run_inputs(self.settings, self.raw, self.pcg_version, segmentation,
+                          self.cache.identity() if self.cache is not None else None)
 
 
-def plan_ingest(config_path: str, graph_id: str, raw: bool = False, segmentation: bool = False) -> IngestPlan:
+def plan_ingest(config_path: str, graph_id: str, raw: bool = False, segmentation: bool = False,
+                fill_missing: bool = False, pcg_version: int = 2, cache: CachePlan | None = None) -> IngestPlan:
     """Cheap checks first: config, watershed info, bit budget. Raises with a clear message."""
     from .options import check_graph_id
     check_graph_id(graph_id)
     settings = load_config(config_path)
     output_keys(settings, raw, segmentation)  # every path's scheme, before anything is read
     ds = settings.data_source
+    volumes = None
     if segmentation:
-        return _plan_segmentation(graph_id, settings)
+        from ..inputs.volumes import check_segmentation_volumes
+        volumes = check_segmentation_volumes(settings, ds.CV_MIP, settings.graph_config.CHUNK_SIZE)
+    else:
+        _check_graph_inputs(settings, raw)
+    layout, ws = layout_for(settings.graph_config, ds, volumes.geometry if volumes is not None else None)
+    if raw:
+        _check_not_empty("ingest_config.AGGLOMERATION", settings.ingest.AGGLOMERATION.rstrip("/") + "/chunked_rg",
+                         "in_chunk_0_", "in_chunk_0_<x>_<y>_<z>.data files under")
+    elif not segmentation:
+        _check_not_empty("data_source.EDGES", ds.EDGES, "edges_", "edges_<x>_<y>_<z>.proto.zst files under")
+    return IngestPlan(graph_id, settings, layout, settings.backend.PROJECT, settings.backend.INSTANCE,
+                      ws.resolution, raw=raw, segmentation=volumes, fill_missing=fill_missing,
+                      pcg_version=pcg_version, cache=cache)
+
+
+def _check_graph_inputs(settings, raw: bool) -> None:
+    ds = settings.data_source
     if raw and not settings.ingest.AGGLOMERATION:
         raise ConfigError("ingest_config.AGGLOMERATION: required key is missing (--raw reads the raw agglomeration)")
     if not raw and (not ds.EDGES or not ds.COMPONENTS):
         missing = "EDGES" if not ds.EDGES else "COMPONENTS"
         raise ConfigError(f"data_source.{missing}: required key is missing (precomputed input needs "
                           "both EDGES and COMPONENTS)")
-    layout, ws = layout_for(settings.graph_config, ds)
-    if raw:
-        _check_not_empty("ingest_config.AGGLOMERATION", settings.ingest.AGGLOMERATION.rstrip("/") + "/chunked_rg",
-                         "in_chunk_0_", "in_chunk_0_<x>_<y>_<z>.data files under")
-    else:
-        _check_not_empty("data_source.EDGES", ds.EDGES, "edges_", "edges_<x>_<y>_<z>.proto.zst files under")
-    return IngestPlan(graph_id, settings, layout, settings.backend.PROJECT, settings.backend.INSTANCE,
-                      ws.resolution)
 
 
 def output_keys(settings, raw: bool, segmentation: bool) -> dict:
@@ -121,16 +145,6 @@ def probe_outputs(plan: IngestPlan, raw: bool, checkpoint_dir: str | None = None
         locations.probe_writable(key, url)
 
 
-def _plan_segmentation(graph_id, settings) -> IngestPlan:
-    from ..inputs.volumes import check_segmentation_volumes
-    ds = settings.data_source
-    checked = check_segmentation_volumes(settings, ds.CV_MIP, settings.graph_config.CHUNK_SIZE)
-    layout, ws = layout_for(settings.graph_config, ds, checked["geometry"])
-    plan = IngestPlan(graph_id, settings, layout, settings.backend.PROJECT, settings.backend.INSTANCE, ws.resolution)
-    plan.segmentation = checked
-    return plan
-
-
 def layout_for(graph_config, data_source, geometry=None):
     """The layout from a graph config and the watershed info its data source names (or
     `geometry`, a WatershedInfo read already).
@@ -161,170 +175,3 @@ def _check_not_empty(key: str, url: str, prefix: str, what: str):
         raise InputError(f"{key}: {url} cannot be listed ({exc})") from None
     if first is None:
         raise InputError(f"{key}: no {what} {url} (empty dataset or wrong path)")
-
-
-def meta_mismatch(plan: IngestPlan):
-    """A function telling why a table's meta cell describes another graph (or None)."""
-    ours = meta_for(plan.graph_id, plan.settings)
-
-    def compare(existing: bytes):
-        try:
-            theirs = loads_meta(existing)
-        except Exception as exc:  # any unpickling failure means "not ours"
-            return f"its meta row cannot be read ({exc})"
-        for name in ("graph_config", "data_source"):
-            a, b = getattr(theirs, name), getattr(ours, name)
-            if tuple(a) != tuple(b):
-                diffs = [f"{f}: table {x!r} vs config {y!r}" for f, x, y in zip(a._fields, a, b) if x != y]
-                return f"{name} differs: " + "; ".join(diffs)
-        return None
-
-    return compare
-
-
-@dataclasses.dataclass
-class TableState:
-    """The table this run writes: whose it is (`record`), our claim on it, and the completion
-    mark an earlier run of the same identity left (None if it never finished)."""
-    record: "object"
-    claim: "object"
-    complete: dict | None = None
-    fresh: bool = True
-
-
-def prepare_table(plan: IngestPlan, if_exists: str, ingest_ms: int | None, table_splits: int = 0,
-                  raw: bool = False, restart_layer: int | None = None, pcg_version: int = 2) -> TableState:
-    """Create or check the table, take this launcher's claim on it, write meta/version and the
-    run record. Every refusal is a TableError; the claim is released on any failure."""
-    from ..store import bigtable, table_state
-    plan.target = bigtable.resolve_target(plan.project, plan.instance)
-    table = bigtable.open_table(plan.target, plan.graph_id, admin=True)
-    meta = table_state.StateRows(plan.target, plan.graph_id)
-    exists = bigtable.table_exists(table)
-    if exists:
-        from ..store import kinds
-        found = kinds.classify(plan.target, plan.graph_id)
-        if found is not None and found.kind in (kinds.L2CACHE, kinds.FOREIGN):
-            raise TableError(f"--graph_id: table {meta.table_id!r} is {found.detail}, not a graph table; refusing to "
-                             "write into it or delete it, whatever --if_exists says (choose another graph id)")
-    if exists and if_exists == "fail":
-        raise TableError(
-            f"table {meta.table_id!r} already exists; pass --if_exists=continue to resume an "
-            "interrupted ingest into it, or --if_exists=recreate to delete it and start over")
-    if restart_layer and not exists:
-        raise TableError(f"--start_layer={restart_layer}: table {meta.table_id!r} does not exist; a restart at a "
-                         "layer continues the earlier run's table (its lower layers are already in it)")
-    inputs = table_state.run_inputs(plan.settings, raw, pcg_version, plan.segmentation, plan.l2cache)
-    plan.pcg_version = pcg_version
-    claim = None
-    try:
-        if exists:
-            claim = _take_claim(meta)
-            if if_exists == "recreate" and _empty_as_created(found, pcg_version):
-                # another launcher may have created it a moment ago and not claimed it yet:
-                # deleting it would let both run; taking it as it is leaves one claim, one run
-                log.info("table %s is empty, with the families this run needs: writing into it", meta.table_id)
-            elif if_exists == "recreate":
-                log.warning("deleting existing table %s on %s (--if_exists=recreate)", meta.table_id,
-                            plan.target.describe())
-                table.delete()  # still claimed: no other launcher can be writing into it
-                claim.forget()
-                claim, exists = None, False
-        if not exists:
-            log.info("creating table %s on %s", meta.table_id, plan.target.describe())
-            bigtable.create_table(table, bigtable.table_split_keys(plan.layout, table_splits), pcg_version)
-            claim = _take_claim(meta)
-            return _start_fresh(plan, meta, claim, ingest_ms, inputs)
-        _move_legacy_cells(meta)
-        state = meta.read()
-        if cells.META not in meta.read(cells.META_ROW):
-            if meta.has_node_rows():
-                raise TableError(f"table {meta.table_id!r} exists but has no meta row and holds rows: not an "
-                                 "ingest of this tool; refusing to continue into it")
-            log.info("table %s has no meta row and no rows (a run stopped right after creating it): "
-                     "starting it afresh", meta.table_id)
-            return _start_fresh(plan, meta, claim, ingest_ms, inputs)
-        return _continue(plan, meta, claim, ingest_ms, inputs, state)
-    except BaseException:
-        if claim is not None:
-            claim.release()
-        raise
-
-
-def _empty_as_created(found, pcg_version: int) -> bool:
-    """An empty table with exactly the column families `create_table` would give it."""
-    from ..store import bigtable, kinds
-    return (found is not None and found.kind == kinds.EMPTY
-            and set(found.families) == set(bigtable.family_rules(pcg_version)))
-
-
-def _move_legacy_cells(meta):
-    from ..store.table_state import ClaimLost
-    try:
-        meta.move_legacy_cells()
-    except ClaimLost as exc:
-        raise TableError(str(exc)) from None
-
-
-def _take_claim(meta):
-    from ..store.table_state import Claim, ClaimLost
-    from google.api_core.exceptions import NotFound
-    claim = Claim(meta)
-    try:
-        claim.acquire()
-    except ClaimLost as exc:
-        raise TableError(str(exc)) from None
-    except NotFound:
-        raise TableError(f"table {meta.table_id!r} was deleted by another launcher at the same moment: one "
-                         "launcher per graph") from None
-    return claim
-
-
-def _start_fresh(plan, meta, claim, ingest_ms, inputs) -> TableState:
-    from ..store import table_state
-    if ingest_ms is None:
-        ingest_ms = int(time.time() * 1000)
-    record = table_state.RunRecord.new(plan.graph_id, ingest_ms, inputs)
-    meta_bytes = dumps_meta(meta_for(plan.graph_id, plan.settings))
-    meta.write({table_state.RUN: record.to_json()}, ingest_ms)
-    meta.write({cells.META: meta_bytes}, ingest_ms, row_key=cells.META_ROW)
-    meta.write({cells.VERSION: cells.VERSION_STRINGS[plan.pcg_version].encode()}, ingest_ms,
-               row_key=cells.VERSION_ROW)
-    plan.ingest_ms = ingest_ms
-    return TableState(record, claim, None, fresh=True)
-
-
-def _continue(plan, meta, claim, ingest_ms, inputs, state) -> TableState:
-    from ..store import table_state
-    existing_meta, table_ms = meta.read(cells.META_ROW)[cells.META]
-    reason = meta_mismatch(plan)(existing_meta)
-    if reason:
-        raise TableError(f"table {meta.table_id!r} holds a different graph ({reason}); refusing to continue into it")
-    found = meta.read(row_key=cells.VERSION_ROW).get(cells.VERSION)
-    ours = cells.VERSION_STRINGS[plan.pcg_version]
-    if found is not None and found[0].decode(errors="replace").split(".")[0] != ours.split(".")[0]:
-        theirs = found[0].decode(errors="replace")
-        raise TableError(f"--pcg_version={plan.pcg_version}: table {meta.table_id!r} is a version {theirs} table "
-                         f"(this run writes {ours}); continue it with --pcg_version={theirs.split('.')[0]}, or "
-                         "--if_exists=recreate to rebuild it as version " + ours.split(".")[0])
-    if ingest_ms is not None and ingest_ms != table_ms:
-        raise TableError(f"--ingest_timestamp={ingest_ms} differs from the table's ingest time "
-                         f"{table_ms}; leave it unset to continue the earlier run")
-    if table_state.RUN in state:
-        record = table_state.RunRecord.from_json(state[table_state.RUN][0])
-        diffs = table_state.input_differences(record.inputs, inputs)
-        if diffs:
-            raise TableError(f"table {meta.table_id!r} was ingested from other inputs ({'; '.join(diffs)}); "
-                             "refusing to continue into it")
-    else:  # a table of an earlier version of this tool: give it a record now
-        record = table_state.RunRecord.new(plan.graph_id, table_ms, inputs)
-        meta.write({table_state.RUN: record.to_json()}, table_ms)
-    complete = None
-    if table_state.COMPLETE in state:
-        mark = json.loads(state[table_state.COMPLETE][0])
-        if mark.get("identity") == record.identity:
-            complete = mark
-    log.info("continuing into existing table %s on %s (ingest time %d)", meta.table_id, plan.target.describe(),
-             table_ms)
-    plan.ingest_ms = table_ms
-    return TableState(record, claim, complete, fresh=False)

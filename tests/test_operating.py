@@ -254,7 +254,7 @@ def test_flush_of_one_graph_leaves_a_graph_with_glob_characters_alone(redis_serv
 def test_an_interrupt_anywhere_in_a_watch_refresh_ends_it_quietly(dataset, graph_id, with_redis, monkeypatch,
                                                                    capsys):
     run_ingest(dataset["config"], graph_id, "--skip_writes")
-    import beam_ingest.cli as cli_module
+    import beam_ingest.cli.status as cli_module
     reads = []
     real = cli_module.table_completion
 

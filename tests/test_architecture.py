@@ -123,3 +123,14 @@ def test_no_import_circle():
 def test_the_package_root_stays_small():
     root = [n for n in os.listdir(PACKAGE) if n.endswith(".py")]
     assert len(root) <= MAX_ROOT_MODULES, sorted(root)
+
+
+def test_no_function_is_longer_than_a_screenful():
+    long = []
+    for dotted, path in modules().items():
+        for node in ast.walk(ast.parse(open(path).read())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long.append(f"{dotted}.{node.name}: {lines} lines")
+    assert not long, long

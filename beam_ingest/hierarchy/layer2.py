@@ -96,20 +96,29 @@ def _distinct(a: np.ndarray, b: np.ndarray, size: int) -> tuple[np.ndarray, np.n
     return keys // size, keys % size
 
 
-def build_layer2(inputs: ChunkInputs, layout: GraphLayout, where: str = "", lifted: bool = False):
-    """Build one layer-2 chunk.
+@dataclasses.dataclass
+class _DenseInputs:
+    """One chunk's inputs with every id replaced by its rank (`ids[rank]` is the id), checked,
+    each cross-chunk edge oriented from this chunk: the edges' ends and the component
+    members as dense ranks, and where messages name the edges and components."""
+    ids: np.ndarray
+    in1: np.ndarray
+    in2: np.ndarray
+    bt1: np.ndarray
+    bt2: np.ndarray
+    cx1: np.ndarray
+    cx2: np.ndarray
+    comp: np.ndarray
+    far_edges: int
+    in_edges: str
+    in_comps: str
 
-    Returns `(rows, summary, root_bound, stats)`: the chunk's cells, what its layer-3
-    parent needs (nodes with cross edges and those edges), the nodes whose parent is a
-    root (no cross edge at all), and counts for metrics. With `lifted` (table version 3)
-    the rows also count the layer-1 chunk's largest segment id, and the summary starts
-    each edge's chain of holders.
 
-    Every id of the chunk's inputs is replaced by its rank among them (one sort), so the
-    rest works on small dense integers: no further searches over 64-bit ids.
-    """
+def _dense_inputs(inputs: ChunkInputs, layout: GraphLayout, where: str) -> _DenseInputs:
+    """Every id of the chunk's inputs replaced by its rank among them (one sort), so the rest
+    works on small dense integers; raises InputError naming the file for ids that are not
+    supervoxels of the grid, in-chunk edges that leave the chunk, and misoriented edges."""
     chunk = f"chunk {tuple(inputs.coord)}"
-    where = where or f"layer-2 {chunk}"
     x, y, z = inputs.coord
     inside, between, cross = (inputs.edges[k] for k in ("in_chunk", "between_chunk", "cross_chunk"))
     parts = [inside.ids1, inside.ids2, between.ids1, between.ids2, cross.ids1, cross.ids2,
@@ -117,7 +126,6 @@ def build_layer2(inputs: ChunkInputs, layout: GraphLayout, where: str = "", lift
     ids, dense, here = dense_ids(np.concatenate(parts), layout.chunk_id(1, x, y, z), layout.segment_bits(1))
     bounds = np.cumsum([0] + [len(p) for p in parts])
     in1, in2, bt1, bt2, cx1, cx2, comp = (dense[bounds[i]:bounds[i + 1]] for i in range(len(parts)))
-    n_ids = len(ids)
     in_edges = f"{inputs.edges_file} ({chunk})" if inputs.edges_file else where
     in_comps = f"{inputs.components_file} ({chunk})" if inputs.components_file else where
     dense_parts = (in1, in2, bt1, bt2, cx1, cx2, comp)
@@ -148,15 +156,41 @@ def build_layer2(inputs: ChunkInputs, layout: GraphLayout, where: str = "", lift
     # unusual (docs/input-formats.md): counted, and reported by the caller.
     others = np.concatenate([bt2, cx2])
     far_edges = int(np.count_nonzero(np.any(np.abs(id_coords[others] - np.asarray(inputs.coord)) > 1, axis=1)))
+    return _DenseInputs(ids, in1, in2, bt1, bt2, cx1, cx2, comp, far_edges, in_edges, in_comps)
 
-    # Component mapping: SV -> component index (-1 = none).
-    comp_of = np.full(n_ids, -1, np.int64)
-    if len(comp) and np.bincount(comp, minlength=n_ids).max() > 1:
-        dup = ids[np.flatnonzero(np.bincount(comp, minlength=n_ids) > 1)[0]]
-        raise InputError(f"{in_comps}: SV {dup} is listed in more than one component")
-    comp_of[comp] = inputs.component_labels
-    in_active = (comp_of[in1] >= 0) & (comp_of[in1] == comp_of[in2])
-    bt_active = (comp_of[bt1] >= 0) & (comp_of[bt1] == comp_of[bt2])
+
+def _active(d: _DenseInputs, component_labels: np.ndarray):
+    """Which in-chunk and between-chunk edges join two SVs of one component (cross-chunk
+    edges are all active)."""
+    n_ids = len(d.ids)
+    comp_of = np.full(n_ids, -1, np.int64)  # SV -> component index (-1 = none)
+    if len(d.comp) and np.bincount(d.comp, minlength=n_ids).max() > 1:
+        dup = d.ids[np.flatnonzero(np.bincount(d.comp, minlength=n_ids) > 1)[0]]
+        raise InputError(f"{d.in_comps}: SV {dup} is listed in more than one component")
+    comp_of[d.comp] = component_labels
+    in_active = (comp_of[d.in1] >= 0) & (comp_of[d.in1] == comp_of[d.in2])
+    bt_active = (comp_of[d.bt1] >= 0) & (comp_of[d.bt1] == comp_of[d.bt2])
+    return in_active, bt_active
+
+
+def build_layer2(inputs: ChunkInputs, layout: GraphLayout, where: str = "", lifted: bool = False):
+    """Build one layer-2 chunk.
+
+    Returns `(rows, summary, root_bound, stats)`: the chunk's cells, what its layer-3
+    parent needs (nodes with cross edges and those edges), the nodes whose parent is a
+    root (no cross edge at all), and counts for metrics. With `lifted` (table version 3)
+    the rows also count the layer-1 chunk's largest segment id, and the summary starts
+    each edge's chain of holders.
+
+    Every id of the chunk's inputs is replaced by its rank among them (one sort), so the
+    rest works on small dense integers: no further searches over 64-bit ids.
+    """
+    where = where or f"layer-2 chunk {tuple(inputs.coord)}"
+    x, y, z = inputs.coord
+    d = _dense_inputs(inputs, layout, where)
+    ids, in1, in2, bt1, bt2, cx1, cx2 = d.ids, d.in1, d.in2, d.bt1, d.bt2, d.cx1, d.cx2
+    n_ids = len(ids)
+    in_active, bt_active = _active(d, inputs.component_labels)
 
     is_sv = np.zeros(n_ids, bool)
     for part in (in1, in2, bt1, cx1):
@@ -164,7 +198,7 @@ def build_layer2(inputs: ChunkInputs, layout: GraphLayout, where: str = "", lift
     sv_dense = np.flatnonzero(is_sv)
     svs = ids[sv_dense]
     stats = Layer2Stats(svs=len(svs), edges=len(in1) + len(bt1) + len(cx1),
-                        active_edges=int(in_active.sum() + bt_active.sum()) + len(cx1), far_edges=far_edges)
+                        active_edges=int(in_active.sum() + bt_active.sum()) + len(cx1), far_edges=d.far_edges)
     if len(svs) == 0:
         return Rows(chunk=where), Summary(), None, stats
 

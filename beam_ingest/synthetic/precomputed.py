@@ -67,7 +67,7 @@ def _pick_partner(rng, objs_a, svs_b, objs_b_sorted_order, objs_b):
 
 def generate(out_dir: str, spec: SyntheticSpec = SyntheticSpec()) -> dict:
     """Write a dataset under `out_dir`; return a small dict describing it."""
-    rng = np.random.default_rng(spec.seed)
+    rng = np.random.default_rng(spec.seed)  # one stream, drawn in this order: the dataset is a function of the seed
     n = np.asarray(spec.chunks)
     size = n * np.asarray(spec.chunk_size)
     if spec.partial_last_chunk:
@@ -76,6 +76,26 @@ def generate(out_dir: str, spec: SyntheticSpec = SyntheticSpec()) -> dict:
     assert layout.n_chunks == tuple(spec.chunks)
 
     coords = [tuple(int(v) for v in c) for c in layout.layer2_coords()]
+    svs, objs = _chunk_svs(rng, spec, layout, coords)
+    parts = {c: {k: [] for k in ("in_chunk", "between_chunk", "cross_chunk")} for c in coords}
+    extra_mapped = {c: [] for c in coords}
+
+    def add(c, kind, a, b):
+        if len(a):
+            parts[c][kind].append((a, b))
+
+    _in_chunk_edges(rng, spec, coords, svs, objs, add)
+    pair_records = _neighbour_edges(rng, spec, coords, svs, objs, add, extra_mapped)
+    in_graph = {"svs_in_graph": _svs_in_graph(parts, svs)}
+    if spec.raw:
+        return {**_write_raw(out_dir, spec, layout, svs, objs, parts, pair_records, rng, size), **in_graph}
+    n_edges = _write_precomputed(out_dir, spec, rng, coords, svs, objs, parts, extra_mapped)
+    _write_info(os.path.join(out_dir, "watershed"), spec, size)
+    return {**_write_config(out_dir, spec, layout, svs, coords, n_edges), **in_graph}
+
+
+def _chunk_svs(rng, spec, layout, coords):
+    """Each chunk's SV ids and their objects (global, regional or local to the chunk)."""
     svs, objs = {}, {}
     next_local = 1_000_000
     for c in coords:
@@ -98,13 +118,12 @@ def generate(out_dir: str, spec: SyntheticSpec = SyntheticSpec()) -> dict:
         obj[local] = -obj[local]  # disjoint from the other kinds
         svs[c], objs[c] = ids, obj
 
-    parts = {c: {k: [] for k in ("in_chunk", "between_chunk", "cross_chunk")} for c in coords}
-    extra_mapped = {c: [] for c in coords}
+    return svs, objs
 
-    def add(c, kind, a, b):
-        if len(a):
-            parts[c][kind].append((a, b))
 
+def _in_chunk_edges(rng, spec, coords, svs, objs, add):
+    """Edges within each chunk, mostly inside an object; with duplicates, self edges and a
+    few SVs left without any edge."""
     for c in coords:
         ids, obj = svs[c], objs[c]
         if len(ids) < 2:
@@ -125,7 +144,11 @@ def generate(out_dir: str, spec: SyntheticSpec = SyntheticSpec()) -> dict:
         a, b = np.concatenate([a, a[dup], a[:2]]), np.concatenate([b, b[dup], a[:2]])  # duplicates, self edges
         add(c, "in_chunk", a, b)
 
-    pair_records = []  # (c, o, kind, SVs in c, SVs in o): each cross-chunk pair once, for raw files
+
+def _neighbour_edges(rng, spec, coords, svs, objs, add, extra_mapped) -> list:
+    """Edges between neighbouring chunks (and a few fake cross-chunk ones); returns each
+    cross-chunk pair once, `(c, o, kind, SVs in c, SVs in o)`, for the raw files."""
+    pair_records = []
     for c in coords:
         for d in _neighbour_offsets():
             o = tuple(int(ci + di) for ci, di in zip(c, d))
@@ -153,11 +176,11 @@ def generate(out_dir: str, spec: SyntheticSpec = SyntheticSpec()) -> dict:
                 add(c, "cross_chunk", fa, fb)
                 add(o, "cross_chunk", fb, fa)
                 pair_records.append((c, o, "cross_chunk", fa, fb))
+    return pair_records
 
-    in_graph = {"svs_in_graph": _svs_in_graph(parts, svs)}
-    if spec.raw:
-        return {**_write_raw(out_dir, spec, layout, svs, objs, parts, pair_records, rng, size), **in_graph}
 
+def _write_precomputed(out_dir, spec, rng, coords, svs, objs, parts, extra_mapped) -> int:
+    """The EDGES and COMPONENTS files of every chunk that has any; returns the edge count."""
     edges_dir = os.path.join(out_dir, "edges")
     comps_dir = os.path.join(out_dir, "components")
     ws_dir = os.path.join(out_dir, "watershed")
@@ -188,8 +211,7 @@ def generate(out_dir: str, spec: SyntheticSpec = SyntheticSpec()) -> dict:
         with open(os.path.join(comps_dir, components_filename(c)), "wb") as fh:
             fh.write(encode_components(all_svs, all_objs))
 
-    _write_info(ws_dir, spec, size)
-    return {**_write_config(out_dir, spec, layout, svs, coords, n_edges), **in_graph}
+    return n_edges
 
 
 def _svs_in_graph(parts, svs) -> int:

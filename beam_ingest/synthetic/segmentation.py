@@ -255,13 +255,48 @@ def generate_segmentation(out_dir: str, spec: SegmentationSpec = SegmentationSpe
 
     n_seeds = int(round(float(np.prod(size)) / float(spec.voxels_per_sv)))
     labels, seeds = _voronoi(rng, size, n_seeds)
-    n_seeds = len(seeds)
-
     plans = _plan_cases(grid) if spec.cases else {}
+    case_indices, n_index = _case_indices(plans, len(seeds))
+    id_high = (1 << 40) if spec.dtype == "uint64" else (1 << 32)
+    id_of = np.zeros(n_index, np.uint64)
+    id_of[1:] = _unique_ids(rng, n_index - 1, id_high)
+    lines = _lines(grid)
+    holes, empty_chunks = _paint(rng, spec, grid, labels, plans, case_indices, lines)
+    cases = _describe_cases(grid, plans, case_indices, id_of, holes, empty_chunks)
+    obj_of = None
+    if spec.objects:
+        obj_of, id_of, present = _add_objects(spec, grid, rng_obj, labels, seeds, plans, case_indices, lines, id_of,
+                                              cases)
+    else:
+        present = np.bincount(labels.reshape(-1), minlength=n_index) > 0
+        present[0] = False
+    n_supervoxels = int(len(np.unique(id_of[present])))
 
-    # index table: labels hold indices; index -> (original id, object). 0 = background.
-    # Cases get the indices after the Voronoi seeds; a case SV may own two indices (same id,
-    # different object: the part of `partial_object` under object 0).
+    absolute = os.path.abspath(out_dir)
+    os.makedirs(absolute, exist_ok=True)
+    urls = {"supervoxels": f"file://{absolute}/supervoxels",
+            "objects": f"file://{absolute}/objects" if spec.objects else None,
+            "affinities": f"file://{absolute}/affinities" if spec.affinities else None}
+    _write_volumes(spec, grid, labels, id_of, obj_of, rng_aff, urls)
+    config_path = _write_config(absolute, spec, urls)
+    return {"config": config_path, "supervoxels": urls["supervoxels"], "objects": urls["objects"],
+            "affinities": urls["affinities"], "size": [int(v) for v in size],
+            "voxel_offset": [int(v) for v in spec.voxel_offset], "resolution": [int(v) for v in spec.resolution],
+            "chunk_size": [int(v) for v in spec.chunk_size], "n_chunks": [int(v) for v in grid.n],
+            "storage_chunk_size": list(spec.storage_chunk_size()), "dtype": spec.dtype,
+            "n_supervoxels": n_supervoxels,
+            "cases": cases}
+
+
+def _slices(box):
+    return tuple(slice(a, b) for a, b in zip(*box))
+
+
+def _case_indices(plans: dict, n_seeds: int):
+    """Labels hold indices; index -> (original id, object), 0 = background. Cases get the
+    indices after the Voronoi seeds; a case SV may own two indices (same id, different
+    object: the part of `partial_object` under object 0). Returns `({case: {part: index}},
+    the number of indices)`."""
     case_indices = {}
     next_index = n_seeds + 1
     for name, plan in plans.items():
@@ -269,20 +304,18 @@ def generate_segmentation(out_dir: str, spec: SegmentationSpec = SegmentationSpe
                        ({"sv"} if plan["parts"] else set()))
         case_indices[name] = {p: next_index + k for k, p in enumerate(names)}
         next_index += len(names)
-    n_index = next_index
-    id_high = (1 << 40) if spec.dtype == "uint64" else (1 << 32)
-    id_of = np.zeros(n_index, np.uint64)
-    id_of[1:] = _unique_ids(rng, n_index - 1, id_high)
+    return case_indices, next_index
 
-    # reserved boxes: cases (with a margin) and the spanning object's lines; holes keep out
-    reserved = []
+
+def _paint(rng, spec, grid, labels, plans, case_indices, lines):
+    """Random background holes away from the cases and the spanning object's lines, the
+    cases, and one empty layer-2 chunk; returns `(holes, empty chunks)`."""
+    size = grid.size
+    reserved = []  # cases (with a margin) and the spanning object's lines; holes keep out
     for plan in plans.values():
         reserved.extend([box for _, box in plan["parts"]] + plan.get("zero", []) +
                         ([plan["shell"]] if plan.get("shell") else []))
-    lines = _lines(grid)
     reserved.extend(lines)
-
-    # random small background holes
     holes = []
     n_holes = int(round(spec.holes_per_chunk * float(np.prod(grid.n))))
     max_hole = np.maximum(grid.cs // 4, 1)
@@ -293,30 +326,29 @@ def generate_segmentation(out_dir: str, spec: SegmentationSpec = SegmentationSpe
         if any(_box_overlaps(box, r, margin=1) for r in reserved):
             continue
         holes.append(box)
-        labels[tuple(slice(a, b) for a, b in zip(*box))] = 0
-
-    # paint the cases
-    def sl(box):
-        return tuple(slice(a, b) for a, b in zip(*box))
+        labels[_slices(box)] = 0
 
     for name, plan in plans.items():
         if plan.get("shell"):
-            labels[sl(plan["shell"])] = 0
+            labels[_slices(plan["shell"])] = 0
         for box in plan.get("zero", []):
-            labels[sl(box)] = 0
+            labels[_slices(box)] = 0
         for part, box in plan["parts"]:
             index = case_indices[name].get(part, case_indices[name].get("sv"))
-            labels[sl(box)] = index
+            labels[_slices(box)] = index
 
-    # an empty layer-2 chunk, away from the cases and the lines
-    empty_chunks = []
+    empty_chunks = []  # away from the cases and the lines
     if int(np.prod(grid.n)) >= 4 and spec.cases:
         c = [int(grid.n[0]) - 1, min(1, int(grid.n[1]) - 1), int(grid.n[2]) - 1]
         box = grid.chunk_box(c)
         if not any(_box_overlaps(box, r) for r in reserved):
-            labels[sl(box)] = 0
+            labels[_slices(box)] = 0
             empty_chunks.append(c)
+    return holes, empty_chunks
 
+
+def _describe_cases(grid, plans, case_indices, id_of, holes, empty_chunks) -> dict:
+    """Where each case is: its ids, chunks and boxes (what the tests check)."""
     cases = {}
     for name, plan in plans.items():
         idx = case_indices[name]
@@ -342,56 +374,40 @@ def generate_segmentation(out_dir: str, spec: SegmentationSpec = SegmentationSpe
         cases[name] = entry
     cases["empty_chunks"] = empty_chunks
     cases["random_holes"] = [grid.global_box(b) for b in holes]
+    return cases
 
-    # objects
-    obj_of = None
-    if spec.objects:
-        obj_of, object_cases = _objects(spec, grid, rng_obj, labels, seeds, n_index, plans, case_indices, lines)
-        partial = object_cases.pop("_partial_box", None)
-        if partial is not None:
-            # part of the 1-face SV lies under object 0: a second index, same id, object 0
-            sv = case_indices["crosses_1_face"]["sv"]
-            region = labels[sl(partial)]
-            region[region == sv] = n_index
-            id_of = np.append(id_of, id_of[sv])
-            obj_of = np.append(obj_of, np.uint64(0))
-            n_index += 1
-            object_cases["partial_object"]["id"] = int(id_of[sv])
-            object_cases["partial_object"]["unlabelled_box"] = grid.global_box(partial)
-        counts = np.bincount(labels.reshape(-1), minlength=n_index)
-        present = counts > 0
-        present[0] = False
-        if partial is not None:
-            present[n_index - 1] = False  # its id is listed with its object, not as unmapped
-        for name, idx in case_indices.items():
-            if name.startswith("diagonal_"):
-                cases[name]["objects"] = [int(obj_of[idx["a"]]), int(obj_of[idx["b"]])]
-            elif "sv" in idx:
-                cases[name]["object"] = int(obj_of[idx["sv"]])
-        object_cases["unmapped"] = sorted(int(v) for v in np.unique(id_of[present & (obj_of == 0)]))
-        span = object_cases["spanning_object"]
-        span["ids"] = sorted(int(v) for v in id_of[span.pop("indices")])
-        cases.update(object_cases)
-    else:
-        counts = np.bincount(labels.reshape(-1), minlength=n_index)
-        present = counts > 0
-        present[0] = False
-    n_supervoxels = int(len(np.unique(id_of[present])))
 
-    absolute = os.path.abspath(out_dir)
-    os.makedirs(absolute, exist_ok=True)
-    urls = {"supervoxels": f"file://{absolute}/supervoxels",
-            "objects": f"file://{absolute}/objects" if spec.objects else None,
-            "affinities": f"file://{absolute}/affinities" if spec.affinities else None}
-    _write_volumes(spec, grid, labels, id_of, obj_of, rng_aff, urls)
-    config_path = _write_config(absolute, spec, urls)
-    return {"config": config_path, "supervoxels": urls["supervoxels"], "objects": urls["objects"],
-            "affinities": urls["affinities"], "size": [int(v) for v in size],
-            "voxel_offset": [int(v) for v in spec.voxel_offset], "resolution": [int(v) for v in spec.resolution],
-            "chunk_size": [int(v) for v in spec.chunk_size], "n_chunks": [int(v) for v in grid.n],
-            "storage_chunk_size": list(spec.storage_chunk_size()), "dtype": spec.dtype,
-            "n_supervoxels": n_supervoxels,
-            "cases": cases}
+def _add_objects(spec, grid, rng_obj, labels, seeds, plans, case_indices, lines, id_of, cases):
+    """The objects of every index, and the object cases (added to `cases`). Returns
+    `(object of each index, id of each index, indices present)`: the partial object's
+    part under object 0 gets an index of its own."""
+    n_index = len(id_of)
+    obj_of, object_cases = _objects(spec, grid, rng_obj, labels, seeds, n_index, plans, case_indices, lines)
+    partial = object_cases.pop("_partial_box", None)
+    if partial is not None:
+        # part of the 1-face SV lies under object 0: a second index, same id, object 0
+        sv = case_indices["crosses_1_face"]["sv"]
+        region = labels[_slices(partial)]
+        region[region == sv] = n_index
+        id_of = np.append(id_of, id_of[sv])
+        obj_of = np.append(obj_of, np.uint64(0))
+        n_index += 1
+        object_cases["partial_object"]["id"] = int(id_of[sv])
+        object_cases["partial_object"]["unlabelled_box"] = grid.global_box(partial)
+    present = np.bincount(labels.reshape(-1), minlength=n_index) > 0
+    present[0] = False
+    if partial is not None:
+        present[n_index - 1] = False  # its id is listed with its object, not as unmapped
+    for name, idx in case_indices.items():
+        if name.startswith("diagonal_"):
+            cases[name]["objects"] = [int(obj_of[idx["a"]]), int(obj_of[idx["b"]])]
+        elif "sv" in idx:
+            cases[name]["object"] = int(obj_of[idx["sv"]])
+    object_cases["unmapped"] = sorted(int(v) for v in np.unique(id_of[present & (obj_of == 0)]))
+    span = object_cases["spanning_object"]
+    span["ids"] = sorted(int(v) for v in id_of[span.pop("indices")])
+    cases.update(object_cases)
+    return obj_of, id_of, present
 
 
 def _lines(grid: _Grid):

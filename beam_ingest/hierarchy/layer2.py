@@ -200,7 +200,7 @@ def build_layer2(inputs: ChunkInputs, layout: GraphLayout, where: str = "", lift
     stats = Layer2Stats(svs=len(svs), edges=len(in1) + len(bt1) + len(cx1),
                         active_edges=int(in_active.sum() + bt_active.sum()) + len(cx1), far_edges=d.far_edges)
     if len(svs) == 0:
-        return Rows(chunk=where), Summary(), None, stats
+        return Rows(), Summary(), None, stats
 
     local = np.full(n_ids, -1, np.int64)
     local[sv_dense] = np.arange(len(svs))
@@ -210,7 +210,7 @@ def build_layer2(inputs: ChunkInputs, layout: GraphLayout, where: str = "", lift
     members = Groups.from_labels(labels, svs, n_nodes)
     chunk_id = layout.chunk_id(2, x, y, z)
 
-    layer1 = Rows(chunk=where)
+    layer1 = Rows()
     if lifted:
         layer1.counter_chunks = np.array([layout.chunk_id(1, x, y, z)], np.uint64)
         layer1.counter_values = np.array([int(layout.segment_of(svs.max(), 1))], np.int64)  # one chunk
@@ -235,8 +235,7 @@ def build_layer2(inputs: ChunkInputs, layout: GraphLayout, where: str = "", lift
         children_of=node_ids, children=members,
         cross_node=edge_node, cross_own=own, cross_other=other, cross_layer=edge_layer,
         counter_chunks=np.concatenate([layer1.counter_chunks, [chunk_id]]).astype(np.uint64),
-        counter_values=np.concatenate([layer1.counter_values, [n_nodes]]).astype(np.int64),
-        chunk=where)
+        counter_values=np.concatenate([layer1.counter_values, [n_nodes]]).astype(np.int64))
 
     has_edges = np.zeros(n_nodes, bool)
     has_edges[own_label] = True

@@ -74,7 +74,7 @@ def build_parent_layer(layer: int, coord, summaries, layout: GraphLayout, where:
     nodes = np.sort(merged.nodes)
     stats = ParentStats(children=len(nodes))
     if len(nodes) == 0:
-        return Rows(chunk=where), Summary(), None, stats
+        return Rows(), Summary(), None, stats
     if len(nodes) > 1 and np.any(nodes[1:] == nodes[:-1]):
         raise RuntimeError(f"{where}: a child node arrived twice (duplicate summaries)")
 
@@ -98,7 +98,7 @@ def build_parent_layer(layer: int, coord, summaries, layout: GraphLayout, where:
     if layer == layout.layer_count:
         stats.root_bound = n_comp
         chunk = int(layout.chunk_id(layer, *coord))
-        return Rows(chunk=where, **lifted_rows), Summary(), RootBound(chunk, members), stats
+        return Rows(**lifted_rows), Summary(), RootBound(chunk, members), stats
 
     gets_parent = (sizes >= 2) | (comp_min_layer == layer)
     carried = ~gets_parent & (comp_min_layer != NO_LAYER)
@@ -115,7 +115,7 @@ def build_parent_layer(layer: int, coord, summaries, layout: GraphLayout, where:
     child_parents = np.repeat(parent_ids, np.diff(children.offsets))
 
     rows = Rows(node_ids=child_ids, parent_ids=child_parents,
-                children_of=parent_ids, children=children, chunk=where, **lifted_rows)
+                children_of=parent_ids, children=children, **lifted_rows)
     if n_parents:
         rows.counter_chunks = np.array([chunk_id], np.uint64)
         rows.counter_values = np.array([n_parents], np.int64)

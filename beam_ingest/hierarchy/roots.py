@@ -30,8 +30,7 @@ def build_roots(bucket: int, parts, layout: GraphLayout) -> Rows:
         node_ids=comps.values, parent_ids=np.repeat(root_ids, np.diff(comps.offsets)),
         children_of=root_ids, children=comps,
         counter_chunks=np.array([layout.root_chunk_id], np.uint64), counter_values=np.array([n_roots], np.int64),
-        counter_buckets=np.array([bucket], np.int64),
-        chunk=f"root bucket {bucket}")
+        counter_buckets=np.array([bucket], np.int64))
 
 
 def bucket_of(part: RootBound) -> int:

@@ -126,12 +126,6 @@ class Rows:
     lifted_node: np.ndarray = dataclasses.field(default_factory=_empty_u64)
     lifted_layer: np.ndarray = dataclasses.field(default_factory=lambda: np.empty(0, np.int64))
     lifted_partner: np.ndarray = dataclasses.field(default_factory=_empty_u64)
-    chunk: str = ""  # for messages: "layer-L chunk (x, y, z)"
-    done: list = dataclasses.field(default_factory=list)  # [(layer, coord)] this batch completes
-    svs: int = 0  # supervoxels read for this batch (layer 2), for the completion proof
-    # After `concat`: rows of each part (node_ids, children_of, cross_node, counter_chunks,
-    # lifted_node), per part.
-    part_sizes: np.ndarray | None = None
 
     @classmethod
     def concat(cls, parts) -> "Rows":
@@ -143,11 +137,6 @@ class Rows:
         out = cls(**{name: np.concatenate([getattr(p, name) for p in parts]) for name in arrays})
         out.counter_buckets = np.concatenate([p.buckets() for p in parts])
         out.children = Groups.concat([p.children for p in parts])
-        out.chunk = f"{len(parts)} chunks"
-        out.done = [d for p in parts for d in p.done]
-        out.svs = sum(p.svs for p in parts)
-        out.part_sizes = np.array([[len(p.node_ids), len(p.children_of), len(p.cross_node), len(p.counter_chunks),
-                                    len(p.lifted_node)] for p in parts], np.int64).reshape(-1, 5)
         return out
 
     def buckets(self) -> np.ndarray:
@@ -156,15 +145,11 @@ class Rows:
             return np.full(len(self.counter_chunks), -1, np.int64)
         return np.asarray(self.counter_buckets, np.int64)
 
-    def part_labels(self):
-        """For node_ids, children_of, cross_node, counter_chunks and lifted_node: the part each
-        row came from."""
-        sizes = self.part_sizes
-        if sizes is None:
-            sizes = np.array([[len(self.node_ids), len(self.children_of), len(self.cross_node),
-                               len(self.counter_chunks), len(self.lifted_node)]], np.int64)
-        index = np.arange(len(sizes), dtype=np.int32)
-        return tuple(np.repeat(index, sizes[:, k]) for k in range(5))
+    def column_lengths(self) -> list[int]:
+        """The lengths of node_ids, children_of, cross_node, counter_chunks and lifted_node:
+        the rows' groups whose entries are labelled by part when batches are concatenated."""
+        return [len(self.node_ids), len(self.children_of), len(self.cross_node), len(self.counter_chunks),
+                len(self.lifted_node)]
 
     def row_count(self) -> int:
         """Distinct row keys written (a node row may carry several cells)."""

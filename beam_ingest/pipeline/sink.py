@@ -254,14 +254,13 @@ class WriteRowsFn(_SinkFn):
         super().start_bundle()
         self._buffer, self._buffered, self._buffered_since = [], 0, 0.0
 
-    def process(self, rows):
-        first = len(self._chunks)
-        for stage, coord in rows.done:
-            self._add_chunk(stage, coord, [len(rows.node_ids), len(rows.children_of), rows.svs])
+    def process(self, chunk: stages.ChunkRows):
+        rows = chunk.rows
+        label = self._add_chunk(chunk.stage, chunk.coord, [len(rows.node_ids), len(rows.children_of), chunk.svs])
         if self.writer is None:
             count = rows.row_count()  # dropped unencoded: the build alone is measured
             self._count_rows(count, 0)
-            self._queued(first, [0] * (len(rows.done) - 1) + [count])
+            self._queued(label, [count])
         else:
             # Small batches are pooled so encoding works on large arrays.
             if not self._buffer:
@@ -279,8 +278,9 @@ class WriteRowsFn(_SinkFn):
         start = time.perf_counter()
         if self._buffer:
             base = len(self._chunks) - len(self._buffer)
-            self._queued(base, self.writer.write_rows(Rows.concat(self._buffer), self.compressor,
-                                                      label_base=base).tolist())
+            sizes = [rows.column_lengths() for rows in self._buffer]
+            self._queued(base, self.writer.write_rows(Rows.concat(self._buffer), self.compressor, label_base=base,
+                                                      part_sizes=sizes).tolist())
         self._buffer, self._buffered = [], 0
         _count("write_us", (time.perf_counter() - start) * 1e6)
 

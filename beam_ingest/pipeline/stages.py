@@ -8,6 +8,8 @@ describe it, the chunks it must acknowledge, and what its sink counts per chunk.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from ..layout import ROOT_COUNTER_BUCKETS
@@ -91,3 +93,13 @@ def chunk_totals(layout, start_layer: int = 2, test_coords=None, top_layer=None,
     if cache:
         totals[L2CACHE] = totals[2]
     return totals
+
+
+@dataclasses.dataclass
+class ChunkRows:
+    """One chunk of a stage on its way to the sink: its rows (`hierarchy.types.Rows`), and what
+    the sink reports for it besides them (the supervoxels read: layer 2's, for the proof)."""
+    stage: object
+    coord: tuple
+    rows: object
+    svs: int = 0

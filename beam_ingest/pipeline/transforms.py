@@ -26,7 +26,7 @@ from . import stages
 # A build stage has one output of `(tag, value)` pairs, which build.py splits by tag
 # (not `with_outputs`: Beam's DaskRunner hands every output of a multi-output ParDo to every
 # consumer of any of its tags).
-ROWS = "rows"          # Rows for the sink
+ROWS = "rows"          # stages.ChunkRows for the sink
 SAVED = "saved"        # ("summaries" | "roots", 1): a checkpoint file saved
 ROOT_BOUND = "roots"   # (bucket, RootBound) for the root assignment
 SUMMARY = "summary"    # (parent chunk, Summary) for the layer above
@@ -55,13 +55,12 @@ class _BuildFn(beam.DoFn):
         self.checkpoint_url = checkpoint_url
         self.identity = identity
 
-    def _emit(self, rows, summary, root_bound, coord):
+    def _emit(self, rows, summary, root_bound, coord, svs: int = 0):
         if self.fail_at_layer == self.layer:
             raise InjectedFailure(f"injected failure at layer {self.layer} chunk {tuple(coord)}")
         _count(f"layer{self.layer}_chunks")
         coord = tuple(int(c) for c in coord)
-        rows.done = [(self.layer, coord)]
-        yield ROWS, rows  # even when empty: the chunk must be acknowledged
+        yield ROWS, stages.ChunkRows(self.layer, coord, rows, svs)  # even when empty: it must be acknowledged
         parent = tuple(c >> 1 for c in coord)  # the parent chunk (FANOUT 2)
         if root_bound is not None and len(root_bound.components):
             bucket = root_bucket(root_bound.source_chunk)
@@ -120,7 +119,6 @@ class BuildLayer2Fn(_BuildFn):
         _count("layer2_storage_rounds", self.reader.rounds - rounds_before)
         read_done = time.perf_counter()
         rows, summary, root_bound, stats = build_layer2(inputs, self.layout, lifted=self.lifted)
-        rows.svs = stats.svs
         _count("layer2_read_us", (read_done - start) * 1e6)
         _count("layer2_us", (time.perf_counter() - start) * 1e6)
         _count("layer2_svs", stats.svs)
@@ -133,7 +131,7 @@ class BuildLayer2Fn(_BuildFn):
                         tuple(coord), stats.far_edges)
         if self.cache is not None:  # before the rows: the build's outputs may be consumed in place
             yield CACHE_ROWS, (tuple(int(c) for c in coord), *self._cache_rows(inputs, rows, coord))
-        yield from self._emit(rows, summary, root_bound, coord)
+        yield from self._emit(rows, summary, root_bound, coord, stats.svs)
 
 
 class ChunkPartCoder(beam.coders.Coder):
@@ -233,7 +231,6 @@ class BuildRootsFn(beam.DoFn):
         bucket, parts = element
         start = time.perf_counter()
         rows = build_roots(bucket, [p for p in parts if p is not None], self.layout)
-        rows.done = [(stages.ROOTS, (bucket,))]
         _count("roots_us", (time.perf_counter() - start) * 1e6)
         _count("roots", len(rows.children_of))
-        yield rows
+        yield stages.ChunkRows(stages.ROOTS, (bucket,), rows)

@@ -414,16 +414,16 @@ class RowWriter:
         self._pool = None
         self._futures = []
 
-    def write_rows(self, rows, compressor=None, label_base: int = 0) -> np.ndarray:
-        """Queue every cell of a `Rows` batch; returns the entries queued per part of `rows`.
+    def write_rows(self, rows, compressor=None, label_base: int = 0, part_sizes=None) -> np.ndarray:
+        """Queue every cell of a `Rows` batch, the concatenation of parts (one per chunk) whose
+        `column_lengths()` are `part_sizes` (None: one part); returns the entries queued per part.
 
         Entries are labelled `label_base + part`; `take_acked()` tells how many entries of
         each label Bigtable acknowledged, so a caller can prove each chunk fully written."""
-        entries = self._wire.encode_rows(rows, self.timestamp_micros, compressor)
+        entries = self._wire.encode_rows(rows, self.timestamp_micros, compressor, part_sizes=part_sizes)
         if label_base:
             entries.labels = entries.labels + np.int32(label_base)
-        parts = 1 if rows.part_sizes is None else len(rows.part_sizes)
-        queued = np.bincount(entries.labels - label_base, minlength=parts)
+        queued = np.bincount(entries.labels - label_base, minlength=1 if part_sizes is None else len(part_sizes))
         self._add(entries)
         return queued
 

@@ -214,14 +214,19 @@ def _column_of(prefix: bytes) -> str:
     return ":".join(fields)
 
 
-def encode_rows(rows, timestamp_micros: int, compressor=None) -> EncodedEntries:
-    """Every cell of a `Rows` batch as serialized entries.
+def encode_rows(rows, timestamp_micros: int, compressor=None, part_sizes=None) -> EncodedEntries:
+    """Every cell of a `Rows` batch as serialized entries, labelled by part: `part_sizes`
+    (k, 5) gives each part's `Rows.column_lengths()` when `rows` concatenates k parts (None:
+    one part, label 0).
 
     Parents are entries of their own; a node's children, cross-edge and lifted cross-edge
     cells share one entry (MutateRows allows several entries for a row, and these cells are independent).
     """
     compressor = compressor or zstandard.ZstdCompressor(level=cells.ZSTD_LEVEL)
-    node_labels, children_labels, cross_labels, counter_labels, lifted_labels = rows.part_labels()
+    sizes = np.asarray([rows.column_lengths()] if part_sizes is None else part_sizes, np.int64).reshape(-1, 5)
+    index = np.arange(len(sizes), dtype=np.int32)
+    node_labels, children_labels, cross_labels, counter_labels, lifted_labels = (
+        np.repeat(index, sizes[:, k]) for k in range(5))
     parts = []
     if len(rows.node_ids):
         parts.append(parent_entries(rows.node_ids, rows.parent_ids, timestamp_micros))

@@ -61,11 +61,11 @@ def child_raw(n_rows: int, batch_rows: int, inflight: int) -> dict:
     warnings.filterwarnings("ignore")
     import numpy as np
 
-    from beam_ingest.store import bigtable, wire
+    from beam_ingest.store import admin, row_writer, targets, wire
     table_id = f"raw-{int(time.time() * 1000)}"
-    target = bigtable.resolve_target(None, None)
-    bigtable.open_table(target, table_id, admin=True).create(column_families=bigtable.family_rules())
-    writer = bigtable.RowWriter(target, table_id, 1_700_000_000_000, batch_rows=batch_rows,
+    target = targets.resolve_target(None, None)
+    targets.open_table(target, table_id, admin=True).create(column_families=admin.family_rules())
+    writer = row_writer.RowWriter(target, table_id, 1_700_000_000_000, batch_rows=batch_rows,
                                 max_inflight=inflight)
     ids = np.arange(n_rows, dtype=np.uint64) + np.uint64(1 << 56)
     entries = wire.parent_entries(ids, ids, writer.timestamp_micros)  # encoded before the clock starts
@@ -78,7 +78,7 @@ def child_raw(n_rows: int, batch_rows: int, inflight: int) -> dict:
 
 
 class CapturingTransport:
-    """Stands in for bigtable.mutate_rows_transport: records every MutateRows request and
+    """Stands in for grpc_transport.mutate_rows_transport: records every MutateRows request and
     acknowledges each of its entries without sending anything."""
 
     def __init__(self, captured: list, table_name, emulator_host):
@@ -95,15 +95,15 @@ class CapturingTransport:
 @contextlib.contextmanager
 def capturing_requests():
     """Within: every RowWriter's requests are captured (the yielded list), none is sent."""
-    from beam_ingest.store import bigtable
+    from beam_ingest.store import grpc_transport
     captured: list[bytes] = []
-    real_factory = bigtable.mutate_rows_transport
-    bigtable.mutate_rows_transport = lambda table_name, emulator_host: CapturingTransport(
+    real_factory = grpc_transport.mutate_rows_transport
+    grpc_transport.mutate_rows_transport = lambda table_name, emulator_host: CapturingTransport(
         captured, table_name, emulator_host)
     try:
         yield captured
     finally:
-        bigtable.mutate_rows_transport = real_factory
+        grpc_transport.mutate_rows_transport = real_factory
 
 
 def replay(requests: list[bytes], inflight: int) -> dict:
@@ -113,9 +113,9 @@ def replay(requests: list[bytes], inflight: int) -> dict:
 
     from google.cloud.bigtable_v2.types import MutateRowsRequest
 
-    from beam_ingest.store import bigtable
+    from beam_ingest.store import grpc_transport, targets
     table_name = MutateRowsRequest.pb().FromString(requests[0]).table_name
-    transport = bigtable.mutate_rows_transport(table_name, bigtable.resolve_target(None, None).emulator_host)
+    transport = grpc_transport.mutate_rows_transport(table_name, targets.resolve_target(None, None).emulator_host)
 
     def send(request):
         failed = 0

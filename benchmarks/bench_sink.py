@@ -95,9 +95,9 @@ def _ours(pipeline, batches, sink):
 
 
 def _create_table():
-    from beam_ingest.store import bigtable
-    target = bigtable.resolve_target(None, None)
-    bigtable.open_table(target, TABLE_ID, admin=True).create(column_families=bigtable.family_rules())
+    from beam_ingest.store import admin, targets
+    target = targets.resolve_target(None, None)
+    targets.open_table(target, TABLE_ID, admin=True).create(column_families=admin.family_rules())
     return target
 
 
@@ -119,8 +119,8 @@ def scan_table(target, table_id: str) -> dict:
     """Every cell of the table, read with one raw ReadRows stream: counts and a digest."""
     from google.cloud.bigtable_v2.types import ReadRowsRequest, ReadRowsResponse
 
-    from beam_ingest.store import bigtable
-    channel = bigtable.data_client(target.emulator_host).transport.grpc_channel
+    from beam_ingest.store import grpc_transport
+    channel = grpc_transport.data_client(target.emulator_host).transport.grpc_channel
     call = channel.unary_stream("/google.bigtable.v2.Bigtable/ReadRows", request_serializer=None,
                                 response_deserializer=ReadRowsResponse.pb().FromString)
     request = ReadRowsRequest.pb()(table_name=target.table_name(table_id)).SerializeToString()
@@ -155,7 +155,7 @@ def child_capture(config: str, out: str, batch_rows: int, inflight: int) -> dict
 
     import pipeline
     from beam_ingest.pipeline import sink
-    from beam_ingest.store import bigtable
+    from beam_ingest.store import targets
     batches = []
     process = sink.WriteRowsFn.process
 
@@ -169,7 +169,7 @@ def child_capture(config: str, out: str, batch_rows: int, inflight: int) -> dict
     finally:
         sink.WriteRowsFn.process = process
     batches = [pickle.loads(b) for b in batches]
-    target = bigtable.Target("emulator", "emulator", "127.0.0.1:1")  # never reached: requests are captured
+    target = targets.Target("emulator", "emulator", "127.0.0.1:1")  # never reached: requests are captured
     with bench_ingest.capturing_requests() as requests:
         _run_pipeline(lambda p: _ours(p, batches, _sink_spec(target, batch_rows, inflight)))
     request_pb = MutateRowsRequest.pb()

@@ -11,7 +11,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import pipeline  # noqa: E402
 from beam_ingest.layout import ROOT_COUNTER_BUCKETS  # noqa: E402
-from beam_ingest.store import bigtable, cells  # noqa: E402
+from beam_ingest.store import cells, targets  # noqa: E402
 from beam_ingest.store.reader import read_all  # noqa: E402
 
 TS = 1_700_000_000_123
@@ -26,11 +26,11 @@ def run_ingest(config, graph_id, *extra, timestamp=TS):
 
 def target():
     """The emulator the test session started (BIGTABLE_EMULATOR_HOST), as a launcher resolves it."""
-    return bigtable.resolve_target(None, None)
+    return targets.resolve_target(None, None)
 
 
 def open_table(graph_id):
-    return bigtable.open_table(target(), graph_id, admin=True)
+    return targets.open_table(target(), graph_id, admin=True)
 
 
 def state_rows(graph_id):

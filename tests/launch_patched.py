@@ -15,11 +15,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import pipeline  # noqa: E402
 from beam_ingest.launch import table as launcher  # noqa: E402
-from beam_ingest.store import bigtable  # noqa: E402
+from beam_ingest.store import admin  # noqa: E402
 
 
 def barrier(folder, n):
-    real = bigtable.table_exists
+    real = admin.table_exists
 
     def table_exists(table, *args, **kwargs):
         found = real(table, *args, **kwargs)
@@ -29,7 +29,7 @@ def barrier(folder, n):
             time.sleep(0.001)
         return found
 
-    bigtable.table_exists = table_exists
+    admin.table_exists = table_exists
 
 
 def kill_before_meta():

@@ -6,7 +6,7 @@ import re
 import pytest
 
 from beam_ingest.launch.ingest import main
-from beam_ingest.store import bigtable
+from beam_ingest.store import row_writer
 from beam_ingest.synthetic.precomputed import SyntheticSpec, generate
 from bigtable_front import Faults
 from helpers import TS
@@ -33,7 +33,7 @@ def ingest(small, graph_id, *extra):
 
 def test_a_throttled_run_backs_off_completes_exact_and_says_how_long(small, clean_cells, strict_front, graph_id,
                                                                        capsys, monkeypatch):
-    monkeypatch.setattr(bigtable, "THROTTLE_BACKOFF_S", 0.05)
+    monkeypatch.setattr(row_writer, "THROTTLE_BACKOFF_S", 0.05)
     strict_front.set_faults(Faults(seed=5, burst_rate=0.05, burst_s=1.0, exhausted_rate=0.2, entry_rate=0.02))
     assert ingest(small, graph_id, "--max_inflight_writes=4") == 0
     out = capsys.readouterr().out
@@ -44,8 +44,8 @@ def test_a_throttled_run_backs_off_completes_exact_and_says_how_long(small, clea
 
 
 def test_throttling_that_never_ends_fails_the_run_naming_it(small, strict_front, graph_id, capsys, monkeypatch):
-    monkeypatch.setattr(bigtable, "THROTTLE_BACKOFF_S", 0.05)
-    monkeypatch.setattr(bigtable, "THROTTLE_LIMIT_S", 1.5)
+    monkeypatch.setattr(row_writer, "THROTTLE_BACKOFF_S", 0.05)
+    monkeypatch.setattr(row_writer, "THROTTLE_LIMIT_S", 1.5)
     strict_front.set_faults(Faults(seed=6, exhausted_rate=1.0))
     assert ingest(small, graph_id) == 1
     err = capsys.readouterr().err
@@ -59,8 +59,8 @@ def test_throttling_that_never_ends_fails_the_run_naming_it(small, strict_front,
 ])
 def test_failures_beyond_the_retries_fail_the_run_naming_the_cause(small, strict_front, graph_id, capsys, monkeypatch,
                                                                    faults, cause):
-    monkeypatch.setattr(bigtable, "INITIAL_BACKOFF_S", 0.01)
-    monkeypatch.setattr(bigtable, "MAX_ATTEMPTS", 3)
+    monkeypatch.setattr(row_writer, "INITIAL_BACKOFF_S", 0.01)
+    monkeypatch.setattr(row_writer, "MAX_ATTEMPTS", 3)
     strict_front.set_faults(faults)
     assert ingest(small, graph_id) == 1
     err = capsys.readouterr().err

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from google.cloud.bigtable_v2.types import MutateRowsRequest
 
-from beam_ingest.store import bigtable, limits, wire
+from beam_ingest.store import admin, limits, row_writer, wire
 from bigtable_front import Faults
 from helpers import open_table, target
 
@@ -14,7 +14,7 @@ TS_MS = 1_700_000_000_123
 
 def new_table(graph_id):
     table = open_table(graph_id)
-    bigtable.create_table(table)
+    admin.create_table(table)
     return table
 
 
@@ -93,7 +93,7 @@ def test_writer_cuts_requests_before_100000_mutations(strict_front, graph_id, ba
     mutations, which the service refuses; the writer sends at most 100,000 a request."""
     table = new_table(graph_id)
     before, refused = strict_front.stats["mutate_rows"], strict_front.stats["refused"]
-    writer = bigtable.RowWriter(target(), graph_id, TS_MS, batch_rows=batch_rows, max_inflight=4)
+    writer = row_writer.RowWriter(target(), graph_id, TS_MS, batch_rows=batch_rows, max_inflight=4)
     try:
         writer.write(wide_rows(10_000, 20))
         writer.drain()
@@ -108,7 +108,7 @@ def test_writer_cuts_requests_at_the_byte_budget(strict_front, graph_id, monkeyp
     """Rows of 1 MiB values: a request closes before 20 MiB, whatever --write_batch_rows says."""
     table = new_table(graph_id)
     before = strict_front.stats["mutate_rows"]
-    writer = bigtable.RowWriter(target(), graph_id, TS_MS, batch_rows=2000, max_inflight=1)
+    writer = row_writer.RowWriter(target(), graph_id, TS_MS, batch_rows=2000, max_inflight=1)
     sent = []
     real = writer.transport.mutate_rows
 
@@ -134,7 +134,7 @@ def test_batch_stops_take_the_first_limit_reached():
 
 
 def test_a_cell_over_100_mib_fails_naming_row_column_and_limit(graph_id):
-    writer = bigtable.RowWriter(target(), graph_id, TS_MS)
+    writer = row_writer.RowWriter(target(), graph_id, TS_MS)
     try:
         with pytest.raises(limits.DataLimitError, match=r"row b'big', column 0:q: a value of 104,857,601 bytes "
                                                         r"is over Bigtable's limit of 104,857,600 bytes a cell"):
@@ -216,13 +216,13 @@ def test_the_widest_rows_of_the_most_layers_the_ids_allow_are_cut_within_the_lim
                                                           seed=3, empty_chunk_fraction=0))
     assert info["layer_count"] == 12
     widest = []
-    real_add = bigtable.RowWriter._add
+    real_add = row_writer.RowWriter._add
 
     def add(self, entries):
         if len(entries):
             widest.append(int(entries.mutations.max()))
         return real_add(self, entries)
-    monkeypatch.setattr(bigtable.RowWriter, "_add", add)
+    monkeypatch.setattr(row_writer.RowWriter, "_add", add)
     clean = graph_id[:40] + "-clean"
     run_ingest(info["config"], clean, "--pcg_version=3")
     widest_row = max(widest)

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from beam_ingest.store import bigtable, wire
+from beam_ingest.store import admin, grpc_transport, row_writer, targets, wire
 from beam_ingest.synthetic.precomputed import SyntheticSpec, generate
 from faultproxy import FaultProxy
 from helpers import TS, open_table, run_ingest
@@ -38,14 +38,14 @@ def no_service_faults(strict_front):
 
 def fast_failover(monkeypatch, keepalive_ms: int | None = 1000, deadline_s: float = 5.0):
     """Lower keepalive (`None`: none at all) and the MutateRows deadline for a test."""
-    options = [o for o in getattr(bigtable, "GRPC_CHANNEL_OPTIONS", ()) if o[0] not in KEEPALIVE_KEYS]
+    options = [o for o in getattr(grpc_transport, "GRPC_CHANNEL_OPTIONS", ()) if o[0] not in KEEPALIVE_KEYS]
     if keepalive_ms is not None:
         options += [("grpc.keepalive_time_ms", keepalive_ms), ("grpc.keepalive_timeout_ms", keepalive_ms),
                     ("grpc.keepalive_permit_without_calls", 1), ("grpc.http2.ping_timeout_ms", keepalive_ms)]
     # raising=False: so that these tests also run (and fail) against code without the constants
-    monkeypatch.setattr(bigtable, "GRPC_CHANNEL_OPTIONS", tuple(options), raising=False)
-    monkeypatch.setattr(bigtable, "MUTATE_TIMEOUT_S", deadline_s, raising=False)
-    monkeypatch.setattr(bigtable, "INITIAL_BACKOFF_S", 0.05)
+    monkeypatch.setattr(grpc_transport, "GRPC_CHANNEL_OPTIONS", tuple(options), raising=False)
+    monkeypatch.setattr(row_writer, "MUTATE_TIMEOUT_S", deadline_s, raising=False)
+    monkeypatch.setattr(row_writer, "INITIAL_BACKOFF_S", 0.05)
 
 
 class Guard:
@@ -80,9 +80,9 @@ def proxied(bigtable_emulator, graph_id, monkeypatch):
     """A fresh table (and a client for it going straight to the emulator), a FaultProxy in
     front of the emulator, and the Target that goes through it."""
     table = open_table(graph_id)
-    table.create(column_families=bigtable.family_rules())
+    table.create(column_families=admin.family_rules())
     proxy = FaultProxy(bigtable_emulator.host)
-    yield table, proxy, bigtable.Target("emulator", "emulator", proxy.host)
+    yield table, proxy, targets.Target("emulator", "emulator", proxy.host)
     proxy.close()
 
 
@@ -99,15 +99,15 @@ def expected(stop):
 
 
 def test_production_constants():
-    options = dict(bigtable.GRPC_CHANNEL_OPTIONS)
+    options = dict(grpc_transport.GRPC_CHANNEL_OPTIONS)
     assert options["grpc.keepalive_time_ms"] == 30_000
     assert options["grpc.keepalive_timeout_ms"] == 10_000
     assert options["grpc.keepalive_permit_without_calls"] == 1
     # gRPC core waits this long for a keepalive ping's ack (its default, 60 s, would win over the 10 s above)
     assert options["grpc.http2.ping_timeout_ms"] == 10_000
     assert options["grpc.max_send_message_length"] == -1 and options["grpc.max_receive_message_length"] == -1
-    assert bigtable.MUTATE_TIMEOUT_S == 60
-    assert bigtable.RowWriter(bigtable.Target("p", "i"), "t", TS, transport=object()).timeout_s == 60
+    assert row_writer.MUTATE_TIMEOUT_S == 60
+    assert row_writer.RowWriter(targets.Target("p", "i"), "t", TS, transport=object()).timeout_s == 60
 
 
 def test_production_channel_has_keepalive_and_default_credentials(monkeypatch):
@@ -127,12 +127,12 @@ def test_production_channel_has_keepalive_and_default_credentials(monkeypatch):
         return real(cls, host, **kwargs)
 
     monkeypatch.setattr(BigtableGrpcTransport, "create_channel", classmethod(spy))
-    client = bigtable.data_client(None)
+    client = grpc_transport.data_client(None)
     assert len(made) == 1
     host, kwargs = made[0]
     assert host == "bigtable.googleapis.com:443"
     assert kwargs.get("credentials") is None  # google.auth.default() decides
-    assert set(bigtable.GRPC_CHANNEL_OPTIONS) <= set(kwargs["options"])
+    assert set(grpc_transport.GRPC_CHANNEL_OPTIONS) <= set(kwargs["options"])
     assert asked and set(asked[0]["default_scopes"]) == set(BigtableGrpcTransport.AUTH_SCOPES)
     client.transport.grpc_channel.close()
 
@@ -141,7 +141,7 @@ def test_writer_survives_a_blackhole_through_keepalive(proxied, graph_id, monkey
     """Deadline out of reach: only keepalive can notice the dead connection."""
     table, proxy, through = proxied
     fast_failover(monkeypatch, keepalive_ms=1000, deadline_s=WRITE_GUARD_S * 2)
-    writer = bigtable.RowWriter(through, graph_id, TS, batch_rows=10, max_inflight=1)
+    writer = row_writer.RowWriter(through, graph_id, TS, batch_rows=10, max_inflight=1)
     writer.write(rows(0, 20))
     writer.flush()
     assert proxy.blackhole() >= 1
@@ -161,7 +161,7 @@ def test_writer_survives_a_blackhole_through_deadline_and_fresh_channel(proxied,
     from google.api_core import exceptions as gexc
     table, proxy, through = proxied
     fast_failover(monkeypatch, keepalive_ms=None, deadline_s=2.0)
-    writer = bigtable.RowWriter(through, graph_id, TS, batch_rows=10, max_inflight=1)
+    writer = row_writer.RowWriter(through, graph_id, TS, batch_rows=10, max_inflight=1)
     writer.write(rows(0, 20))
     writer.flush()
     connections = proxy.connections
@@ -197,7 +197,7 @@ def test_threads_sharing_a_transport_replace_its_channel_once(proxied, graph_id,
     fast_failover(monkeypatch, keepalive_ms=None, deadline_s=2.0)
     channels = []
 
-    class Recorded(bigtable._Channel):
+    class Recorded(grpc_transport._Channel):
         def __init__(self, emulator_host):
             super().__init__(emulator_host)
             self.closes = []
@@ -210,8 +210,8 @@ def test_threads_sharing_a_transport_replace_its_channel_once(proxied, graph_id,
             self.channel.close = close
             channels.append(self)
 
-    monkeypatch.setattr(bigtable, "_Channel", Recorded)
-    writer = bigtable.RowWriter(through, graph_id, TS, batch_rows=5, max_inflight=4)
+    monkeypatch.setattr(grpc_transport, "_Channel", Recorded)
+    writer = row_writer.RowWriter(through, graph_id, TS, batch_rows=5, max_inflight=4)
     calls = itertools.count(1)
     real = writer.transport.mutate_rows
     holes = []
@@ -257,20 +257,20 @@ def test_ingest_through_a_blackhole_finishes_exact(dataset, bigtable_emulator, g
 
     def factory(table_name, emulator_host):  # the real transport, counted
         assert emulator_host == bigtable_emulator.host or scope == "all" and emulator_host == proxy.host
-        transports.append(bigtable.MutateRowsTransport(table_name, proxy.host))
+        transports.append(grpc_transport.MutateRowsTransport(table_name, proxy.host))
         return transports[-1]
 
     calls = itertools.count(1)
     holes = []
-    real = bigtable.MutateRowsTransport.mutate_rows
+    real = grpc_transport.MutateRowsTransport.mutate_rows
 
     def mutate_rows(self, request, timeout):  # blackholes once the pipeline's writes are under way
         if next(calls) == 12:
             holes.append(proxy.blackhole())
         return real(self, request, timeout)
 
-    monkeypatch.setattr(bigtable, "mutate_rows_transport", factory)
-    monkeypatch.setattr(bigtable.MutateRowsTransport, "mutate_rows", mutate_rows)
+    monkeypatch.setattr(row_writer, "mutate_rows_transport", factory)
+    monkeypatch.setattr(grpc_transport.MutateRowsTransport, "mutate_rows", mutate_rows)
     try:
         with Guard(proxy, INGEST_GUARD_S) as guard:
             _, _, plan = run_ingest(dataset["config"], graph_id, "--write_batch_rows=50")

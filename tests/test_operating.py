@@ -163,7 +163,7 @@ def test_the_demo_never_touches_the_configured_bigtable(bigtable_emulator, graph
     """With BIGTABLE_EMULATOR_HOST set (here: the session's), the demo still writes into an
     emulator of its own, says that it stops it, and leaves the environment as it was."""
     from helpers import open_table
-    from beam_ingest.store import bigtable
+    from beam_ingest.store import admin
     monkeypatch.chdir(tmp_path)
     before = os.environ["BIGTABLE_EMULATOR_HOST"]
     assert cli(["demo", "--graph_id", graph_id, "--chunks", "2", "2", "1"]) == 0
@@ -171,7 +171,7 @@ def test_the_demo_never_touches_the_configured_bigtable(bigtable_emulator, graph
     assert "started a Bigtable emulator for the demo at" in out and "its tables are gone" in out
     assert out.rstrip().endswith("stopped the demo's Bigtable emulator (its tables went with it)")
     assert os.environ["BIGTABLE_EMULATOR_HOST"] == before
-    assert not bigtable.table_exists(open_table(graph_id))
+    assert not admin.table_exists(open_table(graph_id))
 
 
 def test_the_demo_refuses_to_replace_a_table_it_did_not_write(bigtable_emulator, dataset, graph_id, tmp_path,

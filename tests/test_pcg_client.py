@@ -111,7 +111,7 @@ def test_no_column_outside_pcgs_registry_reaches_a_row_it_reads(graph_id):
 
     from beam_ingest.hierarchy.types import Groups, Rows
     from beam_ingest.store import wire
-    from beam_ingest.store.bigtable import create_table
+    from beam_ingest.store.admin import create_table
     create_table(open_table(graph_id))
     rows = state_rows(graph_id)
     with pytest.raises(ValueError, match=r"0:beam_ingest_run are not PyChunkedGraph's.*'beam_ingest'"):
@@ -242,7 +242,7 @@ def test_a_legacy_launchers_live_claim_is_respected(dataset, graph_id, capsys):
 def test_killed_between_run_record_and_meta_starts_afresh(dataset, graph_id):
     """The run record is written before `meta`: a table with a record and no meta is a run
     killed in between, and `continue` starts it afresh."""
-    from beam_ingest.store.bigtable import create_table
+    from beam_ingest.store.admin import create_table
     clean = graph_id + "-clean"
     run_ingest(dataset["config"], clean)
     create_table(open_table(graph_id))

@@ -88,13 +88,13 @@ def test_portable_runner_builds_the_same_table(dataset, graph_id, worker_pool, w
 
 
 def test_a_worker_that_cannot_reach_the_target_names_it(monkeypatch):
-    from beam_ingest.store import bigtable
-    monkeypatch.setattr(bigtable, "INITIAL_BACKOFF_S", 0.01)
+    from beam_ingest.store import row_writer, targets
+    monkeypatch.setattr(row_writer, "INITIAL_BACKOFF_S", 0.01)
     dead = f"127.0.0.1:{free_port()}"  # nobody listens there
-    writer = bigtable.RowWriter(bigtable.Target("proj-a", "inst-b", dead), "graph", 1_700_000_000_000,
+    writer = row_writer.RowWriter(targets.Target("proj-a", "inst-b", dead), "graph", 1_700_000_000_000,
                                 max_attempts=2, max_inflight=1, timeout_s=5)
     writer.write([(b"row", [("0", b"q", b"v")])])
-    with pytest.raises(bigtable.WriteError, match=rf"to emulator {dead} \(project proj-a, instance inst-b\)"):
+    with pytest.raises(row_writer.WriteError, match=rf"to emulator {dead} \(project proj-a, instance inst-b\)"):
         writer.drain()
     writer.close()
 

@@ -14,7 +14,7 @@ import pipeline
 from beam_ingest.cli import main as cli
 from beam_ingest.launch.config import load_config
 from beam_ingest.launch.plan import layout_for
-from beam_ingest.store import bigtable, cells, table_state
+from beam_ingest.store import admin, cells, row_writer, table_state
 from beam_ingest.synthetic.precomputed import SyntheticSpec, generate
 from helpers import TS, TableStructure, state_rows, open_table, run_ingest
 from test_end_to_end import check_against_reference
@@ -68,7 +68,7 @@ def test_completion_proof_names_the_chunk_whose_rows_were_not_acknowledged(datas
     """A sink double drops one chunk's counter row from its batch but reports success."""
     layout = _layout(dataset)
     lost = cells.counter_key(layout.chunk_id(2, 1, 0, 1))
-    real_send = bigtable.RowWriter._send
+    real_send = row_writer.RowWriter._send
     dropped = []
 
     def send(self, entries):
@@ -78,7 +78,7 @@ def test_completion_proof_names_the_chunk_whose_rows_were_not_acknowledged(datas
             entries = entries.take([i for i, k in enumerate(keys) if k != lost])
         return real_send(self, entries)
 
-    monkeypatch.setattr(bigtable.RowWriter, "_send", send)
+    monkeypatch.setattr(row_writer.RowWriter, "_send", send)
     code = pipeline.main(["--config", dataset["config"], "--graph_id", graph_id, "--write_batch_rows=50",
                           f"--ingest_timestamp={TS}"])
     err = capsys.readouterr().err
@@ -89,7 +89,7 @@ def test_completion_proof_names_the_chunk_whose_rows_were_not_acknowledged(datas
     assert f"Table '{graph_id}' is partially written" in err and "Traceback" not in err
     assert _mark(graph_id) is None
     # the same chunk's acknowledgement is missing from a rerun's point of view too: continue completes it
-    monkeypatch.setattr(bigtable.RowWriter, "_send", real_send)
+    monkeypatch.setattr(row_writer.RowWriter, "_send", real_send)
     assert pipeline.main(["--config", dataset["config"], "--graph_id", graph_id, "--if_exists=continue"]) == 0
     assert _mark(graph_id) is not None
 
@@ -251,13 +251,13 @@ def test_status_after_a_redis_stall_shows_the_finished_ingest(dataset, graph_id,
 def test_unreachable_bigtable_is_an_error_within_seconds(dataset, graph_id, monkeypatch, capsys):
     from beam_ingest.ops.emulator import free_port
     monkeypatch.setenv("BIGTABLE_EMULATOR_HOST", f"127.0.0.1:{free_port()}")  # nothing listens there
-    monkeypatch.setattr(bigtable, "REACH_DEADLINE_S", 3.0)
+    monkeypatch.setattr(admin, "REACH_DEADLINE_S", 3.0)
     start = time.time()
     code = pipeline.main(["--config", dataset["config"], "--graph_id", graph_id])
     assert time.time() - start < 20
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "unreachable while looking up table" in err[0], err
-    assert bigtable.REACH_DEADLINE_S <= 30
+    assert admin.REACH_DEADLINE_S <= 30
 
 
 def test_verify_reports_the_completion_mark(dataset, graph_id, capsys):
@@ -273,7 +273,7 @@ def test_verify_reports_the_completion_mark(dataset, graph_id, capsys):
 
 def test_claim_is_exclusive_and_stale_claims_are_taken_over(graph_id):
     table = open_table(graph_id)
-    bigtable.create_table(table)
+    admin.create_table(table)
     meta = state_rows(graph_id)
     first, second = table_state.Claim(meta), table_state.Claim(meta)
     first.acquire()
@@ -296,14 +296,14 @@ def test_recreate_takes_an_empty_table_it_could_have_created_instead_of_deleting
     (whoever claims it first runs); an empty table with other families is deleted as before."""
     import logging
     caplog.set_level(logging.INFO)
-    bigtable.create_table(open_table(graph_id), pcg_version=2)
+    admin.create_table(open_table(graph_id), pcg_version=2)
     run_ingest(dataset["config"], graph_id, "--if_exists=recreate")
     messages = [r.getMessage() for r in caplog.records]
     assert any(m.startswith(f"table {graph_id} is empty, with the families this run needs") for m in messages)
     assert not any(m.startswith("deleting existing table") for m in messages)
     assert cells_of(graph_id) == clean_cells
     other = graph_id + "-v3"
-    bigtable.create_table(open_table(other), pcg_version=3)
+    admin.create_table(open_table(other), pcg_version=3)
     caplog.clear()
     run_ingest(dataset["config"], other, "--if_exists=recreate")
     assert any(r.getMessage().startswith(f"deleting existing table {other}") for r in caplog.records)

@@ -71,7 +71,7 @@ def test_skip_writes_touches_no_table(dataset, graph_id):
 
 
 def test_presplit_table_is_exact(dataset, graph_id):
-    from beam_ingest.store.bigtable import table_split_keys
+    from beam_ingest.store.admin import table_split_keys
     _, _, plan = run_ingest(dataset["config"], graph_id, "--table_splits=16")
     keys = table_split_keys(plan.layout, 16)
     assert keys == sorted(set(keys)) and 10 <= len(keys) <= 20

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from beam_ingest.cli import main as cli
-from beam_ingest.store import bigtable, cells
+from beam_ingest.store import cells, row_writer
 from beam_ingest.synthetic.precomputed import SyntheticSpec, generate
 from helpers import TS, TableStructure, run_ingest, target
 
@@ -16,7 +16,7 @@ def dataset(tmp_path_factory):
 
 def damage(graph_id, row_key, family, qualifier, value):
     """Overwrite one cell with a later timestamp (reads take the latest)."""
-    writer = bigtable.RowWriter(target(), graph_id, TS + 1000, max_inflight=1)
+    writer = row_writer.RowWriter(target(), graph_id, TS + 1000, max_inflight=1)
     writer.write([(row_key, [(family, qualifier, value)])])
     writer.drain()
 

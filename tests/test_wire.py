@@ -12,7 +12,7 @@ import zstandard
 from google.cloud.bigtable_v2.types import MutateRowsRequest, MutateRowsResponse, Mutation
 
 from beam_ingest.hierarchy.types import Groups, Rows
-from beam_ingest.store import bigtable, cells, wire
+from beam_ingest.store import cells, row_writer, targets, wire
 
 REQUEST = MutateRowsRequest.pb()
 INT64_MAX = (1 << 63) - 1
@@ -126,7 +126,7 @@ class Capture:
 def test_row_writer_sends_its_table_name_whole(table_id):
     """The table name's length prefix used to be its character count: any non-ASCII id broke every request."""
     capture = Capture()
-    writer = bigtable.RowWriter(bigtable.Target("proj", "inst"), table_id, 1_700_000_000_123, batch_rows=3, max_inflight=1,
+    writer = row_writer.RowWriter(targets.Target("proj", "inst"), table_id, 1_700_000_000_123, batch_rows=3, max_inflight=1,
                                 transport=capture)
     row_cells = [(b"%020d" % i, [("0", b"parents", b"%08d" % i)]) for i in range(7)]
     writer.write(row_cells)

@@ -6,7 +6,7 @@ import pytest
 from google.api_core import exceptions as gexc
 from google.cloud.bigtable_v2.types import MutateRowsRequest, MutateRowsResponse
 
-from beam_ingest.store import bigtable
+from beam_ingest.store import grpc_transport, row_writer
 from beam_ingest.synthetic.precomputed import SyntheticSpec, generate
 from helpers import TableStructure, run_ingest
 from test_end_to_end import check_against_reference
@@ -23,7 +23,7 @@ class FlakyTransport:
     """
 
     def __init__(self, table_name, emulator_host, odd_code=14, always=False):
-        self.real = bigtable.MutateRowsTransport(table_name, emulator_host)
+        self.real = grpc_transport.MutateRowsTransport(table_name, emulator_host)
         self.calls = 0
         self.seen = collections.Counter()
         self.lock = threading.Lock()
@@ -62,7 +62,7 @@ def use_flaky(monkeypatch, **kwargs):
         made.append(FlakyTransport(table_name, emulator_host, **kwargs))
         return made[-1]
 
-    monkeypatch.setattr(bigtable, "mutate_rows_transport", factory)
+    monkeypatch.setattr(row_writer, "mutate_rows_transport", factory)
     return made
 
 
@@ -75,7 +75,7 @@ def small(tmp_path_factory):
 def test_transient_failures_are_retried_and_table_is_exact(small, graph_id, monkeypatch):
     _, clean_counters, _ = run_ingest(small["config"], graph_id + "-clean")
     made = use_flaky(monkeypatch)
-    monkeypatch.setattr(bigtable, "INITIAL_BACKOFF_S", 0.001)  # fast backoff for the test
+    monkeypatch.setattr(row_writer, "INITIAL_BACKOFF_S", 0.001)  # fast backoff for the test
     _, counters, plan = run_ingest(small["config"], graph_id, "--write_batch_rows=50")
     assert sum(f.calls for f in made) > 20 and sum(f.failed_rows for f in made) > 100
     assert cells_of(graph_id) == cells_of(graph_id + "-clean")
@@ -85,8 +85,8 @@ def test_transient_failures_are_retried_and_table_is_exact(small, graph_id, monk
 
 def test_rows_that_keep_failing_fail_the_run_loudly(small, graph_id, monkeypatch):
     use_flaky(monkeypatch, always=True)
-    monkeypatch.setattr(bigtable, "INITIAL_BACKOFF_S", 0.001)
-    monkeypatch.setattr(bigtable, "MAX_ATTEMPTS", 3)
+    monkeypatch.setattr(row_writer, "INITIAL_BACKOFF_S", 0.001)
+    monkeypatch.setattr(row_writer, "MAX_ATTEMPTS", 3)
     with pytest.raises(Exception, match=r"could not be written to emulator [\d.:]+ \(project emulator, instance emulator\) after 3 attempts, first b'\d{20}'"):
         run_ingest(small["config"], graph_id)
 

@@ -57,8 +57,8 @@ def cmd_demo(args):
             from ..store.reader import read_node
             node = read_node(table, sv)["parent"]
             print(f"\nthe L2 cache row of its layer-2 node {node} (table {cache}; {shipped('docs/l2cache.md')}):")
-            from ..store import bigtable
-            cache_table = bigtable.open_table(bigtable.resolve_target(None, None), cache, admin=True)
+            from ..store import targets
+            cache_table = targets.open_table(targets.resolve_target(None, None), cache, admin=True)
             print("\n".join(describe_cache_row(cache_table, node)))
     finally:
         if emulator:
@@ -77,14 +77,14 @@ def _demo_if_exists(graph_id: str, config: str, cache: str | None) -> str:
     import json
 
     from ..launch.config import load_config
-    from ..store import bigtable, table_state
+    from ..store import admin, table_state, targets
     if not (os.environ.get("BIGTABLE_EMULATOR_HOST") or
             (os.environ.get("BIGTABLE_PROJECT") and os.environ.get("BIGTABLE_INSTANCE"))):
         raise CommandError("--use_configured_bigtable: no Bigtable configured (set BIGTABLE_EMULATOR_HOST, or "
                            "BIGTABLE_PROJECT and BIGTABLE_INSTANCE)")
-    target = bigtable.resolve_target(os.environ.get("BIGTABLE_PROJECT"), os.environ.get("BIGTABLE_INSTANCE"))
+    target = targets.resolve_target(os.environ.get("BIGTABLE_PROJECT"), os.environ.get("BIGTABLE_INSTANCE"))
     ours = dataclasses.asdict(load_config(config).data_source)
-    existing = [t for t in (graph_id, cache) if t and bigtable.table_exists(bigtable.open_table(target, t, admin=True))]
+    existing = [t for t in (graph_id, cache) if t and admin.table_exists(targets.open_table(target, t, admin=True))]
     if not existing:
         return "fail"
     if graph_id in existing:

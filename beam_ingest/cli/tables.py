@@ -10,11 +10,11 @@ from ..errors import CommandError
 
 
 def open_graph_table(args):
-    from ..store import bigtable
-    target = bigtable.resolve_target(args.project or os.environ.get("BIGTABLE_PROJECT"),
+    from ..store import admin, targets
+    target = targets.resolve_target(args.project or os.environ.get("BIGTABLE_PROJECT"),
                                      args.instance or os.environ.get("BIGTABLE_INSTANCE"))
-    table = bigtable.open_table(target, args.graph_id, admin=True)
-    if not bigtable.table_exists(table):
+    table = targets.open_table(target, args.graph_id, admin=True)
+    if not admin.table_exists(table):
         raise CommandError(f"table {args.graph_id!r} does not exist in {target.describe()}")
     check_graph_table(target, args.graph_id)
     return table
@@ -33,7 +33,7 @@ def check_graph_table(target, table_id: str, option: str = "--graph_id"):
 def _layout_of(table):
     from ..launch.plan import layout_for
     from ..store import cells
-    from ..store.bigtable import read_cell
+    from ..store.admin import read_cell
     from ..store.meta import loads_meta
     found = read_cell(table, cells.META_ROW, cells.FAMILY_HIERARCHY, cells.META)
     if found is None:
@@ -126,14 +126,14 @@ def table_completion(graph_id: str, project=None, instance=None) -> TableStatus:
     import datetime
     import json
 
-    from ..store import bigtable, table_state
+    from ..store import admin, table_state, targets
     project = project or os.environ.get("BIGTABLE_PROJECT")
     instance = instance or os.environ.get("BIGTABLE_INSTANCE")
     if not (os.environ.get("BIGTABLE_EMULATOR_HOST") or (project and instance)):
         return TableStatus(None, None)
-    target = bigtable.resolve_target(project, instance)
-    table = bigtable.open_table(target, graph_id, admin=True)
-    if not bigtable.table_exists(table):
+    target = targets.resolve_target(project, instance)
+    table = targets.open_table(target, graph_id, admin=True)
+    if not admin.table_exists(table):
         return TableStatus(f"table   : {graph_id!r} does not exist in {target.describe()}", None, "missing")
     from ..store import kinds
     if check_graph_table(target, graph_id).kind == kinds.EMPTY:

@@ -34,7 +34,7 @@ def verify_reader(plan, raw: bool, fill_missing: bool = False):
 def _cache_check(table_id, graph_id, target, plan, graph_identity=None):
     """The verify.CacheCheck of the L2 cache table, or the MISMATCH line saying why there is none."""
     from ..l2cache.chunks import WatershedVoxels
-    from ..store import bigtable, kinds
+    from ..store import kinds, targets
     from ..ops.verify import CacheCheck
     found = kinds.classify(target, table_id)
     if found is None:
@@ -45,7 +45,7 @@ def _cache_check(table_id, graph_id, target, plan, graph_identity=None):
         return (f"MISMATCH: L2 cache table {table_id!r} was written by another run of graph {graph_id!r} (its run "
                 f"{found.identity}, the graph table's {graph_identity}): rerun the ingest with --if_exists=continue")
     ds = plan.settings.data_source
-    return CacheCheck(bigtable.open_table(target, table_id, admin=True),
+    return CacheCheck(targets.open_table(target, table_id, admin=True),
                       WatershedVoxels(ds.WATERSHED, ds.CV_MIP, plan.layout), tuple(plan.resolution), found.complete)
 
 
@@ -53,17 +53,17 @@ def cmd_verify(args):
     from ..inputs.precomputed import PrecomputedReader
     from ..launch.plan import plan_ingest
     from ..launch.table import meta_mismatch
-    from ..store import bigtable, cells
-    from ..store.bigtable import read_cell
+    from ..store import admin, cells, targets
+    from ..store.admin import read_cell
     from ..ops.verify import verify
     if args.raw and args.from_segmentation:
         raise CommandError("--raw and --from_segmentation: choose the input the table was built from")
     if args.fill_missing and not args.from_segmentation:
         raise CommandError("--fill_missing: applies to --from_segmentation only")
     plan = plan_ingest(args.config, args.graph_id, raw=args.raw, segmentation=args.from_segmentation)
-    target = bigtable.resolve_target(plan.project, plan.instance)
-    table = bigtable.open_table(target, args.graph_id, admin=True)
-    if not bigtable.table_exists(table):
+    target = targets.resolve_target(plan.project, plan.instance)
+    table = targets.open_table(target, args.graph_id, admin=True)
+    if not admin.table_exists(table):
         raise CommandError(f"table {args.graph_id!r} does not exist in {target.describe()}")
     graph = check_graph_table(target, args.graph_id)
     from ..store import kinds

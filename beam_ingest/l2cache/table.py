@@ -82,15 +82,15 @@ def prepare(target, table_id: str, graph_id: str, cv_path: str, ingest_ms: int, 
     """Create the cache table for the run `identity` (deleting this graph's earlier cache; see
     `decide`, checked again: the table may have changed since the launcher's first look), with
     its run record, meta and version rows."""
-    from ..store import bigtable, cells
+    from ..store import admin, cells, targets
     from ..store.table_state import RUN, StateRows
     found = kinds.classify(target, table_id)
     action = decide(found, table_id, graph_id, if_exists, identity)
-    table = bigtable.open_table(target, table_id, admin=True)
+    table = targets.open_table(target, table_id, admin=True)
     if action != CREATE:
         log.warning("L2 cache table %s (%s): deleting it; this run writes it again", table_id, found.detail)
-        bigtable.admin_call(table, f"deleting table {table_id!r}", lambda **kw: table.delete())
-    bigtable.create_table(table, families={family: None for family in FAMILIES})
+        admin.admin_call(table, f"deleting table {table_id!r}", lambda **kw: table.delete())
+    admin.create_table(table, families={family: None for family in FAMILIES})
     rows = StateRows(target, table_id)
     try:
         rows.write({RUN: kinds.cache_record(graph_id, identity)}, ingest_ms, row_key=cells.BOOKKEEPING_ROW)

@@ -28,7 +28,7 @@ class RunContext:
     """One run, settled: nothing in it changes once `prepare` returned it."""
     options: IngestOptions  # the whole command line (Beam's options too)
     plan: IngestPlan
-    target: object  # store.bigtable.Target; None with --skip_writes
+    target: object  # store.targets.Target; None with --skip_writes
     ingest_ms: int  # every cell's timestamp
     identity: str  # the run identity (store.table_state.RunRecord)
     table: TableState | None  # the prepared table and the launcher's claim; None when nothing is written
@@ -80,7 +80,7 @@ def prepare(options: IngestOptions) -> RunContext:
     check_cache_voxels(plan, test_coords)
     target = None
     if not options.skip_writes:
-        from ..store.bigtable import resolve_target
+        from ..store.targets import resolve_target
         target = resolve_target(plan.project, plan.instance)
     table = None
     if not (options.skip_writes or options.is_dry_run()):

@@ -54,13 +54,13 @@ class TableState:
 
 def prepare_table(plan, target, if_exists: str, ingest_ms: int | None = None, table_splits: int = 0,
                   restart_layer: int | None = None) -> TableState:
-    """Create or check the table of `plan` on `target` (a store.bigtable.Target), take this
+    """Create or check the table of `plan` on `target` (a store.targets.Target), take this
     launcher's claim on it, write meta/version and the run record. Every refusal is a
     TableError; the claim is released on any failure."""
-    from ..store import bigtable, table_state
-    table = bigtable.open_table(target, plan.graph_id, admin=True)
+    from ..store import admin, table_state, targets
+    table = targets.open_table(target, plan.graph_id, admin=True)
     meta = table_state.StateRows(target, plan.graph_id)
-    exists = bigtable.table_exists(table)
+    exists = admin.table_exists(table)
     found = _check_existing(target, meta, exists, if_exists, restart_layer)
     inputs = plan.run_inputs()
     claim = None
@@ -79,7 +79,7 @@ def prepare_table(plan, target, if_exists: str, ingest_ms: int | None = None, ta
                 claim, exists = None, False
         if not exists:
             log.info("creating table %s on %s", meta.table_id, target.describe())
-            bigtable.create_table(table, bigtable.table_split_keys(plan.layout, table_splits), plan.pcg_version)
+            admin.create_table(table, admin.table_split_keys(plan.layout, table_splits), plan.pcg_version)
             claim = _take_claim(meta)
             return _start_fresh(plan, meta, claim, ingest_ms, inputs)
         _move_legacy_cells(meta)
@@ -120,9 +120,9 @@ def _check_existing(target, meta, exists: bool, if_exists: str, restart_layer: i
 
 def _empty_as_created(found, pcg_version: int) -> bool:
     """An empty table with exactly the column families `create_table` would give it."""
-    from ..store import bigtable, kinds
+    from ..store import admin, kinds
     return (found is not None and found.kind == kinds.EMPTY
-            and set(found.families) == set(bigtable.family_rules(pcg_version)))
+            and set(found.families) == set(admin.family_rules(pcg_version)))
 
 
 def _move_legacy_cells(meta):

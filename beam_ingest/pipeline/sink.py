@@ -119,7 +119,7 @@ class _SinkFn(beam.DoFn):
         self.writer = None
         self.progress = _ChunkProgress(self.sink)  # the graph's progress, whichever table is written
         if not self.sink.skip_writes:
-            from ..store.bigtable import RowWriter
+            from ..store.row_writer import RowWriter
             self.writer = RowWriter(self.sink.target, self.table_id, self.sink.ingest_ms,
                                     batch_rows=self.sink.batch_rows, max_inflight=self.sink.max_inflight)
 
@@ -373,7 +373,7 @@ class ProveCompleteFn(beam.DoFn):
         yield mark
 
     def _write(self, table_id: str, row):
-        from ..store.bigtable import RowWriter
+        from ..store.row_writer import RowWriter
         writer = RowWriter(self.sink.target, table_id, self.sink.ingest_ms, max_inflight=1)
         try:
             writer.write([row])

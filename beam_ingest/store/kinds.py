@@ -60,9 +60,9 @@ def _meta(found):
 
 def classify(target, table_id: str) -> TableKind | None:
     """The kind of table `table_id` (None when it does not exist)."""
-    from . import bigtable, table_state
-    table = bigtable.open_table(target, table_id, admin=True)
-    if not bigtable.table_exists(table):
+    from . import admin, table_state, targets
+    table = targets.open_table(target, table_id, admin=True)
+    if not admin.table_exists(table):
         return None
     rows = table_state.StateRows(target, table_id)
     try:
@@ -93,7 +93,7 @@ def classify(target, table_id: str) -> TableKind | None:
 
 
 def admin_families(table) -> list[str]:
-    from .bigtable import admin_call
+    from .admin import admin_call
     return list(admin_call(table, f"reading the column families of {table.table_id!r}",
                            lambda **kw: table.list_column_families()))
 

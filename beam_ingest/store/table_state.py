@@ -135,7 +135,7 @@ class StateRows:
         """`fn(client)`, retried over a fresh channel: up to `attempts` calls that ran out of
         their deadline, and FAST_ATTEMPTS calls in all (backing off from 0.2 s, doubling)."""
         from google.api_core import exceptions as gexc
-        from .bigtable import data_client
+        from .grpc_transport import data_client
         timed_out = 0
         for attempt in range(1, FAST_ATTEMPTS + 1):
             if self._client is None:

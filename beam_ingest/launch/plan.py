@@ -135,10 +135,10 @@ def check_paths_reach_workers(settings, raw: bool, segmentation: bool, l2cache: 
                               "write; put it on gs:// (or run on a local runner)")
 
 
-def probe_outputs(plan: IngestPlan, raw: bool, checkpoint_dir: str | None = None) -> None:
+def probe_outputs(plan: IngestPlan, checkpoint_dir: str | None = None) -> None:
     """Every output location writable (a file written and removed), before the table is created."""
     from .. import locations
-    outputs = output_keys(plan.settings, raw, plan.segmentation is not None)
+    outputs = output_keys(plan.settings, plan.raw, plan.segmentation is not None)
     if checkpoint_dir:
         outputs["--checkpoint_dir"] = checkpoint_dir
     for key, url in outputs.items():

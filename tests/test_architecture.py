@@ -13,8 +13,9 @@ LEVELS = [
     ("launch",),
     ("pipeline", "ops", "synthetic"),
     ("l2cache",),
+    ("outputs",),
     ("inputs", "hierarchy"),
-    ("outputs", "store"),
+    ("store",),
 ]
 SHARED = "root"  # the small modules of the package root: importable from anywhere
 MAX_ROOT_MODULES = 12

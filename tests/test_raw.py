@@ -169,7 +169,7 @@ def test_raw_sv_outside_the_grid_is_named_before_anything_is_written(tmp_path):
     (agg / "remap").mkdir()
     (agg / "chunked_rg" / "in_chunk_0_1_1_0.data").write_bytes(write_shard({me: rec.tobytes()}, False))
     out = tmp_path / "edges"
-    reader = RawReader(str(agg), layout, 2, (8, 8, 40), str(out), str(tmp_path / "components"))
+    reader = RawReader(str(agg), layout, 2, (8, 8, 40))  # it writes nothing: EDGES are written by the stage
     with pytest.raises(InputError, match=rf"in_chunk_0_1_1_0\.data \(chunk \(1, 1, 0\)\): SV {far} of the payload "
                                          rf"keyed {me} lies in chunk \(1000, 1000, 1000\), outside the 4x4x2"):
         reader.read((1, 1, 0))

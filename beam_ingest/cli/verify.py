@@ -26,9 +26,8 @@ def verify_reader(plan, raw: bool, fill_missing: bool = False):
         from ..inputs.raw import RawReader
         return RawReader(ic.AGGLOMERATION, plan.layout, ds.DATA_VERSION, plan.resolution)
     from ..inputs.volumes import SegmentationReader
-    return _PreviewReader(SegmentationReader(
-        plan.layout, ds.CV_MIP, ic.SUPERVOXELS, ds.WATERSHED, ds.EDGES, ds.COMPONENTS, objects=ic.OBJECTS,
-        affinities=ic.AFFINITIES, in_place=plan.segmentation.in_place, fill_missing=fill_missing))
+    return _PreviewReader(SegmentationReader(plan.layout, ds.CV_MIP, ic.SUPERVOXELS, objects=ic.OBJECTS,
+                                             affinities=ic.AFFINITIES, fill_missing=fill_missing))
 
 
 def _cache_check(table_id, graph_id, target, plan, graph_identity=None):

@@ -13,7 +13,6 @@ import numpy as np
 
 from ..chunk_inputs import ChunkReader, ChunkInputs, Edges, off_grid, off_grid_text
 from ..graph import components, pair_keys
-from .precomputed import components_filename, edges_filename, encode_components, encode_edges
 from ..errors import InputError
 from .sharded import ShardReader
 
@@ -73,16 +72,14 @@ def _name(prefix, coord) -> str:
 
 
 class RawReader(ChunkReader):
-    """ChunkInputs from the raw agglomeration, writing the precomputed files on the way."""
+    """ChunkInputs from the raw agglomeration (the layer-2 stage writes them as precomputed
+    files: outputs.chunk_files)."""
 
-    def __init__(self, agglomeration_url: str, layout, data_version: int, resolution,
-                 edges_out: str | None = None, components_out: str | None = None):
+    def __init__(self, agglomeration_url: str, layout, data_version: int, resolution):
         self.url = agglomeration_url.rstrip("/")
         self.layout = layout
         self.data_version = data_version
         self.resolution = tuple(resolution)
-        self.edges_out = edges_out
-        self.components_out = components_out
         self._edges = self._remap = None
 
     def connect(self):
@@ -188,20 +185,4 @@ class RawReader(ChunkReader):
     def read(self, coord) -> ChunkInputs:
         self.connect()
         coord = tuple(int(c) for c in coord)
-        inputs = ChunkInputs(coord, self.read_edges(coord), *self.read_components(coord))
-        self._write_precomputed(inputs)
-        return inputs
-
-    def _write_precomputed(self, inputs: ChunkInputs):
-        """The chunk's EDGES and COMPONENTS files, exactly (a retry finds them equal and keeps
-        them; a chunk without edges or components has no file)."""
-        from ..outputs.files import OutputFolder
-        if self.edges_out:
-            OutputFolder("data_source.EDGES", self.edges_out).sync(
-                edges_filename(inputs.coord),
-                encode_edges(inputs.edges) if any(len(e) for e in inputs.edges.values()) else None)
-        if self.components_out:
-            OutputFolder("data_source.COMPONENTS", self.components_out).sync(
-                components_filename(inputs.coord),
-                encode_components(inputs.component_svs, inputs.component_labels) if len(inputs.component_svs)
-                else None)
+        return ChunkInputs(coord, self.read_edges(coord), *self.read_components(coord))

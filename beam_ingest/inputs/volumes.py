@@ -11,21 +11,18 @@ writes identical bytes.
 from __future__ import annotations
 
 import dataclasses
-import io
 
 import numpy as np
 
 from ..chunk_inputs import ChunkInputs, ChunkReader
 from ..deadline import within
 from ..errors import InputError
-from .precomputed import components_filename, edges_filename, encode_components, encode_edges
 from .segmentation import ChunkPart, boundary, check_objects_agree, finish_chunk, in_chunk_contacts, label_chunk, \
     segment_table
 from .storage_blocks import StorageBlocks
 
 FACES = [tuple(d * (k == axis) for k in range(3)) for axis in range(3) for d in (-1, 1)]
 WATERSHED_ENCODINGS = ("raw", "compressed_segmentation", "compresso", "crackle")  # exact for uint64 ids
-WATERSHED_GZIP_LEVEL = 1  # level 9 (the default) took 28 ms per 64x64x32 chunk for 1.6x smaller files
 
 
 def reuse_freed_memory(limit: int = 1 << 30) -> bool:
@@ -52,51 +49,49 @@ def as_unsigned(ids: np.ndarray) -> np.ndarray:
     return ids
 
 
-def sv_map_filename(coord) -> str:
-    x, y, z = (int(c) for c in coord)
-    return f"sv_map_{x}_{y}_{z}.npy"
+@dataclasses.dataclass
+class RelabelledChunk:
+    """One layer-2 chunk read from the volumes (step 1): its voxel box's `start`, its
+    supervoxels as read (`supervoxels`), their labels and each label's new id (`new_id[labels]`
+    is the chunk's WATERSHED), the original id of each new segment id k at `original_ids[k - 1]`,
+    and the parts it sends: `(chunk, ChunkPart)` for itself and each face neighbour."""
+    coord: tuple
+    start: np.ndarray
+    supervoxels: np.ndarray
+    labels: np.ndarray
+    new_id: np.ndarray
+    original_ids: np.ndarray
+    parts: list
 
 
 class SegmentationReader(ChunkReader):
-    """Reads segmentation volumes per layer-2 chunk; writes what PyChunkedGraph reads."""
+    """Reads segmentation volumes per layer-2 chunk: step 1 (`read_chunk`) relabels a chunk and
+    cuts the parts its neighbours need, step 2 (`read`) finishes a chunk's graph from its parts.
+    It writes nothing (outputs.chunk_files writes WATERSHED, SV_MAP, EDGES and COMPONENTS)."""
 
-    def __init__(self, layout, mip: int, supervoxels: str, watershed: str, edges_out: str, components_out: str,
-                 objects: str | None = None, affinities: str | None = None, sv_map: str | None = None,
-                 in_place: bool = False, fill_missing: bool = False, with_voxels: bool = False):
-        self._args = dict(layout=layout, mip=mip, supervoxels=supervoxels, watershed=watershed, edges_out=edges_out,
-                          components_out=components_out, objects=objects, affinities=affinities, sv_map=sv_map,
-                          in_place=in_place, fill_missing=fill_missing,
-                          with_voxels=with_voxels)  # what a worker gets: no clients
-        self.with_voxels = with_voxels  # the chunk's relabelled voxels go to itself (for the L2 cache)
+    ARGS = ("layout", "mip", "supervoxels", "objects", "affinities", "fill_missing", "with_voxels")
+
+    def __init__(self, layout, mip: int, supervoxels: str, objects: str | None = None, affinities: str | None = None,
+                 fill_missing: bool = False, with_voxels: bool = False):
         self.layout, self.mip = layout, int(mip)
-        self.urls = dict(supervoxels=supervoxels, watershed=watershed, edges=edges_out, components=components_out,
-                         objects=objects, affinities=affinities, sv_map=sv_map)
-        self.in_place = in_place  # WATERSHED is SUPERVOXELS, already chunk-encoded: nothing is rewritten
+        self.supervoxels, self.objects, self.affinities = supervoxels, objects, affinities
+        self.with_voxels = with_voxels  # the chunk's relabelled voxels go to itself (for the L2 cache)
         self.fill_missing = fill_missing  # a missing input storage file reads as 0
+        self.urls = dict(supervoxels=supervoxels, objects=objects, affinities=affinities)
         self.requests = self.rounds = 0
         self._volumes = {}
         self._blocks = {}
-        self._files = {}
 
     def __getstate__(self):
-        return self._args
+        return {name: getattr(self, name) for name in self.ARGS}  # what a worker gets: no clients
 
     def __setstate__(self, state):
         self.__init__(**state)
 
     def connect(self):
         reuse_freed_memory()
-        for key in ("supervoxels", "objects", "affinities", "watershed"):
+        for key in ("supervoxels", "objects", "affinities"):
             self._storage(key)
-
-    def _folder(self, key):
-        """One OutputFolder per output folder and worker (each opens connections of its own)."""
-        if key not in self._files:
-            from ..outputs.files import OutputFolder
-            config_key = {"edges": "data_source.EDGES", "components": "data_source.COMPONENTS",
-                          "sv_map": "ingest_config.SV_MAP"}[key]
-            self._files[key] = OutputFolder(config_key, self.urls[key])
-        return self._files[key]
 
     def _volume(self, key):
         url = self.urls[key]
@@ -104,11 +99,10 @@ class SegmentationReader(ChunkReader):
             return None
         if key not in self._volumes:
             from cloudvolume import CloudVolume
-            section = "data_source" if key == "watershed" else "ingest_config"
-            where = f"{section}.{key.upper()}: {url}"
+            where = f"ingest_config.{key.upper()}: {url}"
             try:
                 self._volumes[key] = within(where, CloudVolume, url, mip=self.mip, progress=False,
-                                            fill_missing=self._fills(key), bounded=False, cache=False, lru_bytes=0,
+                                            fill_missing=self.fill_missing, bounded=False, cache=False, lru_bytes=0,
                                             non_aligned_writes=False, delete_black_uploads=False, provenance={})
             except InputError:
                 raise
@@ -117,15 +111,11 @@ class SegmentationReader(ChunkReader):
                                  f"{' '.join(str(exc).split())[:300]}") from None
         return self._volumes[key]
 
-    def _fills(self, key) -> bool:
-        """Whether a storage file missing from this volume reads as background (inputs only)."""
-        return self.fill_missing and key != "watershed"
-
     def _storage(self, key):
         if self.urls[key] is None:
             return None
         if key not in self._blocks:
-            self._blocks[key] = StorageBlocks(self._volume(key), fill_missing=self._fills(key))
+            self._blocks[key] = StorageBlocks(self._volume(key), fill_missing=self.fill_missing)
         return self._blocks[key]
 
     # geometry -----------------------------------------------------------------------------
@@ -158,10 +148,10 @@ class SegmentationReader(ChunkReader):
                 yield c
 
     # step 1 -------------------------------------------------------------------------------
-    def read_chunk(self, coord, write: bool = True):
-        """Reads one chunk; yields `(chunk, ChunkPart)` for itself and each face neighbour.
-        `write`: also write its WATERSHED region and SV_MAP file (False for a chunk that is
-        read only for its neighbours' sake)."""
+    def read_chunk(self, coord, built: bool = True) -> RelabelledChunk:
+        """Reads and relabels one chunk, with the parts for itself and each face neighbour.
+        `built`: the chunk is built by this run (else it is read only for its neighbours'
+        sake, and its own part carries no voxels)."""
         coord = tuple(int(c) for c in coord)
         where = f"layer-2 chunk {coord}"
         start, stop = self.box(coord)
@@ -174,55 +164,25 @@ class SegmentationReader(ChunkReader):
                 raise InputError(f"ingest_config.AFFINITIES: {self.urls['affinities']} has {affinities.shape[-1]} "
                                  "channel(s), expected 3 (x, y, z)")
         ids, labels, rank_of = label_chunk(coord, supervoxels, objects, (1 << self.layout.segment_bits(1)) - 1, where)
-        prefix = self._prefix(coord)
-        new_id = segment_table(prefix, len(ids.ids))[rank_of]  # of each label
-        if write:
-            self._write_watershed(coord, labels, new_id, supervoxels, start)
-            self._write_sv_map(coord, ids.ids)
+        new_id = segment_table(self._prefix(coord), len(ids.ids))[rank_of]  # of each label
         planes, lower = boundary(labels, rank_of, affinities)
         own = ChunkPart(ids, planes, lower, in_chunk_contacts(labels, len(ids.ids), affinities, rank_of))
-        if self.with_voxels and write:
+        if self.with_voxels and built:
             own.voxels, own.voxel_ids = labels, new_id
-        yield coord, own
+        parts = [(coord, own)]
         for n in self.neighbours(coord):
             axis = next(k for k in range(3) if n[k] != coord[k])
             side = 1 if n[axis] > coord[axis] else -1
-            yield n, ChunkPart(ids, {(axis, side): planes[(axis, side)]}, {axis: lower[axis]} if side < 0 else {})
-
-    def _write_watershed(self, coord, labels, new_id, original, start):
-        """WATERSHED's region of the chunk: `new_id[labels]`."""
-        if self.in_place:
-            watershed = new_id[labels]
-            if not np.array_equal(watershed, original):
-                bad = original[watershed != original].ravel()[0]
-                raise InputError(f"data_source.WATERSHED names SUPERVOXELS, but layer-2 chunk {coord} holds id "
-                                 f"{int(bad)}, which is not chunk-encoded by the rule (it would be rewritten in "
-                                 "place); give WATERSHED a path of its own")
-            return
-        try:
-            within(f"data_source.WATERSHED: {self.urls['watershed']} (layer-2 chunk {coord})",
-                   self._storage("watershed").write_mapped, start, labels, new_id, WATERSHED_GZIP_LEVEL)
-        except InputError:
-            raise
-        except Exception as exc:  # storage errors vary
-            raise InputError(f"data_source.WATERSHED: {self.urls['watershed']} could not be written for layer-2 chunk "
-                             f"{coord}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from None
-
-    def _write_sv_map(self, coord, ids):
-        if self.urls["sv_map"]:
-            data = None  # a chunk without supervoxels has no file (one left by another run is removed)
-            if len(ids):
-                buffer = io.BytesIO()
-                np.save(buffer, ids)  # original id of the new segment id k at position k - 1
-                data = buffer.getvalue()
-            self._folder("sv_map").sync(sv_map_filename(coord), data)
+            parts.append((n, ChunkPart(ids, {(axis, side): planes[(axis, side)]},
+                                       {axis: lower[axis]} if side < 0 else {})))
+        return RelabelledChunk(coord, start, supervoxels, labels, new_id, ids.ids, parts)
 
     # step 2 -------------------------------------------------------------------------------
     def coord_of(self, element):
         return tuple(int(c) for c in element[0])
 
-    def read(self, element, write: bool = True) -> ChunkInputs:
-        """`element`: (chunk, its parts from `read_chunk`). `write`: its EDGES and COMPONENTS files."""
+    def read(self, element) -> ChunkInputs:
+        """`element`: (chunk, its parts from `read_chunk`)."""
         coord = self.coord_of(element)
         parts = {tuple(part.coord): part for part in element[1]}
         if coord not in parts or parts[coord].in_chunk is None:
@@ -236,29 +196,22 @@ class SegmentationReader(ChunkReader):
         check_objects_agree(own.ids, [n.ids for n in neighbours], where)
         prefixes = {c: self._prefix(c) for c in [coord] + [n.coord for n in neighbours]}
         graph = finish_chunk(own, neighbours, prefixes, self.layout.segment_bits(1))
-        if write:  # exactly this run's files: a chunk without edges (components) has none
-            self._folder("edges").sync(edges_filename(coord), encode_edges(graph.edges)
-                                       if any(len(e) for e in graph.edges.values()) else None)
-            self._folder("components").sync(components_filename(coord), encode_components(
-                graph.component_svs, graph.component_labels) if len(graph.component_svs) else None)
         inputs = ChunkInputs(coord, graph.edges, graph.component_svs, graph.component_labels)
         if own.voxels is not None:
             inputs.voxels = (own.voxels, own.voxel_ids)
-        inputs.edges_file = f"{self.urls['edges'].rstrip('/')}/{edges_filename(coord)}"
-        inputs.components_file = f"{self.urls['components'].rstrip('/')}/{components_filename(coord)}"
         return inputs
 
     def preview(self, coords):
-        """`(chunk, ChunkInputs)` of these chunks, in process, writing nothing (a `--test` run's
-        per-chunk counts)."""
+        """`(chunk, ChunkInputs)` of these chunks, in process (a `--test` run's per-chunk
+        counts, `verify`'s expected inputs)."""
         coords = sorted({tuple(int(v) for v in c) for c in coords})
         parts = {c: [] for c in coords}
         for source in sorted({n for c in coords for n in [c, *self.neighbours(c)]}):
-            for target, part in self.read_chunk(source, write=False):
+            for target, part in self.read_chunk(source, built=False).parts:
                 if target in parts:
                     parts[target].append(part)
         for coord in coords:
-            yield coord, self.read((coord, parts[coord]), write=False)
+            yield coord, self.read((coord, parts[coord]))
 
 
 def _scale(info: dict, mip: int) -> dict:

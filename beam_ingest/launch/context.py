@@ -187,14 +187,12 @@ def make_reader(plan: IngestPlan):
     if plan.segmentation is not None:
         from ..inputs.volumes import SegmentationReader
         ic = plan.settings.ingest
-        return SegmentationReader(plan.layout, ds.CV_MIP, ic.SUPERVOXELS, ds.WATERSHED, ds.EDGES, ds.COMPONENTS,
-                                  objects=ic.OBJECTS, affinities=ic.AFFINITIES, sv_map=ic.SV_MAP,
-                                  in_place=plan.segmentation.in_place, fill_missing=plan.fill_missing,
+        return SegmentationReader(plan.layout, ds.CV_MIP, ic.SUPERVOXELS, objects=ic.OBJECTS,
+                                  affinities=ic.AFFINITIES, fill_missing=plan.fill_missing,
                                   with_voxels=plan.cache is not None)
     if plan.raw:
         from ..inputs.raw import RawReader
-        return RawReader(plan.settings.ingest.AGGLOMERATION, plan.layout, ds.DATA_VERSION, plan.resolution,
-                         ds.EDGES, ds.COMPONENTS)
+        return RawReader(plan.settings.ingest.AGGLOMERATION, plan.layout, ds.DATA_VERSION, plan.resolution)
     from ..inputs.precomputed import PrecomputedReader
     return PrecomputedReader(ds.EDGES, ds.COMPONENTS)
 
@@ -210,9 +208,23 @@ def _starting_point(plan, options, coords, identity: str, table: TableState | No
     resuming = table is not None and not table.fresh and not options.test
     if resuming and options.checkpoint_dir and plan.cache is None:  # the cache is written by layer 2: all again
         saved = restart.resume_layer2(options.checkpoint_dir, identity, plan.layout)
-    reader = make_reader(plan)
-    layer2 = VolumeChunks(reader) if plan.segmentation is not None else FileChunks(reader)
+    reader, files = make_reader(plan), chunk_files(plan)
+    layer2 = VolumeChunks(reader, files) if plan.segmentation is not None else FileChunks(reader, files)
     return FromInputs(layer2, coords, saved)
+
+
+def chunk_files(plan: IngestPlan):
+    """What the run writes per layer-2 chunk besides the table (None: nothing, for
+    precomputed input): EDGES and COMPONENTS from raw or segmentation input, and WATERSHED's
+    regions and SV_MAP from segmentation input."""
+    from ..outputs.chunk_files import ChunkFiles
+    ds, ic = plan.settings.data_source, plan.settings.ingest
+    if plan.segmentation is not None:
+        return ChunkFiles(ds.EDGES, ds.COMPONENTS, ic.SV_MAP, ds.WATERSHED, int(ds.CV_MIP),
+                          watershed_in_place=plan.segmentation.in_place)
+    if plan.raw:
+        return ChunkFiles(ds.EDGES, ds.COMPONENTS)
+    return None
 
 
 def check_cache_voxels(plan: IngestPlan, coords) -> None:

@@ -52,10 +52,12 @@ def layer2_coords(pbegin, layout: GraphLayout, coords=None):
 
 
 class FileChunks:
-    """Layer-2 inputs read from files, one chunk at a time."""
+    """Layer-2 inputs read from files, one chunk at a time; `files`: what the layer-2 stage
+    writes of them (outputs.chunk_files.ChunkFiles: EDGES and COMPONENTS of `--raw` input)."""
 
-    def __init__(self, reader: ChunkReader):
+    def __init__(self, reader: ChunkReader, files=None):
         self.reader = reader
+        self.files = files
 
     def elements(self, pbegin, layout: GraphLayout, built: BuiltChunks):
         coords = layer2_coords(pbegin, layout, built.coords)
@@ -68,10 +70,12 @@ class VolumeChunks:
     """Layer-2 inputs computed from segmentation volumes (inputs/volumes.py): step 1 reads
     every chunk a built chunk touches (a `--test` run: its chunks and their face neighbours;
     after a resume: the chunks left and theirs) and the parts are grouped by the chunk they
-    are for; step 2 is the reader's `read` in the build."""
+    are for; step 2 is the reader's `read` in the build. `files`: what the steps write
+    (outputs.chunk_files.ChunkFiles: WATERSHED and SV_MAP in step 1, EDGES and COMPONENTS in 2)."""
 
-    def __init__(self, reader: ChunkReader):
+    def __init__(self, reader: ChunkReader, files=None):
         self.reader = reader
+        self.files = files
 
     def elements(self, pbegin, layout: GraphLayout, built: BuiltChunks):
         reader = self.reader
@@ -85,7 +89,7 @@ class VolumeChunks:
                     lambda c: built(c) or any(built(n) for n in reader.neighbours(c)))
         return (coords
                 | "SpreadChunks" >> beam.Reshuffle()
-                | "ReadSegmentation" >> beam.ParDo(ReadSegmentationChunkFn(reader, built)).with_output_types(
+                | "ReadSegmentation" >> beam.ParDo(ReadSegmentationChunkFn(reader, built, self.files)).with_output_types(
                     typing.Tuple[typing.Tuple[int, int, int], ChunkPart])
                 | "GroupChunkParts" >> beam.GroupByKey())
 
@@ -196,7 +200,7 @@ class BuildGraph(beam.PTransform):
         chunks = (start.layer2.elements(pbegin, self.layout, built)
                   | f"Build{stage}" >> beam.ParDo(
                       BuildLayer2Fn(self.layout, reader, self.fail_at_layer, self.checkpoint_url,
-                                    self.sink.identity, self.lifted, self.cache)))
+                                    self.sink.identity, self.lifted, self.cache, start.layer2.files)))
         proof = self._write_and_prove(_select(chunks, stage, ROWS), 2,
                                       stages.expected_chunks(self.layout, 2, start.coords), saved.acks)
         summaries, roots = _select(chunks, stage, SUMMARY), [_select(chunks, stage, ROOT_BOUND)]

@@ -81,11 +81,13 @@ class _BuildFn(beam.DoFn):
 
 class BuildLayer2Fn(_BuildFn):
     def __init__(self, layout, reader, fail_at_layer=None, checkpoint_url=None, identity="", lifted=False,
-                 cache=None):
-        """`cache`: an l2cache.chunks.CacheSpec: also each chunk's L2 cache rows."""
+                 cache=None, files=None):
+        """`cache`: an l2cache.chunks.CacheSpec: also each chunk's L2 cache rows. `files`: an
+        outputs.chunk_files.ChunkFiles: the chunk's inputs written as EDGES and COMPONENTS."""
         super().__init__(layout, 2, fail_at_layer, checkpoint_url, identity, lifted)
         self.reader = reader
         self.cache = cache
+        self.files = files
 
     def setup(self):
         self.reader.connect()
@@ -115,6 +117,8 @@ class BuildLayer2Fn(_BuildFn):
         start = time.perf_counter()
         requests_before, rounds_before = self.reader.requests, self.reader.rounds
         inputs = self.reader.read(element)
+        if self.files is not None:
+            self.files.write_graph_files(inputs)
         _count("layer2_storage_requests", self.reader.requests - requests_before)
         _count("layer2_storage_rounds", self.reader.rounds - rounds_before)
         read_done = time.perf_counter()
@@ -167,22 +171,29 @@ def _zstd():
 
 
 class ReadSegmentationChunkFn(beam.DoFn):
-    """`--from_segmentation`, step 1: reads a chunk once, writes its WATERSHED region, and sends
-    its part (ids, contacts inside, boundary planes) to itself and its face neighbours.
-    `built(c)`: whether layer-2 chunk `c` is built by this run (the others are read only for
-    their neighbours: chunks done before a resume, or outside a `--test` run's chunks)."""
+    """`--from_segmentation`, step 1: reads a chunk once, writes its WATERSHED region and SV_MAP
+    file (`files`, an outputs.chunk_files.ChunkFiles), and sends its part (ids, contacts inside,
+    boundary planes) to itself and its face neighbours. `built(c)`: whether layer-2 chunk `c`
+    is built by this run (the others are read only for their neighbours: chunks done before a
+    resume, or outside a `--test` run's chunks)."""
 
-    def __init__(self, reader, built):
+    def __init__(self, reader, built, files=None):
         self.reader = reader
         self.built = built
+        self.files = files
 
     def setup(self):
         self.reader.connect()
+        if self.files is not None:
+            self.files.connect()
 
     def process(self, coord):
         start = time.perf_counter()
         requests_before = self.reader.requests
-        for target, part in self.reader.read_chunk(coord, write=self.built(coord)):
+        chunk = self.reader.read_chunk(coord, built=self.built(coord))
+        if self.files is not None and self.built(coord):
+            self.files.write_relabelled(chunk)
+        for target, part in chunk.parts:
             if self.built(target):
                 yield target, part
         _count("segmentation_chunks")

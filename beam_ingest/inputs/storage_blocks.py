@@ -219,3 +219,23 @@ def _decode(content: bytes, encoding, shape, dtype, block_size, background):
         content = bytes(content)  # the label codecs take bytes only (a copy of the small compressed stream)
     return chunks.decode(content, encoding, shape=shape, dtype=dtype, block_size=block_size,
                          background_color=background)
+
+
+def open_blocks(where: str, url: str, mip: int, fill_missing: bool = False) -> StorageBlocks:
+    """The storage blocks of the volume at `url`, scale `mip`, opened as the ingest reads and
+    writes volumes (no cache, unbounded, aligned writes only, empty blocks kept); an error
+    names `where` (a config key and path) and the cause."""
+    from cloudvolume import CloudVolume
+
+    from ..deadline import within
+    from ..errors import InputError
+    try:
+        volume = within(where, CloudVolume, url, mip=mip, progress=False, fill_missing=fill_missing,
+                        bounded=False, cache=False, lru_bytes=0, non_aligned_writes=False,
+                        delete_black_uploads=False, provenance={})
+    except InputError:
+        raise
+    except Exception as exc:  # storage errors vary
+        raise InputError(f"{where} cannot be opened: {type(exc).__name__}: "
+                         f"{' '.join(str(exc).split())[:300]}") from None
+    return StorageBlocks(volume, fill_missing=fill_missing)

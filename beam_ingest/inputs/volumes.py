@@ -19,7 +19,7 @@ from ..deadline import within
 from ..errors import InputError
 from .segmentation import ChunkPart, boundary, check_objects_agree, finish_chunk, in_chunk_contacts, label_chunk, \
     segment_table
-from .storage_blocks import StorageBlocks
+from .storage_blocks import open_blocks
 
 FACES = [tuple(d * (k == axis) for k in range(3)) for axis in range(3) for d in (-1, 1)]
 WATERSHED_ENCODINGS = ("raw", "compressed_segmentation", "compresso", "crackle")  # exact for uint64 ids
@@ -79,7 +79,6 @@ class SegmentationReader(ChunkReader):
         self.fill_missing = fill_missing  # a missing input storage file reads as 0
         self.urls = dict(supervoxels=supervoxels, objects=objects, affinities=affinities)
         self.requests = self.rounds = 0
-        self._volumes = {}
         self._blocks = {}
 
     def __getstate__(self):
@@ -93,29 +92,12 @@ class SegmentationReader(ChunkReader):
         for key in ("supervoxels", "objects", "affinities"):
             self._storage(key)
 
-    def _volume(self, key):
-        url = self.urls[key]
-        if url is None:
-            return None
-        if key not in self._volumes:
-            from cloudvolume import CloudVolume
-            where = f"ingest_config.{key.upper()}: {url}"
-            try:
-                self._volumes[key] = within(where, CloudVolume, url, mip=self.mip, progress=False,
-                                            fill_missing=self.fill_missing, bounded=False, cache=False, lru_bytes=0,
-                                            non_aligned_writes=False, delete_black_uploads=False, provenance={})
-            except InputError:
-                raise
-            except Exception as exc:  # storage errors vary
-                raise InputError(f"{where} cannot be opened: {type(exc).__name__}: "
-                                 f"{' '.join(str(exc).split())[:300]}") from None
-        return self._volumes[key]
-
     def _storage(self, key):
         if self.urls[key] is None:
             return None
         if key not in self._blocks:
-            self._blocks[key] = StorageBlocks(self._volume(key), fill_missing=self.fill_missing)
+            self._blocks[key] = open_blocks(f"ingest_config.{key.upper()}: {self.urls[key]}", self.urls[key],
+                                            self.mip, self.fill_missing)
         return self._blocks[key]
 
     # geometry -----------------------------------------------------------------------------

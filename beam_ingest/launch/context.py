@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import logging
 import time
+import typing
 
 from ..pipeline.build import FileChunks, FromCheckpoint, FromInputs, VolumeChunks
 from ..pipeline.progress import RedisSettings
@@ -18,6 +19,9 @@ from .options import IngestOptions
 from .plan import CachePlan, IngestPlan, check_paths_reach_workers, plan_ingest, probe_outputs
 from .runners import dask_address, dask_connect_s, drops_finish_bundle_outputs, needs_trial, trial_run
 from .table import TableState, prepare_table
+
+if typing.TYPE_CHECKING:
+    from ..store.targets import Target
 
 log = logging.getLogger(__name__)
 DASK_TRIAL_TIMEOUT_S = 60.0  # after check_cluster saw workers import the package, a trial takes seconds
@@ -28,7 +32,7 @@ class RunContext:
     """One run, settled: nothing in it changes once `prepare` returned it."""
     options: IngestOptions  # the whole command line (Beam's options too)
     plan: IngestPlan
-    target: object  # store.targets.Target; None with --skip_writes
+    target: Target | None  # None with --skip_writes
     ingest_ms: int  # every cell's timestamp
     identity: str  # the run identity (store.table_state.RunRecord)
     table: TableState | None  # the prepared table and the launcher's claim; None when nothing is written

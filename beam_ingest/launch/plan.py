@@ -3,11 +3,15 @@ derive the layout; the result is a frozen `IngestPlan`."""
 from __future__ import annotations
 
 import dataclasses
+import typing
 
 from ..errors import ConfigError, InputError
 from ..inputs.watershed import read_watershed_info
 from ..layout import GraphLayout, LayoutError
 from .config import Settings, load_config
+
+if typing.TYPE_CHECKING:
+    from ..inputs.volumes import CheckedVolumes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,7 +37,7 @@ class IngestPlan:
     instance: str | None
     resolution: tuple = (1.0, 1.0, 1.0)
     raw: bool = False  # --raw: the raw agglomeration
-    segmentation: object = None  # --from_segmentation: inputs.volumes.CheckedVolumes
+    segmentation: CheckedVolumes | None = None  # --from_segmentation: what the volumes' check found
     fill_missing: bool = False  # --fill_missing (with --from_segmentation)
     pcg_version: int = 2  # the PyChunkedGraph table version written (2 or 3)
     cache: CachePlan | None = None  # --l2cache_table
@@ -48,9 +52,8 @@ class IngestPlan:
 
 def plan_ingest(config_path: str, graph_id: str, raw: bool = False, segmentation: bool = False,
                 fill_missing: bool = False, pcg_version: int = 2, cache: CachePlan | None = None) -> IngestPlan:
-    """Cheap checks first: config, watershed info, bit budget. Raises with a clear message."""
-    from .options import check_graph_id
-    check_graph_id(graph_id)
+    """Cheap checks first: config, watershed info, bit budget. Raises with a clear message.
+    (`graph_id` is checked where it is given: `IngestOptions.validate`, the commands' parsers.)"""
     settings = load_config(config_path)
     output_keys(settings, raw, segmentation)  # every path's scheme, before anything is read
     ds = settings.data_source

@@ -11,6 +11,7 @@ import time
 from ..errors import TableError
 from ..store import cells
 from ..store.meta import dumps_meta, loads_meta, meta_for
+from ..store.table_state import Claim, RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,8 @@ class TableState:
     """The table this run writes: whose it is (`record`), our claim on it, its ingest time,
     and the completion mark an earlier run of the same identity left (None if it never
     finished). `with state:` releases the claim on the way out, however it is left."""
-    record: object  # store.table_state.RunRecord
-    claim: object  # store.table_state.Claim
+    record: RunRecord
+    claim: Claim
     ingest_ms: int
     complete: dict | None = None
     fresh: bool = True

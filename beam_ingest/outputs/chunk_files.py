@@ -101,20 +101,9 @@ class ChunkFiles:
 
     def _watershed_blocks(self):
         if "_blocks" not in self.__dict__:
-            from cloudvolume import CloudVolume
-
-            from ..inputs.storage_blocks import StorageBlocks
-            where = f"data_source.WATERSHED: {self.watershed}"
-            try:
-                volume = within(where, CloudVolume, self.watershed, mip=self.watershed_mip, progress=False,
-                                fill_missing=False, bounded=False, cache=False, lru_bytes=0,
-                                non_aligned_writes=False, delete_black_uploads=False, provenance={})
-            except InputError:
-                raise
-            except Exception as exc:  # storage errors vary
-                raise InputError(f"{where} cannot be opened: {type(exc).__name__}: "
-                                 f"{' '.join(str(exc).split())[:300]}") from None
-            self.__dict__["_blocks"] = StorageBlocks(volume, fill_missing=False)
+            from ..inputs.storage_blocks import open_blocks
+            self.__dict__["_blocks"] = open_blocks(f"data_source.WATERSHED: {self.watershed}", self.watershed,
+                                                   self.watershed_mip)
         return self.__dict__["_blocks"]
 
     def connect(self) -> None:

@@ -91,6 +91,10 @@ class WatershedVoxels:
 
     def read(self, coord) -> tuple[np.ndarray, np.ndarray]:
         """The chunk's block, `numbered`."""
+        return numbered(self.read_block(coord))
+
+    def read_block(self, coord) -> np.ndarray:
+        """The chunk's block of WATERSHED, its supervoxel ids (x, y, z)."""
         from ..errors import InputError
         from ..deadline import within
         self.connect()
@@ -106,4 +110,4 @@ class WatershedVoxels:
                              f"{' '.join(str(exc).split())[:300]}") from None
         finally:
             self.requests += max(self._blocks.files_read - before, 1)
-        return numbered(np.asarray(block)[..., 0])
+        return np.asarray(block)[..., 0]

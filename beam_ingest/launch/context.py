@@ -82,6 +82,9 @@ def prepare(options: IngestOptions) -> RunContext:
         probe_outputs(plan, options.checkpoint_dir)
         _prove_runner(options)
     check_cache_voxels(plan, test_coords)
+    if plan.ocdbt:  # another graph's copy is refused before anything is created
+        from ..outputs.ocdbt import check_owner
+        check_owner(plan.settings.data_source.WATERSHED, plan.graph_id)
     target = None
     if not options.skip_writes:
         from ..store.targets import resolve_target
@@ -94,6 +97,9 @@ def prepare(options: IngestOptions) -> RunContext:
             undo.callback(table.claim.release)
         ingest_ms, identity = _identity(plan, options, table)
         _create_watershed(plan, options)
+        if plan.ocdbt and not options.is_dry_run() and (table is None or table.complete is None):
+            from ..outputs.ocdbt import prepare_copy
+            prepare_copy(plan.settings.data_source.WATERSHED, plan.graph_id, fresh=table is None or table.fresh)
         start = None  # an earlier run proved the table complete: nothing to build
         if table is None or table.complete is None:
             start = _starting_point(plan, options, test_coords, identity, table)
@@ -112,8 +118,13 @@ def _plan(options: IngestOptions) -> IngestPlan:
     if options.l2cache_table:
         cache = CachePlan(options.cache_table_id(), options.l2cache_cv_path or "",
                           bool(options.l2cache_accept_mismatch))
+    threshold = None
+    if options.ocdbt:
+        from ..outputs.ocdbt import DEFAULT_SV_SPLIT_THRESHOLD
+        threshold = options.sv_split_threshold or DEFAULT_SV_SPLIT_THRESHOLD
     plan = plan_ingest(options.config, options.table_id(), raw=options.raw, segmentation=options.from_segmentation,
-                       fill_missing=bool(options.fill_missing), pcg_version=options.pcg_version, cache=cache)
+                       fill_missing=bool(options.fill_missing), pcg_version=options.pcg_version, cache=cache,
+                       sv_split_threshold=threshold)
     if options.is_dataflow():
         check_paths_reach_workers(plan.settings, options.raw, options.from_segmentation, cache is not None,
                                   options.checkpoint_dir)
@@ -223,11 +234,13 @@ def chunk_files(plan: IngestPlan):
     regions and SV_MAP from segmentation input."""
     from ..outputs.chunk_files import ChunkFiles
     ds, ic = plan.settings.data_source, plan.settings.ingest
+    ocdbt = ds.WATERSHED if plan.ocdbt else None
     if plan.segmentation is not None:
         return ChunkFiles(ds.EDGES, ds.COMPONENTS, ic.SV_MAP, ds.WATERSHED, int(ds.CV_MIP),
-                          watershed_in_place=plan.segmentation.in_place)
-    if plan.raw:
-        return ChunkFiles(ds.EDGES, ds.COMPONENTS)
+                          watershed_in_place=plan.segmentation.in_place, ocdbt=ocdbt)
+    if plan.raw or ocdbt:
+        return ChunkFiles(ds.EDGES if plan.raw else None, ds.COMPONENTS if plan.raw else None, ocdbt=ocdbt,
+                          watershed_mip=int(ds.CV_MIP), ocdbt_from_watershed=ocdbt is not None)
     return None
 
 

@@ -118,6 +118,13 @@ class IngestOptions(PipelineOptions):
             raise ConfigError("--raw and --from_segmentation: choose one input")
         if self.fill_missing and not self.from_segmentation:
             raise ConfigError("--fill_missing: applies to --from_segmentation only")
+        if self.ocdbt and self.pcg_version != 3:
+            raise ConfigError("--ocdbt: needs --pcg_version 3 (supervoxel splitting is a PyChunkedGraph 3.x feature)")
+        if self.sv_split_threshold is not None and not self.ocdbt:
+            raise ConfigError("--sv_split_threshold: applies to --ocdbt only")
+        if self.ocdbt and self.start_layer > 2:
+            raise ConfigError("--start_layer: a restart above layer 2 cannot write the OCDBT copy (it is written by "
+                              "the layer-2 stage); continue with --if_exists=continue instead, which rebuilds layer 2")
         if self.l2cache_table and self.start_layer > 2:
             raise ConfigError("--start_layer: a restart above layer 2 cannot write the L2 cache (it is written by the "
                               "layer-2 stage); continue with --if_exists=continue instead, which rebuilds layer 2")
@@ -236,6 +243,15 @@ class IngestOptions(PipelineOptions):
             help="PyChunkedGraph table version to write: 2 (default) or 3 (adds family 4 with every non-root "
                  "node's lifted cross edges, layer-1 chunk counters and version 3.1.7, for PyChunkedGraph 3.x "
                  "servers; " + shipped("docs/table-format.md") + ", version 3).")
+        add_flag(
+            parser, "--ocdbt", False,
+            help="With --pcg_version 3: a table in which PyChunkedGraph 3.x can split supervoxels. The meta says "
+                 "so, and the run copies WATERSHED's base scale, chunk by chunk, into the OCDBT volume "
+                 "<WATERSHED>/ocdbt/base that the server edits (" + shipped("docs/pychunkedgraph.md") + ").")
+        parser.add_argument(
+            "--sv_split_threshold", type=int_in(1), default=None,
+            help="With --ocdbt: the distance threshold the server matches split edges with (the meta's "
+                 "sv_split_threshold; default 10, PyChunkedGraph's).")
         parser.add_argument(
             "--l2cache_table", default=None,
             help="Also write CAVE's L2 cache (per-layer-2-node volume, area, representative point, thickness, "

@@ -41,17 +41,33 @@ class IngestPlan:
     fill_missing: bool = False  # --fill_missing (with --from_segmentation)
     pcg_version: int = 2  # the PyChunkedGraph table version written (2 or 3)
     cache: CachePlan | None = None  # --l2cache_table
+    sv_split_threshold: int | None = None  # --ocdbt: the meta's threshold (None without --ocdbt)
+
+    @property
+    def ocdbt(self) -> bool:
+        return self.sv_split_threshold is not None
+
+    def custom_data(self) -> dict | None:
+        """The graph meta's `custom_data` (None: none)."""
+        if not self.ocdbt:
+            return None
+        from ..outputs.ocdbt import custom_data
+        return custom_data(self.sv_split_threshold)
 
     def run_inputs(self) -> dict:
         """What defines the graph's content and outputs (the run identity)."""
         from ..store.table_state import run_inputs
         segmentation = {"fill_missing": self.fill_missing} if self.segmentation is not None else None
-        return run_inputs(self.settings, self.raw, self.pcg_version, segmentation,
-                          self.cache.identity() if self.cache is not None else None)
+        inputs = run_inputs(self.settings, self.raw, self.pcg_version, segmentation,
+                            self.cache.identity() if self.cache is not None else None)
+        if self.ocdbt:  # absent without: earlier runs' identities stay as they were
+            inputs["ocdbt"] = {"sv_split_threshold": self.sv_split_threshold}
+        return inputs
 
 
 def plan_ingest(config_path: str, graph_id: str, raw: bool = False, segmentation: bool = False,
-                fill_missing: bool = False, pcg_version: int = 2, cache: CachePlan | None = None) -> IngestPlan:
+                fill_missing: bool = False, pcg_version: int = 2, cache: CachePlan | None = None,
+                sv_split_threshold: int | None = None) -> IngestPlan:
     """Cheap checks first: config, watershed info, bit budget. Raises with a clear message.
     (`graph_id` is checked where it is given: `IngestOptions.validate`, the commands' parsers.)"""
     settings = load_config(config_path)
@@ -64,6 +80,8 @@ def plan_ingest(config_path: str, graph_id: str, raw: bool = False, segmentation
     else:
         _check_graph_inputs(settings, raw)
     layout, ws = layout_for(settings.graph_config, ds, volumes.geometry if volumes is not None else None)
+    if sv_split_threshold is not None:
+        _check_ocdbt(ds, ws)
     if raw:
         _check_not_empty("ingest_config.AGGLOMERATION", settings.ingest.AGGLOMERATION.rstrip("/") + "/chunked_rg",
                          "in_chunk_0_", "in_chunk_0_<x>_<y>_<z>.data files under")
@@ -71,7 +89,20 @@ def plan_ingest(config_path: str, graph_id: str, raw: bool = False, segmentation
         _check_not_empty("data_source.EDGES", ds.EDGES, "edges_", "edges_<x>_<y>_<z>.proto.zst files under")
     return IngestPlan(graph_id, settings, layout, settings.backend.PROJECT, settings.backend.INSTANCE,
                       ws.resolution, raw=raw, segmentation=volumes, fill_missing=fill_missing,
-                      pcg_version=pcg_version, cache=cache)
+                      pcg_version=pcg_version, cache=cache, sv_split_threshold=sv_split_threshold)
+
+
+def _check_ocdbt(data_source, watershed_info) -> None:
+    """`--ocdbt`: tensorstore installed, and a WATERSHED whose copy PyChunkedGraph 3.x opens."""
+    from ..outputs.ocdbt import check_watershed
+    try:
+        import tensorstore  # noqa: F401
+    except ImportError:
+        raise ConfigError("--ocdbt: needs tensorstore (pip install tensorstore)") from None
+    if int(data_source.CV_MIP) != 0:
+        raise ConfigError(f"--ocdbt: data_source.CV_MIP is {data_source.CV_MIP}; the OCDBT copy is of WATERSHED's "
+                          "base scale, which PyChunkedGraph 3.x reads at the graph's own voxels: build at CV_MIP 0")
+    check_watershed(data_source.WATERSHED, watershed_info.voxel_offset)
 
 
 def _check_graph_inputs(settings, raw: bool) -> None:

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 def meta_mismatch(plan):
     """A function telling why a table's meta cell describes another graph (or None)."""
-    ours = meta_for(plan.graph_id, plan.settings)
+    ours = meta_for(plan.graph_id, plan.settings, plan.custom_data())
 
     def compare(existing: bytes):
         try:
@@ -153,7 +153,7 @@ def _start_fresh(plan, meta, claim, ingest_ms, inputs) -> TableState:
     if ingest_ms is None:
         ingest_ms = int(time.time() * 1000)
     record = table_state.RunRecord.new(plan.graph_id, ingest_ms, inputs)
-    meta_bytes = dumps_meta(meta_for(plan.graph_id, plan.settings))
+    meta_bytes = dumps_meta(meta_for(plan.graph_id, plan.settings, plan.custom_data()))
     meta.write({table_state.RUN: record.to_json()}, ingest_ms)
     meta.write({cells.META: meta_bytes}, ingest_ms, row_key=cells.META_ROW)
     meta.write({cells.VERSION: cells.VERSION_STRINGS[plan.pcg_version].encode()}, ingest_ms,

@@ -3,7 +3,9 @@
 - EDGES and COMPONENTS (with `--raw` and `--from_segmentation`): the chunk's inputs in the
   precomputed format, written by the layer-2 stage once it has read them;
 - WATERSHED's region and SV_MAP (with `--from_segmentation`): the chunk's relabelled
-  supervoxels and their original ids, written by the stage that reads the volumes.
+  supervoxels and their original ids, written by the stage that reads the volumes;
+- the box of the OCDBT copy of WATERSHED (`--ocdbt`, outputs/ocdbt.py): from the relabelled
+  chunk with `--from_segmentation`, else from the WATERSHED block the layer-2 stage reads.
 
 Each file holds exactly this run's data (`files.OutputFolder`). A `ChunkFiles` travels to
 the workers with the job: it holds paths only, and each worker opens its own connections.
@@ -39,6 +41,8 @@ class ChunkFiles:
     watershed: str | None = None
     watershed_mip: int = 0
     watershed_in_place: bool = False
+    ocdbt: str | None = None  # --ocdbt: the WATERSHED whose copy is written
+    ocdbt_from_watershed: bool = False  # its boxes come from WATERSHED blocks (precomputed and raw input)
 
     def __getstate__(self):
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -71,6 +75,8 @@ class ChunkFiles:
         WATERSHED region, `new_id[labels]`, and its SV_MAP file."""
         if self.watershed:
             self._write_watershed(chunk)
+        if self.ocdbt:
+            self.write_copy(chunk.coord, chunk.start, chunk.new_id[chunk.labels])
         if self.sv_map:
             data = None  # a chunk without supervoxels has no file (one left by another run is removed)
             if len(chunk.original_ids):
@@ -78,6 +84,13 @@ class ChunkFiles:
                 np.save(buffer, chunk.original_ids)  # original id of the new segment id k at position k - 1
                 data = buffer.getvalue()
             self._folder("sv_map").sync(sv_map_filename(chunk.coord), data)
+
+    def write_copy(self, coord, start, voxels: np.ndarray) -> None:
+        """The chunk's box of WATERSHED's OCDBT copy: `voxels`, its supervoxel ids, at `start`."""
+        if "_copy" not in self.__dict__:
+            from .ocdbt import CopyWriter
+            self.__dict__["_copy"] = CopyWriter(self.ocdbt)
+        self.__dict__["_copy"].write(coord, start, voxels)
 
     def _write_watershed(self, chunk) -> None:
         coord = chunk.coord

@@ -91,16 +91,33 @@ class BuildLayer2Fn(_BuildFn):
 
     def setup(self):
         self.reader.connect()
-        self.voxels = None
+        self.voxels = None  # WATERSHED's blocks, read once per chunk for the L2 cache and the OCDBT copy
+        url, mip = None, 0
         if self.cache is not None and self.cache.watershed:
+            url, mip = self.cache.watershed, self.cache.mip
+        elif self.files is not None and self.files.ocdbt_from_watershed:
+            url, mip = self.files.ocdbt, self.files.watershed_mip
+        if url is not None:
             from ..l2cache.chunks import WatershedVoxels
-            self.voxels = WatershedVoxels(self.cache.watershed, self.cache.mip, self.layout)
+            self.voxels = WatershedVoxels(url, mip, self.layout)
             self.voxels.connect()
 
-    def _cache_rows(self, inputs, rows, coord):
-        from ..l2cache.chunks import cache_rows
+    def _watershed_block(self, coord):
+        """WATERSHED's block of the chunk when the cache or the OCDBT copy needs it (else None);
+        the copy's box is written here, before the chunk's rows go on."""
+        if self.voxels is None:
+            return None
+        block = self.voxels.read_block(coord)
+        if self.files is not None and self.files.ocdbt_from_watershed:
+            start = time.perf_counter()
+            self.files.write_copy(coord, self.layout.voxel_box(coord)[0], block)
+            _count("ocdbt_us", (time.perf_counter() - start) * 1e6)
+        return block
+
+    def _cache_rows(self, inputs, rows, coord, block):
+        from ..l2cache.chunks import cache_rows, numbered
         start = time.perf_counter()
-        voxels = inputs.voxels if inputs.voxels is not None else self.voxels.read(coord)
+        voxels = inputs.voxels if inputs.voxels is not None else numbered(block)
         found, (without, unknown) = cache_rows(voxels, self.layout.chunk_size, rows, self.cache.resolution)
         _count("l2cache_us", (time.perf_counter() - start) * 1e6)
         _count("l2cache_rows", len(found))
@@ -133,8 +150,9 @@ class BuildLayer2Fn(_BuildFn):
             _count("layer2_far_edges", stats.far_edges)
             log.warning("layer-2 chunk %s: %d edges to a chunk that is not a neighbour (kept as given)",
                         tuple(coord), stats.far_edges)
+        block = self._watershed_block(coord)
         if self.cache is not None:  # before the rows: the build's outputs may be consumed in place
-            yield CACHE_ROWS, (tuple(int(c) for c in coord), *self._cache_rows(inputs, rows, coord))
+            yield CACHE_ROWS, (tuple(int(c) for c in coord), *self._cache_rows(inputs, rows, coord, block))
         yield from self._emit(rows, summary, root_bound, coord, stats.svs)
 
 

@@ -65,14 +65,14 @@ class _MetaPickler(pickle._Pickler):
     dispatch[type] = _save_class
 
 
-def meta_for(graph_id: str, settings) -> ChunkedGraphMeta:
+def meta_for(graph_id: str, settings, custom_data: dict | None = None) -> ChunkedGraphMeta:
     gc, ds = settings.graph_config, settings.data_source
     graph_config = GraphConfig(
         ID=graph_id, ID_PREFIX=gc.ID_PREFIX, CHUNK_SIZE=list(gc.CHUNK_SIZE), FANOUT=gc.FANOUT,
         LAYER_ID_BITS=gc.LAYER_ID_BITS, SPATIAL_BITS=gc.SPATIAL_BITS)
     data_source = DataSource(EDGES=ds.EDGES, COMPONENTS=ds.COMPONENTS, WATERSHED=ds.WATERSHED,
                              DATA_VERSION=ds.DATA_VERSION, CV_MIP=ds.CV_MIP)
-    return ChunkedGraphMeta(graph_config, data_source)
+    return ChunkedGraphMeta(graph_config, data_source, custom_data)
 
 
 def dumps_meta(meta: ChunkedGraphMeta) -> bytes:

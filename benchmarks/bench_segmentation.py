@@ -8,6 +8,7 @@
     .venv/bin/python benchmarks/bench_segmentation.py --sharded         # inputs in shard files
     .venv/bin/python benchmarks/bench_segmentation.py --without_affinities   # supervoxels and objects only
     .venv/bin/python benchmarks/bench_segmentation.py --l2cache --repeat 3   # what --l2cache_table adds
+    .venv/bin/python benchmarks/bench_segmentation.py --ocdbt --repeat 3     # what --ocdbt's copy adds
 
 Generates synthetic volumes (supervoxels, objects, affinities; cached under --data) with
 `generate --segmentation`, then runs the whole ingest from them in a fresh process with
@@ -75,18 +76,20 @@ def child(config: str, extra: list) -> dict:
 
 
 def dataset(args, chunks, storage) -> str:
-    """The config of synthetic volumes of `chunks` layer-2 chunks (generated once, then cached)."""
+    """The config of synthetic volumes of `chunks` layer-2 chunks (generated once, then cached);
+    with --ocdbt at voxel offset 0 (the only volumes PyChunkedGraph 3.x opens the copy of)."""
     from beam_ingest.synthetic.segmentation import SegmentationSpec, generate_segmentation
     size = [n * c for n, c in zip(chunks, args.chunk_size)]
     folder = os.path.join(args.data, "seg_" + "x".join(map(str, size)) + "_chunk_"
                           + "x".join(map(str, args.chunk_size)) + "_storage_" + "x".join(map(str, storage))
-                          + f"_sv{args.voxels_per_sv:g}")
+                          + f"_sv{args.voxels_per_sv:g}" + ("_origin" if args.ocdbt else ""))
     config = os.path.join(folder, "config.yml")
     if not os.path.exists(config):
         print(f"generating {size} voxels ({chunks} chunks of {args.chunk_size}) under {folder}", flush=True)
+        offset = {"voxel_offset": (0, 0, 0)} if args.ocdbt else {}
         generate_segmentation(folder, SegmentationSpec(chunks=tuple(chunks), chunk_size=tuple(args.chunk_size),
                                                        partial_last_chunk=False, voxels_per_sv=args.voxels_per_sv,
-                                                       seed=42, storage_chunk=args.storage_chunk))
+                                                       seed=42, storage_chunk=args.storage_chunk, **offset))
     if args.sharded:
         config = sharded_config(folder, config)
     return without_affinities(config) if args.without_affinities else config
@@ -170,6 +173,9 @@ def main(argv=None):
     parser.add_argument("--l2cache", action="store_true",
                         help="also run every ingest with --l2cache_table (computed, then dropped with the rows) and "
                         "report what the L2 cache adds (target: at most 30%%)")
+    parser.add_argument("--ocdbt", action="store_true",
+                        help="run every ingest as a version-3 table, and also with --ocdbt, and report what writing "
+                        "WATERSHED's OCDBT copy adds and its bytes per voxel (volumes at voxel offset 0)")
     parser.add_argument("--data", default=os.path.join(ROOT, "bench_data"))
     args = parser.parse_args(argv)
     chunks = tuple(s // c for s, c in zip(args.size, args.chunk_size))
@@ -179,13 +185,16 @@ def main(argv=None):
     few = (2, 2, 2) if chunks[0] * chunks[1] * chunks[2] > 8 else (1, 1, 1)
     small = dataset(args, few, storage) if few != chunks else None
     cpus = sorted(os.sched_getaffinity(0))[:1]
-    runs, small_runs, cache_runs = [], [], []
+    runs, small_runs, cache_runs, ocdbt_runs = [], [], [], []
+    version = ["--pcg_version=3"] if args.ocdbt else []
     for _ in range(max(args.repeat, 1)):
-        runs.append(ingest(config, cpus))
+        runs.append(ingest(config, cpus, version))
         if small:
-            small_runs.append(ingest(small, cpus))
+            small_runs.append(ingest(small, cpus, version))
         if args.l2cache:
-            cache_runs.append(ingest(config, cpus, ["--l2cache_table=bench-l2"]))
+            cache_runs.append(ingest(config, cpus, version + ["--l2cache_table=bench-l2"]))
+        if args.ocdbt:
+            ocdbt_runs.append({**ingest(config, cpus, version + ["--ocdbt"]), "copy_bytes": copy_bytes(config)})
     r = min(runs, key=lambda x: x["cpu_s"])
     if len(runs) > 1:
         cpu = ", ".join(f"{x['cpu_s']:.1f}" for x in runs)
@@ -226,14 +235,41 @@ def main(argv=None):
           f"{r['chunk_voxels']:,} voxels ({chunk_mb:.0f} MB as {inputs}); the in-process runner also holds every "
           "chunk's part between the two steps (its boundary planes and contacts; Dataflow shuffles them)")
     if cache_runs:
-        w = min(cache_runs, key=lambda x: x["cpu_s"])
-        wc = w["counters"]
+        w, wc, rate = _with_option(cache_runs, "l2cache_us", voxels)
         print(f"with --l2cache_table: {w['wall_s']:.1f} s wall, {w['cpu_s']:.1f} CPU s, "
-              f"{wc.get('l2cache_rows', 0):,} cache rows; the cache's own step {wc.get('l2cache_us', 0) / 1e6:.1f} s "
-              f"({voxels / max(wc.get('l2cache_us', 1) / 1e6, 1e-9) / 1e6:.2f} M voxels/s); "
+              f"{wc.get('l2cache_rows', 0):,} cache rows; the cache's own step {rate}; "
               f"**{w['cpu_s'] / r['cpu_s']:.2f}x the CPU of the run without** (target <= 1.30x), "
               f"peak RSS {w['peak_rss_mb']:.0f} MB")
+    if ocdbt_runs:
+        o, _, rate = _with_option(ocdbt_runs, "ocdbt_us", voxels)
+        print(f"with --ocdbt: {o['wall_s']:.1f} s wall, {o['cpu_s']:.1f} CPU s; writing the copy {rate}; "
+              f"**{o['cpu_s'] / r['cpu_s']:.2f}x the CPU of the same version-3 run without**; the copy holds "
+              f"{o['copy_bytes']:,} bytes, **{o['copy_bytes'] / voxels:.3f} bytes per voxel** "
+              f"(WATERSHED itself: {watershed_bytes(config) / voxels:.3f})")
     return 0
+
+
+def _with_option(runs, step: str, voxels: int):
+    """The fastest run with an option, its counters, and its own step's time and rate."""
+    fastest = min(runs, key=lambda x: x["cpu_s"])
+    counters = fastest["counters"]
+    step_s = counters.get(step, 0) / 1e6
+    return fastest, counters, f"{step_s:.1f} s ({voxels / max(step_s, 1e-9) / 1e6:.2f} M voxels/s)"
+
+
+def _folder_bytes(path: str) -> int:
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
+
+
+def copy_bytes(config: str) -> int:
+    """The bytes of WATERSHED's OCDBT copy left by the last run."""
+    return _folder_bytes(os.path.join(os.path.dirname(config), "watershed", "ocdbt"))
+
+
+def watershed_bytes(config: str) -> int:
+    """The bytes of WATERSHED's own chunk files (its OCDBT copy left out)."""
+    folder = os.path.join(os.path.dirname(config), "watershed")
+    return _folder_bytes(folder) - _folder_bytes(os.path.join(folder, "ocdbt"))
 
 
 if __name__ == "__main__":

@@ -292,6 +292,7 @@ def test_status_prints_what_operating_md_shows(tmp_path, bigtable_emulator, docs
     ["benchmarks/bench_ingest.py", "--sizes", "1e4"],
     ["benchmarks/bench_sink.py", "--size", "1e4"],
     ["benchmarks/bench_dask.py", "--size", "1e4"],
+    ["benchmarks/bench_segmentation.py", "--ocdbt", "--size", "128", "128", "64", "--chunk_size", "64", "64", "32"],
 ], ids=lambda c: c[0])
 def test_the_benchmarks_performance_md_shows_run_at_a_small_size(command, tmp_path):
     """performance.md's benchmark commands take minutes as written (not run above): the same

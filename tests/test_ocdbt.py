@@ -140,3 +140,34 @@ def test_two_worker_processes_write_one_copy(volumes, tmp_path, graph_id):
                "--direct_running_mode=multi_processing", "--direct_num_workers=2", "--write_batch_rows=50")
     watershed = f"file://{tmp_path}/watershed"
     np.testing.assert_array_equal(the_copy(watershed), watershed_voxels(watershed))
+
+
+def test_verify_compares_the_copy_and_finds_a_damaged_box(volumes, tmp_path, graph_id, capsys):
+    from beam_ingest.cli import main as cli
+    config = _config(volumes, tmp_path)
+    run_ingest(config, graph_id, "--from_segmentation", "--pcg_version=3", "--ocdbt")
+    capsys.readouterr()
+    assert cli(["verify", "--config", config, "--graph_id", graph_id, "--from_segmentation", "--sample", "100"]) == 0
+    out = capsys.readouterr().out
+    assert "the OCDBT copy's boxes of 12 chunk(s)" in out and "OK:" in out, out
+    watershed = f"file://{tmp_path}/watershed"
+    store = pcg_open_copy(watershed)
+    store[0:2, 0:2, 0:1, 0].write(np.full((2, 2, 1), 12345, np.uint64)).result()  # as a bad split would
+    assert cli(["verify", "--config", config, "--graph_id", graph_id, "--from_segmentation", "--sample", "100"]) == 1
+    out = capsys.readouterr().out
+    assert "layer-2 chunk (0, 0, 0): its box of the OCDBT copy differs from WATERSHED in 4 of" in out, out
+
+
+def test_a_failed_run_continued_ends_with_the_same_copy(volumes, tmp_path, graph_id):
+    """With a checkpoint, the continued run skips the layer-2 chunks done before: their boxes
+    must be the ones the first run wrote (the copy is kept, not made afresh)."""
+    config = _config(volumes, tmp_path)
+    checkpoint = f"--checkpoint_dir=file://{tmp_path}/checkpoint"
+    with pytest.raises(Exception, match="injected failure at layer 3"):
+        run_ingest(config, graph_id, "--from_segmentation", "--pcg_version=3", "--ocdbt", "--fail_at_layer=3",
+                   checkpoint)
+    _, counters, _ = run_ingest(config, graph_id, "--from_segmentation", "--pcg_version=3", "--ocdbt",
+                                "--if_exists=continue", checkpoint)
+    assert counters.get("layer2_chunks", 0) == 0  # every layer-2 chunk came from the checkpoint
+    watershed = f"file://{tmp_path}/watershed"
+    np.testing.assert_array_equal(the_copy(watershed), watershed_voxels(watershed))

@@ -37,6 +37,7 @@ class Report:
     files_checked: int = 0  # chunks whose EDGES/COMPONENTS files were compared with their inputs
     l2cache_checked: int = 0  # L2 cache rows compared with a recomputation
     l2cache_keys: str = ""  # what the scan of every L2 cache row key found
+    ocdbt_checked: int = 0  # chunks whose box of the OCDBT copy was compared with WATERSHED (--ocdbt)
     requested: int = 0  # --sample
     total: int = 0  # layer-2 chunks of the graph (or of the given coords)
 
@@ -56,7 +57,8 @@ class Report:
                  f"{self.edges_checked} active cross-chunk edges ({self.one_sided} one-sided, tolerated)"
                  + (f", {self.lifted_checked} lifted cross-edge cells (version 3)" if self.lifted_checked else "")
                  + (f", the EDGES/COMPONENTS files of {self.files_checked} chunk(s)" if self.files_checked else "")
-                 + (f", {self.l2cache_checked} L2 cache rows" if self.l2cache_checked else "")]
+                 + (f", {self.l2cache_checked} L2 cache rows" if self.l2cache_checked else "")
+                 + (f", the OCDBT copy's boxes of {self.ocdbt_checked} chunk(s)" if self.ocdbt_checked else "")]
         for coord, svs, nodes in self.chunks:
             lines.append(f"  chunk {coord}: {svs} SVs, {nodes} nodes")
         if self.l2cache_keys:
@@ -169,11 +171,12 @@ def check_cache_keys(graph_table, layout, cache: CacheCheck, report: Report) -> 
 
 
 def verify(table, layout, reader, sample: int = 10, seed: int = 0, coords=None, pcg_version: int = 2,
-           files: dict | None = None, cache: CacheCheck | None = None) -> Report:
+           files: dict | None = None, cache: CacheCheck | None = None, copy: CopyCheck | None = None) -> Report:
     """`files`: `{"edges": url, "components": url}` the run wrote (with --raw or
     --from_segmentation, where `reader` computes the inputs from the raw data): each sampled
     chunk's files must hold exactly what the inputs give (none for a chunk without any).
-    `cache`: each sampled chunk's L2 cache rows must equal a recomputation from WATERSHED."""
+    `cache`: each sampled chunk's L2 cache rows must equal a recomputation from WATERSHED.
+    `copy`: each sampled chunk's box of WATERSHED's OCDBT copy must equal WATERSHED's."""
     report = Report()
     view = TableView(table)
     inputs_cache = {}
@@ -192,6 +195,8 @@ def verify(table, layout, reader, sample: int = 10, seed: int = 0, coords=None, 
         rows, _, root_bound, stats = build_layer2(inputs_of(coord), layout, lifted=pcg_version >= 3)
         if files:
             _check_files(coord, inputs_of(coord), files, report)
+        if copy is not None:
+            _check_copy(coord, layout, copy, report)
         if stats.svs == 0:
             report.empty_chunks += 1
             continue
@@ -205,6 +210,25 @@ def verify(table, layout, reader, sample: int = 10, seed: int = 0, coords=None, 
         check_cache_keys(table, layout, cache, report)
     report.mismatches += view.foreign
     return report
+
+
+@dataclasses.dataclass
+class CopyCheck:
+    """WATERSHED's OCDBT copy to check (`--ocdbt` tables): the copy, opened as PyChunkedGraph
+    opens it (a tensorstore), and a reader of WATERSHED's blocks (l2cache.chunks.WatershedVoxels)."""
+    store: object
+    voxels: object
+
+
+def _check_copy(coord, layout, copy: CopyCheck, report):
+    start, stop = (np.asarray(v, np.int64) for v in layout.voxel_box(coord))
+    expected = copy.voxels.read_block(coord)
+    found = np.asarray(copy.store[start[0]:stop[0], start[1]:stop[1], start[2]:stop[2], 0].read().result())
+    differ = int(np.count_nonzero(found != expected))
+    if differ:
+        report.mismatches.append(f"layer-2 chunk {coord}: its box of the OCDBT copy differs from WATERSHED in "
+                                 f"{differ} of {expected.size} voxels")
+    report.ocdbt_checked += 1
 
 
 def _check_cache(coord, rows, layout, cache: CacheCheck, report):

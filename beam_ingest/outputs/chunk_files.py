@@ -87,10 +87,16 @@ class ChunkFiles:
 
     def write_copy(self, coord, start, voxels: np.ndarray) -> None:
         """The chunk's box of WATERSHED's OCDBT copy: `voxels`, its supervoxel ids, at `start`."""
+        import time
+
+        from ..metrics import count
+        began = time.perf_counter()
         if "_copy" not in self.__dict__:
             from .ocdbt import CopyWriter
             self.__dict__["_copy"] = CopyWriter(self.ocdbt)
         self.__dict__["_copy"].write(coord, start, voxels)
+        count("ocdbt_us", (time.perf_counter() - began) * 1e6)
+        count("ocdbt_voxels", voxels.size)
 
     def _write_watershed(self, chunk) -> None:
         coord = chunk.coord

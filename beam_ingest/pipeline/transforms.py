@@ -109,9 +109,7 @@ class BuildLayer2Fn(_BuildFn):
             return None
         block = self.voxels.read_block(coord)
         if self.files is not None and self.files.ocdbt_from_watershed:
-            start = time.perf_counter()
             self.files.write_copy(coord, self.layout.voxel_box(coord)[0], block)
-            _count("ocdbt_us", (time.perf_counter() - start) * 1e6)
         return block
 
     def _cache_rows(self, inputs, rows, coord, block):

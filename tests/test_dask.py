@@ -231,3 +231,17 @@ def test_progress_on_the_dask_cluster(dataset, graph_id, dask_cluster, slow_writ
     seen = progress_lines(caplog)
     check_layer2_moves(seen, plan.layout.chunk_count(2))
     assert seen["roots"][-1][:3] == (256, 256, "done")
+
+
+def test_ocdbt_copy_on_the_dask_cluster(tmp_path, graph_id, dask_cluster):
+    """Two worker processes write one OCDBT copy, no coordinator: it equals WATERSHED voxel
+    for voxel, opened as PyChunkedGraph 3.x opens it."""
+    import numpy as np
+
+    from beam_ingest.synthetic.segmentation import SegmentationSpec, generate_segmentation
+    from test_ocdbt import the_copy, watershed_voxels
+    info = generate_segmentation(str(tmp_path / "data"), SegmentationSpec(seed=23, voxel_offset=(0, 0, 0)))
+    run_ingest(info["config"], graph_id, "--from_segmentation", "--pcg_version=3", "--ocdbt",
+               "--write_batch_rows=50", *dask_args(dask_cluster))
+    watershed = f"file://{tmp_path}/data/watershed"
+    np.testing.assert_array_equal(the_copy(watershed), watershed_voxels(watershed))

@@ -171,3 +171,25 @@ def test_a_failed_run_continued_ends_with_the_same_copy(volumes, tmp_path, graph
     assert counters.get("layer2_chunks", 0) == 0  # every layer-2 chunk came from the checkpoint
     watershed = f"file://{tmp_path}/watershed"
     np.testing.assert_array_equal(the_copy(watershed), watershed_voxels(watershed))
+
+
+def test_the_copy_on_gcs(volumes, tmp_path, graph_id, gcs_server, monkeypatch):
+    """WATERSHED and its copy on gs:// (fake-gcs-server: tensorstore's GCS driver is pointed at
+    it as STORAGE_EMULATOR_HOST points google-cloud-storage at it)."""
+    monkeypatch.setenv("TENSORSTORE_GCS_HTTP_URL", os.environ["STORAGE_EMULATOR_HOST"])
+    base = f"{gcs_server}/ocdbt-{graph_id}"
+    config = _config(volumes, tmp_path, WATERSHED=f"{base}/watershed", EDGES=f"{base}/edges",
+                     COMPONENTS=f"{base}/components")
+    run_ingest(config, graph_id, "--from_segmentation", "--pcg_version=3", "--ocdbt", "--write_batch_rows=50")
+    watershed = f"{base}/watershed"
+    np.testing.assert_array_equal(the_copy(watershed), watershed_voxels(watershed))
+
+
+def test_recreate_over_our_own_copy_ends_equal_to_watershed(volumes, tmp_path, graph_id):
+    config = _config(volumes, tmp_path)
+    run_ingest(config, graph_id, "--from_segmentation", "--pcg_version=3", "--ocdbt")
+    watershed = f"file://{tmp_path}/watershed"
+    pcg_open_copy(watershed)[0:4, 0:4, 0:2, 0].write(np.full((4, 4, 2), 777, np.uint64)).result()
+    assert (the_copy(watershed) == 777).sum() == 32
+    run_ingest(config, graph_id, "--from_segmentation", "--pcg_version=3", "--ocdbt", "--if_exists=recreate")
+    np.testing.assert_array_equal(the_copy(watershed), watershed_voxels(watershed))

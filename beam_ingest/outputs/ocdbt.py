@@ -63,15 +63,14 @@ def check_watershed(watershed: str, voxel_offset) -> None:
 
 
 def open_copy(watershed: str, create: bool = False):
-    """The copy, opened as PyChunkedGraph opens it (`create`: made afresh, an existing one
-    deleted first)."""
+    """The copy, opened as PyChunkedGraph opens it (`create`: made, where there is none)."""
     import tensorstore as ts
     where = f"data_source.WATERSHED: {watershed}"
     try:
         schema = within(where, lambda: ts.open({"driver": "neuroglancer_precomputed", "kvstore": watershed},
                                                read=True).result().schema)
         return within(f"{where} (its OCDBT copy)", lambda: ts.open(
-            copy_spec(watershed), create=create, delete_existing=create, rank=schema.rank, dtype=schema.dtype,
+            copy_spec(watershed), create=create, rank=schema.rank, dtype=schema.dtype,
             codec=schema.codec, domain=schema.domain, shape=schema.shape, chunk_layout=schema.chunk_layout,
             dimension_units=schema.dimension_units).result())
     except InputError:
@@ -118,6 +117,10 @@ def prepare_copy(watershed: str, graph_id: str, fresh: bool) -> None:
             return
         except InputError:
             pass  # no copy yet (the earlier run stopped before making it): make it
+    folder = _folder(watershed)  # ours (check_owner): emptied here, not by tensorstore's delete of a key range
+    names = within(f"data_source.WATERSHED: {watershed}", lambda: list(folder.list()))
+    if names:
+        within(f"data_source.WATERSHED: {watershed}", folder.delete, names)
     open_copy(watershed, create=True)
     _folder(watershed).put(MARKER, json.dumps({"graph_id": graph_id}).encode(), content_type="application/json",
                            compress=None)

@@ -158,18 +158,33 @@ def test_verify_compares_the_copy_and_finds_a_damaged_box(volumes, tmp_path, gra
     assert "layer-2 chunk (0, 0, 0): its box of the OCDBT copy differs from WATERSHED in 4 of" in out, out
 
 
-def test_a_failed_run_continued_ends_with_the_same_copy(volumes, tmp_path, graph_id):
-    """With a checkpoint, the continued run skips the layer-2 chunks done before: their boxes
-    must be the ones the first run wrote (the copy is kept, not made afresh)."""
+def test_a_failed_run_continued_rewrites_what_is_missing_and_ends_identical(volumes, tmp_path, graph_id):
+    """A run stopped before half of its layer-2 chunks were acknowledged (their acks dropped
+    from the checkpoint, their boxes of the copy wiped, as a kill would leave them): the
+    continued run rebuilds those chunks and writes their boxes again; the others it skips,
+    keeping the boxes the first run wrote (the copy is kept, not made afresh)."""
     config = _config(volumes, tmp_path)
     checkpoint = f"--checkpoint_dir=file://{tmp_path}/checkpoint"
     with pytest.raises(Exception, match="injected failure at layer 3"):
         run_ingest(config, graph_id, "--from_segmentation", "--pcg_version=3", "--ocdbt", "--fail_at_layer=3",
                    checkpoint)
+    acks = sorted((tmp_path / "checkpoint" / "acks" / "layer2").iterdir())
+    record = json.loads(acks[0].read_text())
+    kept = len(record["coords"]) // 2
+    lost = [tuple(c) for c in record["coords"][kept:]]
+    record["coords"], record["counts"] = record["coords"][:kept], record["counts"][:kept]
+    acks[0].write_text(json.dumps(record))
+    watershed = f"file://{tmp_path}/watershed"
+    store, chunk = pcg_open_copy(watershed), np.asarray(SPEC.chunk_size)
+    end = np.asarray(store.domain.exclusive_max[:3])
+    for coord in lost:
+        lo = np.asarray(coord) * chunk
+        hi = np.minimum(lo + chunk, end)
+        store[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2], 0].write(np.zeros(tuple(hi - lo), np.uint64)).result()
+    assert (the_copy(watershed) != watershed_voxels(watershed)).any()
     _, counters, _ = run_ingest(config, graph_id, "--from_segmentation", "--pcg_version=3", "--ocdbt",
                                 "--if_exists=continue", checkpoint)
-    assert counters.get("layer2_chunks", 0) == 0  # every layer-2 chunk came from the checkpoint
-    watershed = f"file://{tmp_path}/watershed"
+    assert counters["layer2_chunks"] == len(lost) > 0
     np.testing.assert_array_equal(the_copy(watershed), watershed_voxels(watershed))
 
 
@@ -193,3 +208,20 @@ def test_recreate_over_our_own_copy_ends_equal_to_watershed(volumes, tmp_path, g
     assert (the_copy(watershed) == 777).sum() == 32
     run_ingest(config, graph_id, "--from_segmentation", "--pcg_version=3", "--ocdbt", "--if_exists=recreate")
     np.testing.assert_array_equal(the_copy(watershed), watershed_voxels(watershed))
+
+
+def test_raw_input_copies_watershed_block_by_block(tmp_path, graph_id):
+    """--raw: the layer-2 stage reads each chunk's WATERSHED block for the copy (painted here)."""
+    from cloudvolume import CloudVolume
+
+    from beam_ingest.synthetic.precomputed import SyntheticSpec, generate
+    info = generate(str(tmp_path / "raw"), SyntheticSpec(chunks=(3, 2, 2), svs_per_chunk=20, seed=46, raw=True,
+                                                         voxel_offset=(0, 0, 0)))
+    watershed = f"file://{tmp_path}/raw/watershed"
+    volume = CloudVolume(watershed, mip=0, progress=False)
+    size = tuple(int(v) for v in volume.bounds.size3())
+    painted = (np.arange(int(np.prod(size)), dtype=np.uint64) * 7919 % 1000).reshape(size, order="F")
+    volume[0:size[0], 0:size[1], 0:size[2]] = painted
+    run_ingest(info["config"], graph_id, "--raw", "--pcg_version=3", "--ocdbt", "--write_batch_rows=30")
+    np.testing.assert_array_equal(the_copy(watershed), watershed_voxels(watershed))
+    assert (the_copy(watershed) == painted).all()

@@ -48,16 +48,13 @@ def _cache_check(table_id, graph_id, target, plan, graph_identity=None):
                       WatershedVoxels(ds.WATERSHED, ds.CV_MIP, plan.layout), tuple(plan.resolution), found.complete)
 
 
-def _copy_check(table, plan):
+def _copy_check(meta_cell: bytes, plan):
     """With a meta that says supervoxels can be split (`--ocdbt`): WATERSHED's OCDBT copy, to
     compare with WATERSHED on the sampled chunks (None otherwise)."""
     from ..l2cache.chunks import WatershedVoxels
     from ..ops.verify import CopyCheck
-    from ..store import cells
-    from ..store.admin import read_cell
     from ..store.meta import loads_meta
-    meta = loads_meta(read_cell(table, cells.META_ROW, cells.FAMILY_HIERARCHY, cells.META)[0])
-    if not meta.custom_data.get("seg", {}).get("ocdbt"):
+    if not loads_meta(meta_cell).custom_data.get("seg", {}).get("ocdbt"):
         return None
     from ..outputs.ocdbt import open_copy
     ds = plan.settings.data_source
@@ -107,7 +104,7 @@ def cmd_verify(args):
     if args.raw or args.from_segmentation:  # the table and the files the run wrote, against the run's inputs
         reader = verify_reader(plan, args.raw, args.fill_missing)
         files = {"edges": ds.EDGES, "components": ds.COMPONENTS}
-    copy = _copy_check(table, plan)
+    copy = _copy_check(found[0], plan)
     cache = None
     if args.l2cache_table:
         cache = _cache_check(args.l2cache_table, args.graph_id, target, plan, graph.identity if graph else None)

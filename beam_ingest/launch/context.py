@@ -57,9 +57,7 @@ class RunContext:
 
     @property
     def resuming(self) -> bool:
-        """A continued table of an earlier, unfinished run of the same identity."""
-        opts = self.options
-        return self.table is not None and not self.table.fresh and opts.start_layer == 2 and not opts.test
+        return _resuming(self.table, self.options)
 
     def __enter__(self) -> "RunContext":
         return self
@@ -220,8 +218,7 @@ def _starting_point(plan, options, coords, identity: str, table: TableState | No
         return FromCheckpoint(options.start_layer,
                               restart.restart_at(options.checkpoint_dir, identity, options.start_layer))
     saved = restart.NOTHING
-    resuming = table is not None and not table.fresh and not options.test
-    if resuming and options.checkpoint_dir and plan.cache is None:  # the cache is written by layer 2: all again
+    if _resuming(table, options) and options.checkpoint_dir and plan.cache is None:  # the cache is written by layer 2: all again
         saved = restart.resume_layer2(options.checkpoint_dir, identity, plan.layout)
     reader, files = make_reader(plan), chunk_files(plan)
     layer2 = VolumeChunks(reader, files) if plan.segmentation is not None else FileChunks(reader, files)
@@ -242,6 +239,11 @@ def chunk_files(plan: IngestPlan):
         return ChunkFiles(ds.EDGES if plan.raw else None, ds.COMPONENTS if plan.raw else None, ocdbt=ocdbt,
                           watershed_mip=int(ds.CV_MIP), ocdbt_from_watershed=ocdbt is not None)
     return None
+
+
+def _resuming(table: TableState | None, options: IngestOptions) -> bool:
+    """A continued table of an earlier, unfinished run of the same identity, from layer 2."""
+    return table is not None and not table.fresh and options.start_layer == 2 and not options.test
 
 
 def check_cache_voxels(plan: IngestPlan, coords) -> None:

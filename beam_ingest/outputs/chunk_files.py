@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import time
 
 import numpy as np
 
 from ..deadline import within
 from ..errors import InputError
+from ..metrics import count
 from ..inputs.precomputed import components_filename, edges_filename, encode_components, encode_edges
 from .files import OutputFolder
 
@@ -30,11 +32,12 @@ def sv_map_filename(coord) -> str:
     return f"sv_map_{x}_{y}_{z}.npy"
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class ChunkFiles:
     """Where a run writes its per-chunk files (None: not written). `watershed_in_place`:
     WATERSHED is SUPERVOXELS itself, already chunk-encoded, so its relabelled ids are
-    checked against it, never written."""
+    checked against it, never written. Pickled as these paths; each worker opens its own
+    folders, WATERSHED and copy on first use."""
     edges: str | None = None
     components: str | None = None
     sv_map: str | None = None
@@ -44,21 +47,21 @@ class ChunkFiles:
     ocdbt: str | None = None  # --ocdbt: the WATERSHED whose copy is written
     ocdbt_from_watershed: bool = False  # its boxes come from WATERSHED blocks (precomputed and raw input)
 
+    def __post_init__(self):
+        self._folders, self._blocks, self._copy = {}, None, None
+
     def __getstate__(self):
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     def __setstate__(self, state):
-        for name, value in state.items():
-            object.__setattr__(self, name, value)
+        self.__init__(**state)
 
     def _folder(self, key: str) -> OutputFolder:
-        """One OutputFolder per folder and worker (each opens connections of its own)."""
-        opened = self.__dict__.setdefault("_opened", {})
-        if key not in opened:
+        if key not in self._folders:
             config_key = {"edges": "data_source.EDGES", "components": "data_source.COMPONENTS",
                           "sv_map": "ingest_config.SV_MAP"}[key]
-            opened[key] = OutputFolder(config_key, getattr(self, key))
-        return opened[key]
+            self._folders[key] = OutputFolder(config_key, getattr(self, key))
+        return self._folders[key]
 
     def write_graph_files(self, inputs) -> None:
         """A chunk's EDGES and COMPONENTS files, exactly (a retry finds them equal and keeps
@@ -87,14 +90,11 @@ class ChunkFiles:
 
     def write_copy(self, coord, start, voxels: np.ndarray) -> None:
         """The chunk's box of WATERSHED's OCDBT copy: `voxels`, its supervoxel ids, at `start`."""
-        import time
-
-        from ..metrics import count
         began = time.perf_counter()
-        if "_copy" not in self.__dict__:
+        if self._copy is None:
             from .ocdbt import CopyWriter
-            self.__dict__["_copy"] = CopyWriter(self.ocdbt)
-        self.__dict__["_copy"].write(coord, start, voxels)
+            self._copy = CopyWriter(self.ocdbt)
+        self._copy.write(coord, start, voxels)
         count("ocdbt_us", (time.perf_counter() - began) * 1e6)
         count("ocdbt_voxels", voxels.size)
 
@@ -119,11 +119,11 @@ class ChunkFiles:
                              f"{coord}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from None
 
     def _watershed_blocks(self):
-        if "_blocks" not in self.__dict__:
+        if self._blocks is None:
             from ..inputs.storage_blocks import open_blocks
-            self.__dict__["_blocks"] = open_blocks(f"data_source.WATERSHED: {self.watershed}", self.watershed,
-                                                   self.watershed_mip)
-        return self.__dict__["_blocks"]
+            self._blocks = open_blocks(f"data_source.WATERSHED: {self.watershed}", self.watershed,
+                                       self.watershed_mip)
+        return self._blocks
 
     def connect(self) -> None:
         """Open WATERSHED now (a worker's setup), so that a volume that cannot be opened fails early."""

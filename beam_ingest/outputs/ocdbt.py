@@ -13,7 +13,6 @@ Only WATERSHED's `info` is ever read with tensorstore (for the schema): its chun
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 
@@ -126,22 +125,18 @@ def prepare_copy(watershed: str, graph_id: str, fresh: bool) -> None:
                            compress=None)
 
 
-@dataclasses.dataclass(frozen=True)
 class CopyWriter:
     """A worker's writer of the copy: opened once per worker (tensorstore handles share the
     store's cache), each chunk's box written and committed before the chunk goes on."""
-    watershed: str
 
-    def __getstate__(self):
-        return {"watershed": self.watershed}
-
-    def __setstate__(self, state):
-        object.__setattr__(self, "watershed", state["watershed"])
+    def __init__(self, watershed: str):
+        self.watershed = watershed
+        self._opened = None
 
     def _store(self):
-        if "_tensorstore" not in self.__dict__:
-            self.__dict__["_tensorstore"] = open_copy(self.watershed)
-        return self.__dict__["_tensorstore"]
+        if self._opened is None:
+            self._opened = open_copy(self.watershed)
+        return self._opened
 
     def write(self, coord, start, voxels: np.ndarray) -> None:
         """The box of layer-2 chunk `coord` at voxel `start` (x, y, z), its supervoxel ids."""

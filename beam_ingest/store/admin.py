@@ -2,8 +2,6 @@
 exists (with a deadline: an unreachable Bigtable is one error), split keys, single cells."""
 from __future__ import annotations
 
-import datetime
-
 from google.api_core import exceptions as gexc
 from google.cloud.bigtable import column_family, row_filters
 
@@ -23,10 +21,6 @@ def family_rules(pcg_version: int = 2):
     if pcg_version >= 3:
         rules[cells.FAMILY_LIFTED] = None
     return rules
-
-
-def timestamp_from_ms(ms: int) -> datetime.datetime:
-    return datetime.datetime.fromtimestamp(ms / 1000.0, tz=datetime.timezone.utc)
 
 
 def read_cell(table, row_key: bytes, family: str, qualifier: bytes):

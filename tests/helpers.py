@@ -1,6 +1,7 @@
 """Test helpers: run an ingest, and read a table back into comparable structure."""
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections import defaultdict
@@ -165,3 +166,16 @@ def copy_to_bucket(root, base_url):
         text = fh.read().replace("file://" + root, base_url)
     CloudFiles(base_url).put("config.yml", text.encode(), compress=None, content_type="application/yaml")
     return base_url + "/config.yml"
+
+
+def forget_half_of_layer2_acks(checkpoint_folder) -> list[tuple]:
+    """As a run killed before Bigtable acknowledged them leaves it: the second half of the
+    first acknowledgement file's layer-2 chunks dropped from the checkpoint. Returns them."""
+    acks = sorted((checkpoint_folder / "acks" / "layer2").iterdir())
+    record = json.loads(acks[0].read_text())
+    kept = len(record["coords"]) // 2
+    lost = [tuple(c) for c in record["coords"][kept:]]
+    record["coords"], record["counts"] = record["coords"][:kept], record["counts"][:kept]
+    acks[0].write_text(json.dumps(record))
+    return lost
+

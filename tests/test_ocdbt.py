@@ -11,7 +11,7 @@ import yaml
 
 import pipeline
 from beam_ingest.synthetic.segmentation import SegmentationSpec, generate_segmentation
-from helpers import TS, run_ingest
+from helpers import TS, forget_half_of_layer2_acks, run_ingest
 
 ts = pytest.importorskip("tensorstore")  # a pinned requirement: always there in CI
 
@@ -168,12 +168,7 @@ def test_a_failed_run_continued_rewrites_what_is_missing_and_ends_identical(volu
     with pytest.raises(Exception, match="injected failure at layer 3"):
         run_ingest(config, graph_id, "--from_segmentation", "--pcg_version=3", "--ocdbt", "--fail_at_layer=3",
                    checkpoint)
-    acks = sorted((tmp_path / "checkpoint" / "acks" / "layer2").iterdir())
-    record = json.loads(acks[0].read_text())
-    kept = len(record["coords"]) // 2
-    lost = [tuple(c) for c in record["coords"][kept:]]
-    record["coords"], record["counts"] = record["coords"][:kept], record["counts"][:kept]
-    acks[0].write_text(json.dumps(record))
+    lost = forget_half_of_layer2_acks(tmp_path / "checkpoint")
     watershed = f"file://{tmp_path}/watershed"
     store, chunk = pcg_open_copy(watershed), np.asarray(SPEC.chunk_size)
     end = np.asarray(store.domain.exclusive_max[:3])

@@ -16,7 +16,7 @@ from cloudvolume import CloudVolume
 import pipeline
 from beam_ingest.errors import ConfigError, InputError
 from beam_ingest.synthetic.segmentation import SegmentationSpec, copy_volume, generate_segmentation
-from helpers import run_ingest
+from helpers import forget_half_of_layer2_acks, run_ingest
 from seg_reference import diff_edges, read_seg_outputs, seg_reference
 from test_end_to_end import check_against_reference
 from test_runs import cells_of
@@ -282,7 +282,6 @@ def test_test_run_prints_the_counts_of_what_it_writes(tmp_path, graph_id, capsys
 def test_resume_rebuilds_only_unacknowledged_chunks_with_their_neighbours(tmp_path, graph_id):
     """Kill at layer 3, lose some layer-2 acknowledgements: those chunks are read again with their
     face neighbours (done ones are read, not rewritten) and the table and files equal a clean run's."""
-    import json
     info = generate_segmentation(str(tmp_path / "data"), SegmentationSpec(seed=13))
     cfg = config_of(info)
     run_ingest(info["config"], graph_id + "-clean", "--from_segmentation")
@@ -292,12 +291,7 @@ def test_resume_rebuilds_only_unacknowledged_chunks_with_their_neighbours(tmp_pa
     ckpt = f"file://{tmp_path}/ckpt"
     with pytest.raises(Exception, match="injected failure at layer 3"):
         run_ingest(info["config"], graph_id, "--from_segmentation", f"--checkpoint_dir={ckpt}", "--fail_at_layer=3")
-    acks = sorted((tmp_path / "ckpt" / "acks" / "layer2").iterdir())
-    record = json.loads(acks[0].read_text())
-    kept = len(record["coords"]) // 2
-    lost = [tuple(c) for c in record["coords"][kept:]]
-    record["coords"], record["counts"] = record["coords"][:kept], record["counts"][:kept]
-    acks[0].write_text(json.dumps(record))
+    lost = forget_half_of_layer2_acks(tmp_path / "ckpt")
     removed = 0
     for x, y, z in lost:  # their files go too: the resume must write them again
         path = os.path.join(outputs["EDGES"], f"edges_{x}_{y}_{z}.proto.zst")

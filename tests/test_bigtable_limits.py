@@ -46,7 +46,9 @@ def entry(key, n_cells, timestamp_micros=TS_MS * 1000, value=b"v"):
 
 # ---- the front is strict ----------------------------------------------------------------------
 
-def test_front_refuses_a_request_over_100000_mutations_which_the_emulator_accepts(bigtable_emulator, graph_id):
+def test_front_refuses_a_request_over_100000_mutations_which_the_emulator_accepts(bigtable_emulator, strict_front,
+                                                                                   graph_id):
+    strict_front.set_faults(Faults())  # raw requests, no retries: the session's injected faults would fail them
     table = new_table(graph_id)
     name = table.name
     entries = [entry(b"r%05d" % i, 20) for i in range(5001)]  # 100,020 mutations
@@ -64,7 +66,8 @@ def test_front_refuses_a_request_over_100000_mutations_which_the_emulator_accept
     ({"row_key": b"k", "mutations": [{"set_cell": {"family_name": "0", "column_qualifier": b"q" * (16 * 1024 + 1),
                                                    "timestamp_micros": 0, "value": b""}}]}, "Qualifier too long"),
 ])
-def test_front_refuses_what_the_service_refuses(bigtable_emulator, graph_id, bad, why):
+def test_front_refuses_what_the_service_refuses(bigtable_emulator, strict_front, graph_id, bad, why):
+    strict_front.set_faults(Faults())  # a raw request, no retries: the refusal, not an injected fault
     table = new_table(graph_id)
     with pytest.raises(grpc.RpcError) as refused:
         raw_mutate_rows(bigtable_emulator.host, table.name, [entry(b"fine", 1), bad])
